@@ -1,0 +1,5 @@
+import sys
+
+from safehold.cli.main import main
+
+sys.exit(main())

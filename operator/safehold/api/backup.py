@@ -1,0 +1,138 @@
+"""Backup: one run, created by a policy or by hand. Its spec never changes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from safehold.api.base import ApiModel, Condition, LocalObjectReference
+from safehold.api.content import BackupContent
+
+BackupPhase = Literal["New", "Running", "Succeeded", "PartiallyFailed", "Failed"]
+ItemResult = Literal["Succeeded", "Failed", "Skipped"]
+
+
+class BackupSpec(BackupContent):
+    """Desired state of a Backup: either policyRef, or an inline storageLocation and
+    selection."""
+
+    policy_ref: LocalObjectReference | None = None
+    """Take the content and location from this BackupPolicy (same namespace)."""
+    ttl: str | None = Field(default=None, pattern=r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
+    """Delete the backup (and its data) this long after it completes; empty: retention of
+    the policy decides."""
+
+
+class Progress(ApiModel):
+    """How far a running backup is."""
+
+    items_done: int = 0
+    """Items (objects, volumes, databases) finished."""
+    items_total: int = 0
+    """Items planned."""
+    bytes_done: int = 0
+    """Payload bytes processed so far."""
+
+
+class VolumeResult(ApiModel):
+    """Result of one PVC."""
+
+    namespace: str
+    """Namespace of the PVC."""
+    pvc: str
+    """Name of the PVC."""
+    mode: str
+    """How it was protected."""
+    result: ItemResult
+    """Outcome."""
+    snapshot_id: str | None = None
+    """restic snapshot id, for modes that move data."""
+    volume_snapshot: str | None = None
+    """VolumeSnapshot name, for snapshot mode."""
+    files: int | None = None
+    """Files processed."""
+    bytes: int | None = None
+    """Bytes processed."""
+    bytes_added: int | None = None
+    """New bytes stored in the repository after deduplication."""
+    duration_seconds: float | None = None
+    """Duration of the move."""
+    message: str | None = None
+    """Why it failed or was skipped."""
+
+
+class DatabaseResult(ApiModel):
+    """Result of one database target."""
+
+    target: str
+    """Name of the target in the spec."""
+    type: str
+    """Engine."""
+    result: ItemResult
+    """Outcome."""
+    databases: list[str] = Field(default_factory=list)
+    """Databases dumped."""
+    snapshot_id: str | None = None
+    """restic snapshot id."""
+    bytes: int | None = None
+    """Size of the dumps."""
+    server_version: str | None = None
+    """Version the server reported."""
+    tool_version: str | None = None
+    """Version of the dump tool."""
+    duration_seconds: float | None = None
+    """Duration of the dump."""
+    message: str | None = None
+    """Why it failed."""
+
+
+class ResourceSummary(ApiModel):
+    """Kubernetes objects exported."""
+
+    total: int = 0
+    """Objects exported."""
+    by_kind: dict[str, int] = Field(default_factory=dict)
+    """Objects per resource (resource.group)."""
+    snapshot_id: str | None = None
+    """restic snapshot id of the export."""
+    sha256: str | None = None
+    """Checksum of the export."""
+
+
+class BackupStatus(ApiModel):
+    """Observed state of a Backup."""
+
+    phase: BackupPhase | None = None
+    """Derived from the conditions: New, Running, Succeeded, PartiallyFailed or Failed."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Succeeded (Unknown while running) and Complete (True when finished either way)."""
+    observed_generation: int | None = None
+    """The .metadata.generation last reconciled."""
+    storage_location: str | None = None
+    """Location the backup was written to."""
+    policy: str | None = None
+    """Policy the backup belongs to."""
+    start_time: datetime | None = None
+    """When the run started."""
+    completion_time: datetime | None = None
+    """When the run finished."""
+    expires_at: datetime | None = None
+    """When the backup is due for deletion, if known."""
+    progress: Progress | None = None
+    """Progress while running."""
+    resources: ResourceSummary | None = None
+    """Exported objects."""
+    volumes: list[VolumeResult] = Field(default_factory=list)
+    """Per-PVC results."""
+    databases: list[DatabaseResult] = Field(default_factory=list)
+    """Per-database results."""
+    size_bytes: int | None = None
+    """Total payload size."""
+    storage_path: str | None = None
+    """Catalog path of the manifest in the bucket."""
+    errors: list[str] = Field(default_factory=list)
+    """Errors, each naming the item it concerns."""
+    warnings: list[str] = Field(default_factory=list)
+    """Warnings, each naming the item it concerns."""

@@ -1,0 +1,89 @@
+"""BackupStorageLocation: where backups live (an S3-compatible bucket) and how to reach it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from safehold.api.base import ApiModel, Condition, DnsSubdomain, Duration
+
+AccessMode = Literal["ReadWrite", "ReadOnly"]
+
+
+class S3CredentialsSecret(ApiModel):
+    """A Secret holding the S3 access key pair."""
+
+    name: DnsSubdomain
+    """Name of the Secret in the location's namespace."""
+    access_key_id_key: str = "accessKeyId"
+    """Key of the access key id inside the Secret."""
+    secret_access_key_key: str = "secretAccessKey"
+    """Key of the secret access key inside the Secret."""
+
+
+class RepositoryPasswordSecret(ApiModel):
+    """A Secret holding the repository password that encrypts every byte Safehold stores."""
+
+    name: DnsSubdomain
+    """Name of the Secret in the location's namespace."""
+    key: str = "password"
+    """Key of the password inside the Secret."""
+
+
+class ObjectLock(ApiModel):
+    """S3 Object Lock retention applied to objects Safehold writes."""
+
+    mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
+    """Object Lock mode; COMPLIANCE cannot be shortened by anyone."""
+    retention_days: int = Field(ge=1, le=36500)
+    """Days each object stays locked after it is written."""
+
+
+class BackupStorageLocationSpec(ApiModel):
+    """Desired state of a BackupStorageLocation."""
+
+    endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/.*)?$")
+    """S3 endpoint URL, e.g. https://s3.eu-west-1.amazonaws.com or http://minio.minio:9000.
+    Empty means AWS S3 for the region."""
+    bucket: str = Field(min_length=3, max_length=63)
+    """Bucket name. The bucket must exist; Safehold never creates or deletes buckets."""
+    prefix: str = Field(default="", max_length=512, pattern=r"^([^/]+(/[^/]+)*)?$")
+    """Key prefix inside the bucket (no leading or trailing slash), so one bucket can hold
+    several locations."""
+    region: str = "us-east-1"
+    """Region of the bucket."""
+    force_path_style: bool = False
+    """Address the bucket as endpoint/bucket instead of bucket.endpoint (MinIO, Ceph RGW,
+    SeaweedFS and most on-premises stores need this)."""
+    ca_bundle: str | None = None
+    """PEM-encoded CA certificates trusted for the endpoint's TLS certificate."""
+    insecure_skip_tls_verify: bool = False
+    """Skip TLS certificate verification. For tests only; never in production."""
+    credentials_secret: S3CredentialsSecret
+    """Secret with the S3 access key pair."""
+    repository_password_secret: RepositoryPasswordSecret
+    """Secret with the repository password. Encryption is always on; losing this password
+    means losing every backup in the location."""
+    access_mode: AccessMode = "ReadWrite"
+    """ReadOnly locations are only read from: for disaster recovery into a new cluster."""
+    sync_period: Duration = "5m"
+    """How often the location is probed again and the catalog re-synchronised."""
+    object_lock: ObjectLock | None = None
+    """Optional S3 Object Lock retention (the bucket must have Object Lock enabled)."""
+
+
+class BackupStorageLocationStatus(ApiModel):
+    """Observed state of a BackupStorageLocation."""
+
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready reports the result of the last probe."""
+    observed_generation: int | None = None
+    """The .metadata.generation last reconciled."""
+    last_probe_time: datetime | None = None
+    """When the bucket was last probed."""
+    last_sync_time: datetime | None = None
+    """When the catalog was last synchronised from storage."""
+    repository_initialized: bool | None = None
+    """Whether a restic repository exists at the location's prefix."""

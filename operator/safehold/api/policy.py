@@ -1,0 +1,95 @@
+"""BackupPolicy: what to back up, when, for how long, and how fresh it must be."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from safehold.api.base import ApiModel, Condition, DnsSubdomain, Duration
+from safehold.api.content import BackupContent
+
+
+class Retention(ApiModel):
+    """How many successful backups to keep, with restic's forget semantics. A backup is kept
+    when any rule keeps it; the newest successful backup is always kept."""
+
+    keep_last: int | None = Field(default=None, ge=0)
+    """Keep the newest N backups."""
+    keep_hourly: int | None = Field(default=None, ge=0)
+    """Keep the newest backup of each of the last N hours that have one."""
+    keep_daily: int | None = Field(default=None, ge=0)
+    """Keep the newest backup of each of the last N days that have one."""
+    keep_weekly: int | None = Field(default=None, ge=0)
+    """Keep the newest backup of each of the last N ISO weeks that have one."""
+    keep_monthly: int | None = Field(default=None, ge=0)
+    """Keep the newest backup of each of the last N months that have one."""
+    keep_yearly: int | None = Field(default=None, ge=0)
+    """Keep the newest backup of each of the last N years that have one."""
+
+
+class Verification(ApiModel):
+    """Scheduled restore drills that prove backups restore."""
+
+    schedule: str = Field(min_length=1)
+    """Cron schedule of the drills."""
+    target_namespace: str | None = None
+    """Scratch namespace restored into; default: a generated one, deleted afterwards."""
+
+
+class BackupPolicySpec(BackupContent):
+    """Desired state of a BackupPolicy."""
+
+    storage_location: DnsSubdomain = Field()
+    """Name of the BackupStorageLocation (same namespace) that receives the backups."""
+    copy_location: DnsSubdomain | None = None
+    """A second BackupStorageLocation that receives a copy of every backup (3-2-1)."""
+    schedule: str | None = Field(default=None, min_length=1, max_length=128)
+    """Cron schedule (5 fields, or @hourly, @daily, @weekly, @monthly, @yearly); empty means
+    on demand only."""
+    time_zone: str = "UTC"
+    """IANA time zone the schedule and retention are evaluated in."""
+    suspend: bool = False
+    """Stop scheduling new runs; running ones finish."""
+    concurrency_policy: Literal["Forbid", "Allow"] = "Forbid"
+    """Forbid skips a run while the previous one still runs."""
+    starting_deadline_seconds: int | None = Field(default=None, ge=0)
+    """A missed run still starts if no more than this many seconds late."""
+    retention: Retention | None = None
+    """Which successful backups to keep; absent keeps all."""
+    rpo: Duration | None = None
+    """Recovery point objective: Ready turns False when the newest successful backup is
+    older than this."""
+    verification: Verification | None = None
+    """Restore drills."""
+    deletion_policy: Literal["Retain", "Delete"] = "Retain"
+    """Retain keeps backup data when the policy is deleted; Delete removes it."""
+
+
+class BackupReference(ApiModel):
+    """A backup and when it finished."""
+
+    name: str
+    """Name of the Backup."""
+    completion_time: datetime | None = None
+    """When it finished."""
+
+
+class BackupPolicyStatus(ApiModel):
+    """Observed state of a BackupPolicy."""
+
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready (spec valid, location Ready, RPO met)."""
+    observed_generation: int | None = None
+    """The .metadata.generation last reconciled."""
+    last_schedule_time: datetime | None = None
+    """When a run was last started."""
+    next_schedule_time: datetime | None = None
+    """When the next run is due."""
+    last_successful_backup: BackupReference | None = None
+    """The newest successful backup."""
+    missed_runs: int | None = None
+    """Runs missed since the last one started (operator or cluster down)."""
+    rpo_met: bool | None = None
+    """Whether the newest successful backup is within the RPO."""

@@ -1,0 +1,116 @@
+"""RestoreRequest: a one-shot restore of (part of) a backup. Its spec never changes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from safehold.api.base import ApiModel, Condition, DnsLabel, LabelSelector, LocalObjectReference
+
+RestorePhase = Literal["New", "Running", "Succeeded", "PartiallyFailed", "Failed"]
+
+
+class VolumeRestore(ApiModel):
+    """Which volume data to restore."""
+
+    enabled: bool = True
+    """Restore PVC data contained in the backup."""
+    pvcs: list[str] | None = None
+    """Only these PVCs (namespace/name or name); empty means all."""
+    overwrite_existing: bool = False
+    """Write into an existing non-empty PVC. Without it such PVCs are skipped."""
+
+
+class DatabaseRestoreTarget(ApiModel):
+    """Where one dumped database target is restored to."""
+
+    target: DnsLabel
+    """Name of the target in the backup."""
+    host: str | None = None
+    """Restore into this host instead of the original."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Port of that host."""
+    credentials_secret: str | None = None
+    """Secret with username/password for that host."""
+    database_mapping: dict[str, str] = Field(default_factory=dict)
+    """Rename databases: original name to new name."""
+    clean: bool = False
+    """Drop existing objects before restoring (PostgreSQL --clean); otherwise the database
+    must be empty."""
+
+
+class DatabaseRestore(ApiModel):
+    """Which database dumps to restore."""
+
+    enabled: bool = True
+    """Restore database dumps contained in the backup."""
+    targets: list[DatabaseRestoreTarget] = Field(default_factory=list)
+    """Per-target overrides; targets not listed restore to their original server."""
+
+
+class RestoreRequestSpec(ApiModel):
+    """Desired state of a RestoreRequest: exactly one of backupRef or policyRef."""
+
+    backup_ref: LocalObjectReference | None = None
+    """Restore this Backup (same namespace)."""
+    policy_ref: LocalObjectReference | None = None
+    """Restore the newest successful Backup of this BackupPolicy."""
+    included_namespaces: list[DnsLabel] | None = None
+    """Only objects from these namespaces of the backup; empty means all."""
+    included_resources: list[str] = Field(default_factory=lambda: ["*"])
+    """Resource types as resource.group; * means all."""
+    excluded_resources: list[str] = Field(default_factory=list)
+    """Resource types never restored."""
+    label_selector: LabelSelector | None = None
+    """Only objects carrying these labels."""
+    namespace_mapping: dict[str, str] = Field(default_factory=dict)
+    """Restore objects of namespace A into namespace B: {A: B}."""
+    existing_resource_policy: Literal["skip", "update"] = "skip"
+    """What happens to objects that already exist: skip leaves them, update applies the
+    backed-up version over them."""
+    dry_run: bool = False
+    """Change nothing; report per object what would be created, updated or skipped."""
+    volumes: VolumeRestore | None = None
+    """Volume data restore options."""
+    databases: DatabaseRestore | None = None
+    """Database restore options."""
+
+
+class RestoreCounts(ApiModel):
+    """Objects by outcome."""
+
+    created: int = 0
+    """Objects created."""
+    updated: int = 0
+    """Objects updated."""
+    skipped: int = 0
+    """Objects left as they were."""
+    failed: int = 0
+    """Objects that could not be restored."""
+
+
+class RestoreRequestStatus(ApiModel):
+    """Observed state of a RestoreRequest."""
+
+    phase: RestorePhase | None = None
+    """Derived from the conditions."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Succeeded (Unknown while running) and Complete (True when finished either way)."""
+    observed_generation: int | None = None
+    """The .metadata.generation last reconciled."""
+    backup: str | None = None
+    """The Backup restored from (resolved from policyRef if needed)."""
+    start_time: datetime | None = None
+    """When the restore started."""
+    completion_time: datetime | None = None
+    """When the restore finished."""
+    counts: RestoreCounts | None = None
+    """Objects by outcome."""
+    results_path: str | None = None
+    """Catalog path of the full per-object result list."""
+    errors: list[str] = Field(default_factory=list)
+    """Errors, each naming the item it concerns."""
+    warnings: list[str] = Field(default_factory=list)
+    """Warnings, each naming the item it concerns."""

@@ -1,0 +1,87 @@
+"""Command line entry point: `safehold` and `kubectl safehold`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from safehold import __version__
+
+EPILOG = """examples:
+  safehold operator                      run the operator against the current kubeconfig
+  safehold crds generate --out crds      regenerate the CRD YAML from the models
+  safehold crds check --dir crds         exit 1 when crds/ drifted from the models
+"""
+
+
+def _cmd_crds(args: argparse.Namespace) -> int:
+    from safehold.api import crdgen
+
+    out = Path(args.dir)
+    if args.action == "generate":
+        for path in crdgen.write(out):
+            print(path)
+        return 0
+    drifted = crdgen.drift(out)
+    for name in drifted:
+        print(
+            f"{out / name}: differs from the models; run `safehold crds generate`", file=sys.stderr
+        )
+    return 1 if drifted else 0
+
+
+def _cmd_operator(args: argparse.Namespace) -> int:
+    from safehold.operator_main import run
+
+    return run(
+        namespace=args.namespace,
+        all_namespaces=args.all_namespaces,
+        metrics_port=args.metrics_port,
+        health_port=args.health_port,
+        peering=args.peering,
+        bind_address=args.bind_address,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="safehold",
+        description="Safehold: backups, restores and restore drills for Kubernetes.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"safehold {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    op = sub.add_parser("operator", help="run the operator (Kopf)")
+    scope = op.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", help="watch only these namespaces")
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", default=True, help="watch all (default)"
+    )
+    op.add_argument("--metrics-port", type=int, default=8080, help="Prometheus port (0: off)")
+    op.add_argument("--health-port", type=int, default=8081, help="liveness port (0: off)")
+    op.add_argument(
+        "--bind-address",
+        default="0.0.0.0",  # noqa: S104 - kubelet probes and Prometheus scrapes come from outside
+        help="address of the metrics and liveness servers",
+    )
+    op.add_argument("--peering", default=None, help="Kopf peering name when running replicas")
+    op.set_defaults(func=_cmd_operator)
+
+    crds = sub.add_parser("crds", help="generate or check the CRD YAML")
+    crds.add_argument("action", choices=["generate", "check"])
+    crds.add_argument("--dir", "--out", dest="dir", default="crds", help="directory of CRD files")
+    crds.set_defaults(func=_cmd_crds)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

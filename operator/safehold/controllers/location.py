@@ -1,0 +1,106 @@
+"""BackupStorageLocation: probe the bucket and repository, report Ready."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from safehold import GROUP, VERSION
+from safehold.api.kinds import LOCATION
+from safehold.api.location import BackupStorageLocationSpec, BackupStorageLocationStatus
+from safehold.controllers.context import Clients
+from safehold.kube.events import post_event
+from safehold.kube.locations import resolve_location
+from safehold.kube.resources import list_all, patch_status
+from safehold.kube.secrets import SecretProblem
+from safehold.metrics import LOCATION_PROBES, LOCATION_READY
+from safehold.planning.conditions import changed
+from safehold.planning.locations import probe_due, status_after_probe
+from safehold.storage.probe import LocationProbe, probe_location
+
+log = logging.getLogger(__name__)
+RESYNC_TICK_SECONDS = 10.0
+
+
+def reconcile(clients: Clients, body: dict[str, Any]) -> LocationProbe:
+    """Probe one location and write its status; returns the probe outcome."""
+    meta = body["metadata"]
+    namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+    spec = BackupStorageLocationSpec.model_validate(body.get("spec", {}))
+    before = BackupStorageLocationStatus.model_validate(body.get("status") or {})
+    try:
+        resolved = resolve_location(clients.core, namespace, name, spec)
+        outcome = probe_location(resolved)
+    except SecretProblem as err:
+        outcome = LocationProbe(False, err.reason, str(err))
+    now = datetime.now(UTC)
+    after = status_after_probe(
+        before,
+        outcome.ok,
+        outcome.reason,
+        outcome.message,
+        outcome.repository_initialized,
+        generation,
+        now,
+    )
+    patch_status(clients.custom, LOCATION, namespace, name, after.to_wire())
+    LOCATION_READY.labels(namespace, name).set(1 if outcome.ok else 0)
+    LOCATION_PROBES.labels(namespace, name, outcome.reason).inc()
+    if changed(before.conditions, after.conditions, "Ready"):
+        post_event(
+            clients.core,
+            LOCATION.kind,
+            namespace,
+            name,
+            meta.get("uid"),
+            "Normal" if outcome.ok else "Warning",
+            outcome.reason,
+            outcome.message,
+        )
+        log.info("location %s/%s Ready=%s reason=%s", namespace, name, outcome.ok, outcome.reason)
+    return outcome
+
+
+@kopf.on.resume(GROUP, VERSION, LOCATION.plural)
+@kopf.on.create(GROUP, VERSION, LOCATION.plural)
+@kopf.on.update(GROUP, VERSION, LOCATION.plural, field="spec")
+def location_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    reconcile(memo.clients, dict(body))
+
+
+def resync_once(clients: Clients, now: datetime | None = None) -> int:
+    """Probe every location whose sync period (or failing re-probe interval) has passed."""
+    now = now or datetime.now(UTC)
+    probed = 0
+    for body in list_all(clients.custom, LOCATION):
+        try:
+            spec = BackupStorageLocationSpec.model_validate(body.get("spec", {}))
+            status = BackupStorageLocationStatus.model_validate(body.get("status") or {})
+            if probe_due(spec, status, body["metadata"].get("generation"), now):
+                reconcile(clients, body)
+                probed += 1
+        except Exception:  # one broken object must not stop the others' resync
+            log.exception(
+                "resync of location %s/%s failed",
+                body["metadata"].get("namespace"),
+                body["metadata"].get("name"),
+            )
+    return probed
+
+
+async def resync_loop(clients: Clients, stop: asyncio.Event) -> None:
+    """Re-probe locations periodically. One loop for all objects, instead of a Kopf timer
+    per object: timers force a finalizer onto every object, which blocks deletion whenever
+    the operator is not running."""
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(resync_once, clients)
+        except Exception:
+            log.exception("location resync failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RESYNC_TICK_SECONDS)

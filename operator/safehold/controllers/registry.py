@@ -1,0 +1,38 @@
+"""Operator-wide start-up and clean-up; importing this module registers every handler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from safehold import GROUP
+from safehold.controllers import location
+from safehold.controllers.context import Clients
+from safehold.kube.client import load_api_client
+
+FINALIZER = f"operator.{GROUP}/finalizer"
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Kopf's own "handler succeeded" events are noise for users; ours are posted explicitly.
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = 8
+    settings.watching.server_timeout = 300
+    memo.clients = Clients.from_api_client(load_api_client())
+    memo.stop_resync = asyncio.Event()
+    memo.resync_task = asyncio.create_task(location.resync_loop(memo.clients, memo.stop_resync))
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    memo.stop_resync.set()
+    await memo.resync_task

@@ -1,0 +1,52 @@
+"""Pure decisions about BackupStorageLocations: when to probe, what status to write."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from safehold.api.location import BackupStorageLocationSpec, BackupStorageLocationStatus
+from safehold.planning.conditions import get_condition, set_condition
+from safehold.planning.durations import parse_duration
+
+# A location that is not Ready is re-probed at least this often, so a Secret or bucket
+# created after the location is noticed quickly.
+FAILING_REPROBE = timedelta(seconds=30)
+
+
+def probe_due(
+    spec: BackupStorageLocationSpec,
+    status: BackupStorageLocationStatus,
+    generation: int | None,
+    now: datetime,
+) -> bool:
+    """Whether the location should be probed now."""
+    if status.last_probe_time is None or status.observed_generation != generation:
+        return True
+    ready = get_condition(status.conditions, "Ready")
+    period = parse_duration(spec.sync_period)
+    if ready is None or ready.status != "True":
+        period = min(period, FAILING_REPROBE)
+    return now - status.last_probe_time >= period
+
+
+def status_after_probe(
+    status: BackupStorageLocationStatus,
+    ok: bool,
+    reason: str,
+    message: str,
+    repository_initialized: bool | None,
+    generation: int | None,
+    now: datetime,
+) -> BackupStorageLocationStatus:
+    """The status to write after a probe."""
+    conditions = set_condition(
+        status.conditions, "Ready", "True" if ok else "False", reason, message, generation, now
+    )
+    return status.model_copy(
+        update={
+            "conditions": conditions,
+            "observed_generation": generation,
+            "last_probe_time": now,
+            "repository_initialized": repository_initialized,
+        }
+    )

@@ -1,0 +1,142 @@
+"""S3 access through boto3: client construction and the location probe."""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from safehold.storage.layout import BucketLayout
+from safehold.storage.redact import redact
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Everything needed to talk to one bucket. Holds secrets: never log or print it."""
+
+    bucket: str
+    prefix: str
+    region: str
+    endpoint: str | None
+    force_path_style: bool
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+    ca_bundle: str | None = field(default=None, repr=False)
+    insecure_skip_tls_verify: bool = False
+
+    @property
+    def layout(self) -> BucketLayout:
+        return BucketLayout(self.bucket, self.prefix)
+
+    @property
+    def secret_values(self) -> tuple[str, ...]:
+        return (self.access_key_id, self.secret_access_key)
+
+    def ca_file(self) -> Path | None:
+        """The CA bundle written to a private temporary file (botocore and restic want a path)."""
+        if not self.ca_bundle:
+            return None
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the settings
+            "w", prefix="safehold-ca-", suffix=".pem", delete=False
+        )
+        with handle:
+            handle.write(self.ca_bundle)
+        return Path(handle.name)
+
+
+def make_client(settings: S3Settings, timeout: float = 10.0) -> S3Client:
+    """A boto3 S3 client for the settings, with short timeouts and one retry."""
+    config = Config(
+        region_name=settings.region,
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        retries={"max_attempts": 2, "mode": "standard"},
+        s3={"addressing_style": "path" if settings.force_path_style else "auto"},
+        signature_version="s3v4",
+    )
+    verify: bool | str = not settings.insecure_skip_tls_verify
+    ca = settings.ca_file()
+    if ca is not None and verify:
+        verify = str(ca)
+    session = boto3.session.Session()
+    return session.client(
+        "s3",
+        endpoint_url=settings.endpoint,
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+        config=config,
+        verify=verify,
+    )
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    reason: str
+    message: str
+
+
+_CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"}
+
+
+def _classify(error: ClientError, settings: S3Settings, action: str) -> ProbeResult:
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    text = redact(str(error), settings.secret_values)
+    if code in ("NoSuchBucket", "404") or status == 404:
+        return ProbeResult(False, "BucketNotFound", f"bucket {settings.bucket!r} does not exist")
+    if code in _CREDENTIAL_ERRORS:
+        return ProbeResult(
+            False,
+            "InvalidCredentials",
+            f"the object store rejected the access key pair ({code}); check the credentials Secret",
+        )
+    if code == "AccessDenied" or status == 403:
+        return ProbeResult(False, "AccessDenied", f"access denied while trying to {action}: {text}")
+    return ProbeResult(False, "StorageError", f"could not {action}: {text}")
+
+
+def probe_bucket(client: S3Client, settings: S3Settings, writable: bool) -> ProbeResult:
+    """Check that the bucket exists, the credentials work and, if asked, the prefix is writable.
+
+    Listing comes first because, unlike HEAD, its error body says *why* it failed.
+    """
+    where = f"{settings.endpoint or 'AWS S3'} bucket {settings.bucket!r}"
+    try:
+        client.list_objects_v2(
+            Bucket=settings.bucket, Prefix=settings.layout.key("") or "", MaxKeys=1
+        )
+    except EndpointConnectionError as err:
+        return ProbeResult(
+            False, "EndpointUnreachable", redact(f"cannot connect to {where}: {err}", ())
+        )
+    except ClientError as err:
+        return _classify(err, settings, "list the bucket")
+    except BotoCoreError as err:
+        return ProbeResult(
+            False, "EndpointUnreachable", f"cannot talk to {where}: {type(err).__name__}: {err}"
+        )
+    if writable:
+        key = settings.layout.probe_key(secrets.token_hex(8))
+        try:
+            client.put_object(Bucket=settings.bucket, Key=key, Body=b"safehold write probe\n")
+            client.delete_object(Bucket=settings.bucket, Key=key)
+        except ClientError as err:
+            result = _classify(err, settings, f"write {key!r}")
+            if result.reason == "AccessDenied":
+                return ProbeResult(False, "NotWritable", result.message)
+            return result
+        except BotoCoreError as err:
+            return ProbeResult(False, "EndpointUnreachable", f"write to {where} failed: {err}")
+    return ProbeResult(
+        True, "Available", f"{where} is reachable" + (" and writable" if writable else "")
+    )
