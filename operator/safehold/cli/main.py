@@ -12,6 +12,7 @@ EPILOG = """examples:
   safehold operator                      run the operator against the current kubeconfig
   safehold crds generate --out crds      regenerate the CRD YAML from the models
   safehold crds check --dir crds         exit 1 when crds/ drifted from the models
+  safehold docs generate                 regenerate docs/api.md from the models
 """
 
 
@@ -29,6 +30,20 @@ def _cmd_crds(args: argparse.Namespace) -> int:
             f"{out / name}: differs from the models; run `safehold crds generate`", file=sys.stderr
         )
     return 1 if drifted else 0
+
+
+def _cmd_docs(args: argparse.Namespace) -> int:
+    from safehold.api import docgen
+
+    path = Path(args.path)
+    if args.action == "generate":
+        docgen.write(path)
+        print(path)
+        return 0
+    if docgen.drifted(path):
+        print(f"{path}: differs from the models; run `safehold docs generate`", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_operator(args: argparse.Namespace) -> int:
@@ -74,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("action", choices=["generate", "check"])
     crds.add_argument("--dir", "--out", dest="dir", default="crds", help="directory of CRD files")
     crds.set_defaults(func=_cmd_crds)
+
+    docs = sub.add_parser("docs", help="generate or check the API reference (docs/api.md)")
+    docs.add_argument("action", choices=["generate", "check"])
+    docs.add_argument("--path", default="docs/api.md", help="file of the API reference")
+    docs.set_defaults(func=_cmd_docs)
     return parser
 
 

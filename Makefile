@@ -1,0 +1,49 @@
+# Safehold developer entry points. `make demo` and `make test` install what they need.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(PATH)
+PYTEST_ARGS ?=
+
+.PHONY: help tools test lint unit integration e2e demo crds fmt clean
+
+help:
+	@echo "make demo         local control plane + object store + operator: a location becomes Ready"
+	@echo "make test         lint, type check, CRD drift check, unit and integration tests"
+	@echo "make tools        install pinned tools (cached in ~/.cache/safehold) and Python deps"
+	@echo "make crds         regenerate crds/ from the models"
+	@echo "make e2e          opt-in end-to-end tier on kind (needs a Docker engine)"
+
+tools:
+	tools/bootstrap all
+
+crds: tools
+	safehold crds generate --out crds
+	safehold docs generate --path docs/api.md
+
+lint: tools
+	ruff check operator tools tests
+	ruff format --check operator tools tests
+	mypy
+	safehold crds check --dir crds
+	safehold docs check --path docs/api.md
+
+unit: tools
+	pytest tests/unit -q $(PYTEST_ARGS)
+
+integration: tools
+	pytest tests/integration $(PYTEST_ARGS)
+
+test: tools lint
+	pytest tests $(PYTEST_ARGS)
+
+e2e: tools
+	SAFEHOLD_E2E_KIND=1 pytest tests/e2e $(PYTEST_ARGS)
+
+demo: tools
+	python tools/demo.py
+
+fmt: tools
+	ruff check --fix operator tools tests
+	ruff format operator tools tests
+
+clean:
+	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache _artifacts

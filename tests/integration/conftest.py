@@ -1,0 +1,97 @@
+"""Fixtures of the integration tier: one local cluster per test session (tools/localcluster).
+
+Every test under tests/integration is marked `integration`. The cluster's work dir (logs of every
+component and of every pod the node agent ran) is removed at the end of the session unless a
+test failed; then it is kept and its path printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localcluster import LocalCluster
+from localcluster.operator import OperatorProcess, install_crds
+
+log = logging.getLogger("tests.integration")
+
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _to_terminal(config: pytest.Config, lines: list[str]) -> None:
+    """Print past pytest's output capture, so the lines show in the test log."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is None:
+        for line in lines:
+            print(line)
+        return
+    with capture.global_and_fixture_disabled():
+        for line in lines:
+            print(line, flush=True)
+
+
+@pytest.fixture(scope="session")
+def local_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    cluster = LocalCluster()
+    cluster.start()
+    lines = [f"[localcluster] ready in {cluster.startup_seconds:.1f}s, work dir {cluster.workdir}"]
+    lines += [f"[localcluster] {line}" for line in cluster.log_versions()]
+    _to_terminal(request.config, ["", *lines])
+    try:
+        yield cluster
+    finally:
+        failed = request.session.testsfailed > 0
+        cluster.stop(keep_workdir=failed)
+        if failed:
+            msg = f"[localcluster] tests failed: logs kept in {cluster.logs_dir}"
+            log.warning(msg)
+            _to_terminal(request.config, ["", msg])
+
+
+@pytest.fixture(scope="session")
+def kube_api(local_cluster: LocalCluster) -> Iterator[Any]:
+    """A `kubernetes.client.ApiClient` configured for the cluster's admin kubeconfig."""
+    api = local_cluster.api_client()
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture
+def namespace(local_cluster: LocalCluster) -> Iterator[str]:
+    """A fresh namespace (its `default` ServiceAccount exists); deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    local_cluster.create_namespace(name)
+    yield name
+    try:
+        local_cluster.kube.delete(f"/api/v1/namespaces/{name}")
+    except Exception as exc:  # teardown must not mask the test result
+        log.warning("deleting namespace %s failed: %s", name, exc)
+
+
+@pytest.fixture(scope="session")
+def crds_installed(local_cluster: LocalCluster) -> None:
+    """The generated CRDs, applied to the real API server and Established."""
+    install_crds(local_cluster)
+
+
+@pytest.fixture(scope="session")
+def operator(local_cluster: LocalCluster, crds_installed: None) -> Iterator[OperatorProcess]:
+    """`safehold operator` running as a process for the whole session."""
+    proc = OperatorProcess(local_cluster).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
