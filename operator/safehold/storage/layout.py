@@ -21,6 +21,9 @@ class BucketLayout:
     def repository_key(self, namespace: str) -> str:
         return self.key("repositories", namespace)
 
+    def restore_results_key(self, namespace: str, backup: str, restore: str) -> str:
+        return self.key("backups", namespace, backup, "restores", f"{restore}.json")
+
     def manifest_key(self, namespace: str, backup: str) -> str:
         return self.key("backups", namespace, backup, "backup.json")
 

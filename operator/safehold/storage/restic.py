@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from safehold.storage.redact import redact
 from safehold.storage.s3 import S3Settings
@@ -181,3 +181,64 @@ def snapshots(repo: Repository, tags: Sequence[str] = ()) -> list[dict[str, Any]
     args = ["snapshots", "--no-lock"] + [a for t in tags for a in ("--tag", t)]
     result: list[dict[str, Any]] = run_json(repo, args) or []
     return result
+
+
+@dataclass(frozen=True)
+class BackupSummary:
+    """What restic reported for one `backup` run."""
+
+    snapshot_id: str
+    files: int
+    bytes_processed: int
+    bytes_added: int
+    duration_seconds: float
+
+
+def backup_directory(
+    repo: Repository, directory: str, tags: Sequence[str], host: str = "safehold"
+) -> BackupSummary:
+    """Back up a directory (stored under its absolute path) and return restic's summary."""
+    args = ["backup", directory, "--host", host, "--json", "--quiet"]
+    args += [a for t in tags for a in ("--tag", t)]
+    out = run(repo, args, timeout=6 * 3600).stdout
+    summary = _summary_line(out)
+    return BackupSummary(
+        snapshot_id=str(summary["snapshot_id"]),
+        files=int(summary.get("total_files_processed", 0)),
+        bytes_processed=int(summary.get("total_bytes_processed", 0)),
+        bytes_added=int(summary.get("data_added", 0)),
+        duration_seconds=float(summary.get("total_duration", 0.0)),
+    )
+
+
+def _summary_line(out: bytes) -> dict[str, Any]:
+    for line in reversed(out.splitlines()):
+        if line.strip().startswith(b"{"):
+            doc: dict[str, Any] = json.loads(line)
+            if doc.get("message_type") == "summary":
+                return doc
+    raise ResticError("RepositoryError", "restic backup printed no summary")
+
+
+def restore_directory(repo: Repository, snapshot_id: str, path: str, target: str) -> None:
+    """Restore the sub-tree `path` of a snapshot into `target` (files land directly in it)."""
+    run(repo, ["restore", f"{snapshot_id}:{path}", "--target", target], timeout=6 * 3600)
+
+
+def dump_archive(
+    repo: Repository, snapshot_id: str, path: str, out: BinaryIO, archive: str = "tar"
+) -> None:
+    """Stream the sub-tree `path` of a snapshot as a tar (or zip) archive into `out`."""
+    cmd = [restic_binary(), *repo.options, "dump", "--archive", archive, snapshot_id, path]
+    proc = subprocess.run(
+        cmd, env=_child_env(repo), stdout=out, stderr=subprocess.PIPE, check=False
+    )
+    if proc.returncode != 0:
+        stderr = redact(proc.stderr.decode(errors="replace").strip(), repo.secret_values)
+        raise ResticError(_reason(proc.returncode, stderr), _last_lines(stderr), proc.returncode)
+
+
+def forget(repo: Repository, snapshot_ids: Sequence[str]) -> None:
+    """Remove snapshots from the repository index (data is freed by a later prune)."""
+    if snapshot_ids:
+        run(repo, ["forget", *snapshot_ids], timeout=600)
