@@ -134,6 +134,15 @@ class Kube:
     def get(self, path: str, **query: str | int | bool) -> JSON:
         return self.request("GET", path, query=query)
 
+    def get_or_none(self, path: str) -> JSON | None:
+        """The object at `path`, or None when the API server says 404."""
+        try:
+            return self.get(path)
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+
     def post(self, path: str, body: Any) -> JSON:
         return self.request("POST", path, body=body)
 

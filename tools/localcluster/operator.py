@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from localcluster.cluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
+OPERATOR_NAMESPACE = "safehold-system"
 
 
 def install_crds(cluster: LocalCluster, crds_dir: Path = REPO / "crds") -> None:
@@ -41,10 +42,17 @@ class OperatorProcess:
     """The operator, started from the current Python environment, logging to a file."""
 
     def __init__(self, cluster: LocalCluster, log_path: Path | None = None) -> None:
+        self.cluster = cluster
         self.metrics_port, self.health_port = free_ports(2)
         self.log_path = log_path or cluster.logs_dir / "safehold-operator.log"
         path = os.pathsep.join([str(binaries.tools_bin_dir()), os.environ.get("PATH", "")])
-        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PATH": path}
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "PATH": path,
+            "SAFEHOLD_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
+            "SAFEHOLD_SCRATCH_DIR": str(cluster.workdir / "operator-scratch"),
+        }
         self.process = ManagedProcess(
             "safehold-operator",
             [
@@ -61,6 +69,8 @@ class OperatorProcess:
         )
 
     def start(self, timeout: float = 60.0) -> OperatorProcess:
+        if not self.cluster.kube.get_or_none(f"/api/v1/namespaces/{OPERATOR_NAMESPACE}"):
+            self.cluster.create_namespace(OPERATOR_NAMESPACE)
         self.process.start()
         self.process.wait_ready(self._healthy, timeout, what="liveness endpoint answering")
         return self

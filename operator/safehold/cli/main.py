@@ -13,6 +13,15 @@ EPILOG = """examples:
   safehold crds generate --out crds      regenerate the CRD YAML from the models
   safehold crds check --dir crds         exit 1 when crds/ drifted from the models
   safehold docs generate                 regenerate docs/api.md from the models
+  safehold backup create now --from-policy nightly --wait
+                                         take a backup now and wait for the result
+  safehold backup list -A                every Backup in every namespace
+  safehold restore create r1 --from-backup now --namespace-mapping shop:shop-copy --wait
+                                         restore a backup into another namespace
+  safehold completion bash               print a bash completion script
+
+exit status: 0 success; 1 error (API error, failed backup or restore); 2 usage error;
+3 --wait timed out.
 """
 
 
@@ -59,6 +68,20 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     )
 
 
+COMPLETION_EPILOG = """examples:
+  source <(safehold completion bash)      # bash, current shell
+  source <(safehold completion zsh)       # zsh, in ~/.zshrc
+  safehold completion bash > ~/.local/share/bash-completion/completions/safehold
+"""
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    from safehold.cli.completion import script
+
+    sys.stdout.write(script(build_parser(), args.shell))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="safehold",
@@ -94,12 +117,40 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("action", choices=["generate", "check"])
     docs.add_argument("--path", default="docs/api.md", help="file of the API reference")
     docs.set_defaults(func=_cmd_docs)
+
+    # The resource commands import kubernetes and pydantic only when they run.
+    from safehold.cli import backup, restore
+
+    backup.register(sub)
+    restore.register(sub)
+
+    completion = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print a completion script for bash or zsh.",
+        epilog=COMPLETION_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    completion.add_argument("shell", choices=["bash", "zsh"])
+    completion.set_defaults(func=_cmd_completion)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from safehold.cli.common import EXIT_USAGE, CliError
+
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except CliError as err:
+        parser = getattr(args, "parser", None)
+        if err.code == EXIT_USAGE and parser is not None:
+            parser.error(str(err))  # prints usage and the message, exits 2
+        print(f"error: {err}", file=sys.stderr)
+        return err.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return code
 
 

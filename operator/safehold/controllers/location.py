@@ -13,7 +13,7 @@ import kopf
 from safehold import GROUP, VERSION
 from safehold.api.kinds import LOCATION
 from safehold.api.location import BackupStorageLocationSpec, BackupStorageLocationStatus
-from safehold.controllers.context import Clients
+from safehold.kube.clients import Clients
 from safehold.kube.events import post_event
 from safehold.kube.locations import resolve_location
 from safehold.kube.resources import list_all, patch_status

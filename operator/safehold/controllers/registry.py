@@ -9,11 +9,12 @@ from typing import Any
 import kopf
 
 from safehold import GROUP
-from safehold.controllers import location
-from safehold.controllers.context import Clients
+from safehold.controllers import backup, location, restore
 from safehold.kube.client import load_api_client
+from safehold.kube.clients import Clients
 
 FINALIZER = f"operator.{GROUP}/finalizer"
+HANDLER_MODULES = (backup, location, restore)  # imported for their registrations
 
 
 @kopf.on.startup()

@@ -105,12 +105,11 @@ def list_manifests(client: S3Client, layout: BucketLayout, namespace: str) -> li
     return sorted(manifests, key=lambda m: (m.start_time is None, m.start_time or 0, m.name))
 
 
-def write_json(client: S3Client, layout: BucketLayout, key: str, document: Any) -> str:
-    """Write a JSON document under the location's prefix (e.g. restore results)."""
-    full = layout.key(key)
+def write_json(client: S3Client, bucket: str, key: str, document: Any) -> str:
+    """Write a JSON document at a full key from BucketLayout (e.g. restore results)."""
     body = json.dumps(document, indent=1, sort_keys=True).encode()
-    client.put_object(Bucket=layout.bucket, Key=full, Body=body, ContentType="application/json")
-    return full
+    client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+    return key
 
 
 def delete_manifest(client: S3Client, layout: BucketLayout, namespace: str, name: str) -> None:

@@ -1,0 +1,189 @@
+"""`safehold restore create|list|describe`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from safehold.cli.backup import RAW, _wait_and_output, connect, create_and_wait
+from safehold.cli.common import (
+    RESTORES,
+    CliError,
+    Objects,
+    comma_list,
+    connection_parent,
+    label_selector,
+    namespace_pair,
+    stderr,
+)
+
+CREATE_EPILOG = """examples:
+  # restore everything of a backup, waiting for the result
+  safehold restore create shop-restore --from-backup before-upgrade -n shop --wait
+
+  # restore the newest successful backup of a policy into another namespace
+  safehold restore create shop-copy --from-policy nightly --namespace-mapping shop:shop-copy
+
+  # only ConfigMaps and Secrets, overwriting what exists, as a dry run first
+  safehold restore create check --from-backup before-upgrade \\
+      --include-resources configmaps,secrets --existing-resource-policy update --dry-run --wait
+
+  # print the object for Git instead of creating it
+  safehold restore create shop-restore --from-backup before-upgrade -o yaml
+
+exit status: 0 created (and, with --wait, succeeded); 1 API error or failed restore;
+2 usage error; 3 --wait timed out.
+"""
+
+LIST_EPILOG = """examples:
+  safehold restore list
+  safehold restore list -A
+"""
+
+DESCRIBE_EPILOG = """examples:
+  safehold restore describe shop-restore -n shop
+"""
+
+
+def register(sub: Any) -> None:
+    """Add `restore` and its subcommands to the top-level subparsers."""
+    conn = connection_parent()
+    restore = sub.add_parser(
+        "restore",
+        help="create, list and describe RestoreRequests",
+        description="Work with RestoreRequests (safehold.io/v1alpha1).",
+        epilog="examples:\n  safehold restore create r1 --from-backup now --wait\n"
+        "  safehold restore list\n  safehold restore describe r1\n",
+        formatter_class=RAW,
+    )
+    verbs = restore.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    create = verbs.add_parser(
+        "create",
+        parents=[conn],
+        help="create a RestoreRequest (or print it with -o yaml|json)",
+        description="Create a RestoreRequest from a Backup, or from the newest successful "
+        "Backup of a BackupPolicy.",
+        epilog=CREATE_EPILOG,
+        formatter_class=RAW,
+    )
+    create.add_argument("name", help="name of the new RestoreRequest")
+    source = create.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-backup", metavar="BACKUP", help="restore this Backup")
+    source.add_argument(
+        "--from-policy",
+        metavar="POLICY",
+        help="restore the newest successful Backup of this BackupPolicy",
+    )
+    create.add_argument(
+        "--namespace-mapping",
+        type=namespace_pair,
+        action="append",
+        default=[],
+        metavar="FROM:TO",
+        help="restore objects of namespace FROM into TO (repeatable)",
+    )
+    create.add_argument(
+        "--include-namespaces",
+        type=comma_list,
+        metavar="NS[,NS...]",
+        help="only objects from these namespaces of the backup",
+    )
+    create.add_argument(
+        "--include-resources",
+        type=comma_list,
+        metavar="RES[,RES...]",
+        help="resource types as resource.group (default: *)",
+    )
+    create.add_argument(
+        "--exclude-resources", type=comma_list, metavar="RES[,RES...]", help="never these types"
+    )
+    create.add_argument(
+        "-l",
+        "--selector",
+        type=label_selector,
+        metavar="K=V[,K=V...]",
+        help="only objects with these labels",
+    )
+    create.add_argument(
+        "--existing-resource-policy",
+        choices=["skip", "update"],
+        help="objects that already exist: leave them (skip, default) or overwrite (update)",
+    )
+    create.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="change nothing; the RestoreRequest reports what it would do",
+    )
+    _wait_and_output(create)
+    create.set_defaults(func=_create, parser=create)
+
+    lst = verbs.add_parser(
+        "list",
+        aliases=["ls"],
+        parents=[conn],
+        help="list RestoreRequests",
+        description="List RestoreRequests with phase, backup and object counts.",
+        epilog=LIST_EPILOG,
+        formatter_class=RAW,
+    )
+    lst.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    lst.set_defaults(func=_list)
+
+    describe = verbs.add_parser(
+        "describe",
+        parents=[conn],
+        help="show the status of a RestoreRequest",
+        description="Backup, counts (created/updated/skipped/failed), results path, "
+        "conditions, errors and warnings of a RestoreRequest.",
+        epilog=DESCRIBE_EPILOG,
+        formatter_class=RAW,
+    )
+    describe.add_argument("name", help="name of the RestoreRequest")
+    describe.set_defaults(func=_describe)
+
+
+def _create(args: argparse.Namespace) -> int:
+    from safehold.cli.manifests import ManifestError, restore
+
+    try:
+        body = restore(
+            args.name,
+            namespace=args.namespace,
+            backup=args.from_backup,
+            policy=args.from_policy,
+            namespaces=args.include_namespaces,
+            selector=args.selector,
+            include_resources=args.include_resources,
+            exclude_resources=args.exclude_resources,
+            namespace_mapping=args.namespace_mapping,
+            existing_resource_policy=args.existing_resource_policy,
+            dry_run=args.dry_run,
+        )
+    except ManifestError as err:
+        raise CliError(str(err), code=2) from None
+    return create_and_wait(args, RESTORES, body, args.namespace)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from safehold.cli.output import now_utc, restore_table
+
+    connection = connect(args)
+    namespace = None if args.all_namespaces else connection.namespace
+    items = Objects(connection.custom_objects(), RESTORES).list(namespace)
+    if not items:
+        where = "any namespace" if namespace is None else f"namespace {namespace}"
+        stderr(f"No restore requests found in {where}.")
+        return 0
+    sys.stdout.write(restore_table(items, now_utc(), args.all_namespaces))
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from safehold.cli.output import describe_restore, now_utc
+
+    connection = connect(args)
+    obj = Objects(connection.custom_objects(), RESTORES).get(connection.namespace, args.name)
+    sys.stdout.write(describe_restore(obj, now_utc()))
+    return 0

@@ -1,0 +1,21 @@
+"""Backup: run once when created (or resumed unfinished after an operator restart)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from safehold import GROUP, VERSION
+from safehold.api.kinds import BACKUP
+from safehold.config import ANNOTATION_SYNCED
+from safehold.engine.backup import run_backup
+
+
+@kopf.on.resume(GROUP, VERSION, BACKUP.plural)
+@kopf.on.create(GROUP, VERSION, BACKUP.plural)
+def backup_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    # Backups re-created from the catalog already happened; their status comes from storage.
+    if ANNOTATION_SYNCED in (body.metadata.annotations or {}):
+        return
+    run_backup(memo.clients, dict(body))

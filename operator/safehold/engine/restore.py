@@ -1,0 +1,364 @@
+"""One RestoreRequest run: resolve the backup, fetch its export, apply objects in order.
+
+A restore never deletes anything. Existing objects are left alone (`skip`) or server-side
+applied over (`update`); `dryRun` only reports what would happen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from safehold.api.backup import BackupStatus
+from safehold.api.kinds import BACKUP, RESTORE
+from safehold.api.restore import RestoreCounts, RestoreRequestSpec, RestoreRequestStatus
+from safehold.config import (
+    FIELD_MANAGER,
+    LABEL_POLICY,
+    LABEL_RESTORED_BY,
+    operator_namespace,
+    scratch_dir,
+)
+from safehold.engine.common import RunError, custom_path, load_location, write_status
+from safehold.kube.clients import Clients
+from safehold.kube.events import post_event
+from safehold.kube.locations import ResolvedLocation
+from safehold.kube.rest import ApiError, Rest, resource_path
+from safehold.planning.restore import (
+    CRD_RESOURCE,
+    Entry,
+    Filters,
+    clean,
+    diff_paths,
+    map_namespace,
+    owner_references,
+    skip_reason,
+    sort_entries,
+)
+from safehold.planning.runs import TERMINAL, Outcome, finished, phase_of, running
+from safehold.planning.selection import Scope, SelectionError
+from safehold.storage import restic
+from safehold.storage.catalog import BackupManifest, read_manifest, write_json
+from safehold.storage.s3 import make_client
+
+log = logging.getLogger(__name__)
+JSON = dict[str, Any]
+MAX_STATUS_ERRORS = 20
+
+
+@dataclass
+class Source:
+    backup: str
+    location: ResolvedLocation
+    manifest: BackupManifest
+
+
+@dataclass
+class Results:
+    items: list[JSON] = field(default_factory=list)
+    counts: RestoreCounts = field(default_factory=RestoreCounts)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, entry: Entry, target_ns: str | None, action: str, **extra: Any) -> None:
+        self.items.append(
+            {
+                "resource": entry.resource,
+                "namespace": entry.namespace,
+                "name": entry.name,
+                "targetNamespace": target_ns,
+                "action": action,
+                **extra,
+            }
+        )
+        key = {"create": "created", "update": "updated"}.get(action, action)
+        setattr(self.counts, key, getattr(self.counts, key) + 1)
+        if action == "failed":
+            self.errors.append(f"{entry.label(target_ns)}: {extra.get('message', '')}")
+
+
+def _latest_of_policy(rest: Rest, namespace: str, policy: str) -> str:
+    candidates = []
+    path = custom_path(BACKUP.plural, namespace)
+    for page in rest.list_pages(path, label_selector=f"{LABEL_POLICY}={policy}"):
+        for body in page:
+            status = BackupStatus.model_validate(body.get("status") or {})
+            if status.phase in ("Succeeded", "PartiallyFailed") and status.completion_time:
+                candidates.append((status.completion_time, body["metadata"]["name"]))
+    if not candidates:
+        raise RunError(
+            "BackupNotFound", f"BackupPolicy {policy} has no successful Backup in {namespace}"
+        )
+    return str(max(candidates)[1])
+
+
+def resolve_source(clients: Clients, namespace: str, spec: RestoreRequestSpec) -> Source:
+    if spec.backup_ref is not None:
+        name = spec.backup_ref.name
+    elif spec.policy_ref is not None:
+        name = _latest_of_policy(clients.rest, namespace, spec.policy_ref.name)
+    else:
+        raise RunError("InvalidSpec", "set backupRef or policyRef")
+    body = clients.rest.get_or_none(custom_path(BACKUP.plural, namespace, name))
+    if body is None:
+        raise RunError("BackupNotFound", f"Backup {namespace}/{name} does not exist")
+    status = BackupStatus.model_validate(body.get("status") or {})
+    if status.phase not in ("Succeeded", "PartiallyFailed") or not status.storage_location:
+        raise RunError(
+            "BackupNotRestorable",
+            f"Backup {namespace}/{name} is {status.phase or 'New'}; only Succeeded or "
+            "PartiallyFailed backups can be restored",
+        )
+    location = load_location(clients, namespace, status.storage_location, need_write=False)
+    manifest = read_manifest(make_client(location.s3), location.s3.layout, namespace, name)
+    if manifest is None or not manifest.restorable:
+        raise RunError(
+            "BackupNotRestorable",
+            f"the catalog in {location.name} has no restorable manifest for Backup {name}",
+        )
+    return Source(name, location, manifest)
+
+
+class RestoreRun:
+    def __init__(self, clients: Clients, body: JSON) -> None:
+        self.clients = clients
+        self.body = body
+        meta = body["metadata"]
+        self.namespace, self.name = meta["namespace"], meta["name"]
+        self.generation = meta.get("generation")
+        self.spec = RestoreRequestSpec.model_validate(body.get("spec") or {})
+        self.status = RestoreRequestStatus.model_validate(body.get("status") or {})
+        self.scope = Scope(self.namespace, operator_namespace())
+
+    def _write(self) -> None:
+        self.status.phase = phase_of(self.status.conditions)
+        write_status(self.clients, RESTORE, self.namespace, self.name, self.status.to_wire())
+
+    def _finish(self, outcome: Outcome, reason: str, message: str) -> None:
+        now = datetime.now(UTC)
+        self.status.conditions = finished(
+            self.status.conditions, outcome, reason, message, self.generation, now
+        )
+        self.status.completion_time = now
+        self._write()
+        post_event(
+            self.clients.core,
+            RESTORE.kind,
+            self.namespace,
+            self.name,
+            self.body["metadata"].get("uid"),
+            "Normal" if outcome == "Succeeded" else "Warning",
+            reason,
+            message,
+        )
+
+    def run(self) -> None:
+        if self.status.phase in TERMINAL:
+            return
+        now = datetime.now(UTC)
+        self.status.start_time = now
+        try:
+            self.scope.check_restore_targets(self.spec.namespace_mapping.values())
+            source = resolve_source(self.clients, self.namespace, self.spec)
+        except SelectionError as err:
+            self._finish("Failed", err.reason, str(err))
+            return
+        except RunError as err:
+            self._finish("Failed", err.reason, str(err))
+            return
+        self.status.backup = source.backup
+        verb = "planning (dry run)" if self.spec.dry_run else "restoring"
+        self.status.conditions = running(
+            self.status.conditions, f"{verb} from Backup {source.backup}", self.generation, now
+        )
+        self._write()
+        workdir = scratch_dir() / "restores" / self.namespace / self.name
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        try:
+            self._restore(source, workdir)
+        except (RunError, SelectionError, restic.ResticError) as err:
+            self._finish("Failed", err.reason, str(err))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _fetch(self, source: Source, workdir: Path) -> list[Entry]:
+        export, resources = source.manifest.export, source.manifest.resources
+        if export is None or resources is None or not resources.snapshot_id:
+            raise RunError("BackupNotRestorable", f"Backup {source.backup} holds no objects")
+        repo = source.location.repository(self.namespace, str(scratch_dir() / "restic-cache"))
+        restic.restore_directory(repo, resources.snapshot_id, export.root, str(workdir))
+        index = json.loads((workdir / export.index_path).read_text())
+        return [Entry.from_index(item) for item in index["objects"]]
+
+    def _restore(self, source: Source, workdir: Path) -> None:
+        started = time.monotonic()
+        entries = self._fetch(source, workdir)
+        filters = Filters(
+            self.spec.included_namespaces,
+            self.spec.included_resources,
+            self.spec.excluded_resources,
+            self.spec.label_selector,
+        )
+        mapping = self.spec.namespace_mapping
+        chosen = [e for e in entries if filters.wants_entry(e)]
+        targets = {map_namespace(e.namespace, mapping) for e in chosen if e.namespace}
+        self.scope.check_restore_targets(t for t in targets if t)
+        if not self.scope.privileged:
+            chosen = [e for e in chosen if e.namespace is not None]
+        results = Results()
+        applier = Applier(self.clients.rest, self.spec, self.name, source, results)
+        applier.ensure_namespaces(sorted(t for t in targets if t), chosen)
+        for entry in sort_entries(chosen):
+            obj = json.loads((workdir / entry.path).read_text())
+            applier.restore(entry, obj)
+        applier.repoint_owners()
+        self._record(source, results, time.monotonic() - started)
+
+    def _record(self, source: Source, results: Results, seconds: float) -> None:
+        c = results.counts
+        self.status.counts = c
+        self.status.errors = results.errors[:MAX_STATUS_ERRORS]
+        if len(results.errors) > MAX_STATUS_ERRORS:
+            self.status.warnings.append(
+                f"{len(results.errors) - MAX_STATUS_ERRORS} more errors in the results file"
+            )
+        if source.location.writable:
+            key = source.location.s3.layout.restore_results_key(
+                self.namespace, source.backup, self.name
+            )
+            try:
+                path = write_json(
+                    make_client(source.location.s3),
+                    source.location.s3.bucket,
+                    key,
+                    {"restore": self.name, "dryRun": self.spec.dry_run, "items": results.items},
+                )
+                self.status.results_path = f"s3://{source.location.s3.bucket}/{path}"
+            except Exception as err:  # results are a convenience; the restore happened
+                self.status.warnings.append(f"could not write the results file: {err}")
+        else:
+            self.status.warnings.append("location is ReadOnly: per-object results not stored")
+        would = "would be " if self.spec.dry_run else ""
+        summary = (
+            f"{c.created} {would}created, {c.updated} {would}updated, {c.skipped} skipped, "
+            f"{c.failed} failed in {seconds:.1f}s"
+        )
+        if self.spec.dry_run:
+            summary = "dry run, nothing changed: " + summary
+        if c.failed and (c.created or c.updated or c.skipped):
+            self._finish("PartiallyFailed", "PartiallyFailed", summary)
+        elif c.failed:
+            self._finish("Failed", "RestoreFailed", summary)
+        else:
+            self._finish("Succeeded", "Completed", summary)
+
+
+class Applier:
+    """Applies cleaned objects one by one and records what happened to each."""
+
+    def __init__(
+        self, rest: Rest, spec: RestoreRequestSpec, restore: str, source: Source, results: Results
+    ) -> None:
+        self.rest = rest
+        self.spec = spec
+        self.results = results
+        self.labels = {LABEL_RESTORED_BY: restore}
+        self.source = source
+        self.restored: dict[tuple[str, str | None, str], str] = {}  # (kind, ns, name) -> uid
+        self.pending_owners: list[tuple[str, str | None, list[JSON]]] = []
+
+    def ensure_namespaces(self, targets: list[str], chosen: list[Entry]) -> None:
+        in_backup = {
+            map_namespace(e.name, self.spec.namespace_mapping)
+            for e in chosen
+            if e.resource == "namespaces"
+        }
+        for ns in targets:
+            if ns in in_backup or self.spec.dry_run:
+                continue
+            path = resource_path("", "v1", "namespaces", name=ns)
+            if self.rest.get_or_none(path) is None:
+                body = {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": ns, "labels": self.labels},
+                }
+                self.rest.apply(path, body, field_manager=FIELD_MANAGER)
+
+    def restore(self, entry: Entry, obj: JSON) -> None:
+        mapping = self.spec.namespace_mapping
+        target_ns = map_namespace(entry.namespace, mapping)
+        why = skip_reason(entry, obj)
+        if why is not None:
+            self.results.add(entry, target_ns, "skipped", reason="NotRestorable", message=why)
+            return
+        desired = clean(entry, obj, mapping, self.labels)
+        name = desired["metadata"]["name"]
+        path = resource_path(entry.group, entry.version, entry.plural, target_ns, name)
+        try:
+            existing = self.rest.get_or_none(path)
+            if existing is not None and self.spec.existing_resource_policy == "skip":
+                self.results.add(
+                    entry,
+                    target_ns,
+                    "skipped",
+                    reason="AlreadyExists",
+                    message="exists; existingResourcePolicy is skip",
+                )
+                return
+            action = "create" if existing is None else "update"
+            diff = diff_paths(desired, existing) if existing is not None else []
+            if self.spec.dry_run:
+                self.rest.apply(
+                    path, desired, field_manager=FIELD_MANAGER, force=True, dry_run=True
+                )
+                self.results.add(entry, target_ns, action, dryRun=True, changes=diff)
+                return
+            applied = self.rest.apply(path, desired, field_manager=FIELD_MANAGER, force=True)
+        except ApiError as err:
+            self.results.add(
+                entry, target_ns, "failed", reason=err.reason or "Rejected", message=err.message
+            )
+            return
+        self.results.add(entry, target_ns, action, changes=diff)
+        self.restored[(entry.kind, target_ns, name)] = applied["metadata"]["uid"]
+        refs = owner_references(obj)
+        if refs:
+            self.pending_owners.append((path, target_ns, refs))
+        if entry.resource == CRD_RESOURCE:
+            self._wait_established(path, name)
+
+    def _wait_established(self, path: str, name: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            crd = self.rest.get_or_none(path) or {}
+            conditions = (crd.get("status") or {}).get("conditions") or []
+            if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+                return
+            time.sleep(0.2)
+        raise RunError("CRDNotEstablished", f"CustomResourceDefinition {name} not Established")
+
+    def repoint_owners(self) -> None:
+        """Owner references of restored objects point at the restored owners' new UIDs;
+        references to owners that were not restored are dropped."""
+        for path, ns, refs in self.pending_owners:
+            kept = []
+            for ref in refs:
+                uid = self.restored.get((ref["kind"], ns, ref["name"]))
+                if uid is not None:
+                    kept.append({**ref, "uid": uid})
+            if kept and not self.spec.dry_run:
+                try:
+                    self.rest.merge_patch(path, {"metadata": {"ownerReferences": kept}})
+                except ApiError as err:
+                    log.warning("could not restore owner references of %s: %s", path, err)
+
+
+def run_restore(clients: Clients, body: JSON) -> None:
+    RestoreRun(clients, body).run()

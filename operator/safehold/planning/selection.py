@@ -1,0 +1,195 @@
+"""Pure selection logic: which resource types and namespaces a backup or restore covers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from safehold.api.base import LabelSelector
+from safehold.kube.discovery import ResourceType
+
+# Types never exported: derived by controllers, ephemeral, or not real objects.
+NEVER_EXPORTED = frozenset(
+    {
+        "events",
+        "events.events.k8s.io",
+        "endpoints",
+        "endpointslices.discovery.k8s.io",
+        "controllerrevisions.apps",
+        "leases.coordination.k8s.io",
+        "componentstatuses",
+        "nodes",
+        "nodes.metrics.k8s.io",
+        "pods.metrics.k8s.io",
+        "csinodes.storage.k8s.io",
+        "volumeattachments.storage.k8s.io",
+        "certificatesigningrequests.certificates.k8s.io",
+        "apiservices.apiregistration.k8s.io",
+        "flowschemas.flowcontrol.apiserver.k8s.io",
+        "prioritylevelconfigurations.flowcontrol.apiserver.k8s.io",
+        "ipaddresses.networking.k8s.io",
+        "servicecidrs.networking.k8s.io",
+    }
+)
+
+# Cluster-scoped types exported when a backup includes cluster resources; each is narrowed
+# to what the selected namespaces use (see planning.dependencies).
+CLUSTER_TYPES = frozenset(
+    {
+        "namespaces",
+        "customresourcedefinitions.apiextensions.k8s.io",
+        "clusterroles.rbac.authorization.k8s.io",
+        "clusterrolebindings.rbac.authorization.k8s.io",
+        "storageclasses.storage.k8s.io",
+        "priorityclasses.scheduling.k8s.io",
+    }
+)
+
+
+class SelectionError(Exception):
+    """The selection cannot be served; `reason` is a CamelCase status reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def matches(rt: ResourceType, pattern: str) -> bool:
+    """resource.group, resource, kind or kind.group (case-insensitive) or `*`."""
+    p = pattern.lower()
+    if p == "*":
+        return True
+    head, _, group = p.partition(".")
+    names = {rt.plural.lower(), rt.kind.lower()}
+    if not group:
+        return head in names
+    return head in names and group == rt.group.lower()
+
+
+def select_types(
+    types: Sequence[ResourceType], included: Sequence[str], excluded: Sequence[str]
+) -> list[ResourceType]:
+    """Listable namespaced types matching `included` and not `excluded`.
+
+    Raises SelectionError(UnknownResourceType) for a pattern that matches nothing served.
+    """
+    for pattern in [*included, *excluded]:
+        if pattern != "*" and not any(matches(rt, pattern) for rt in types):
+            raise SelectionError(
+                "UnknownResourceType",
+                f"resource type {pattern!r} is not served by this cluster "
+                "(use resource.group, e.g. deployments.apps)",
+            )
+    return [
+        rt
+        for rt in types
+        if rt.namespaced
+        and rt.listable
+        and rt.name not in NEVER_EXPORTED
+        and any(matches(rt, p) for p in included)
+        and not any(matches(rt, p) for p in excluded)
+    ]
+
+
+def cluster_types(types: Sequence[ResourceType], excluded: Sequence[str]) -> list[ResourceType]:
+    return [
+        rt
+        for rt in types
+        if rt.name in CLUSTER_TYPES and rt.listable and not any(matches(rt, p) for p in excluded)
+    ]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Namespaces a run may touch, decided by where the resource lives."""
+
+    own_namespace: str
+    operator_namespace: str
+
+    @property
+    def privileged(self) -> bool:
+        return self.own_namespace == self.operator_namespace
+
+    def backup_namespaces(
+        self,
+        requested: Sequence[str] | None,
+        selector: LabelSelector | None,
+        include_cluster_resources: bool,
+    ) -> list[str] | None:
+        """Named namespaces to back up (None: resolve `selector` against the cluster)."""
+        if not self.privileged:
+            foreign = sorted(set(requested or ()) - {self.own_namespace})
+            if foreign:
+                raise SelectionError(
+                    "NamespaceNotAllowed",
+                    f"a backup in namespace {self.own_namespace!r} may only select its own "
+                    f"namespace, not {', '.join(foreign)}",
+                )
+            if selector is not None:
+                raise SelectionError(
+                    "NamespaceNotAllowed",
+                    "namespaceSelector is only allowed in the operator's namespace "
+                    f"({self.operator_namespace})",
+                )
+            if include_cluster_resources:
+                raise SelectionError(
+                    "ClusterResourcesNotAllowed",
+                    "includeClusterResources is only allowed in the operator's namespace "
+                    f"({self.operator_namespace})",
+                )
+        if requested:
+            return sorted(set(requested))
+        if selector is not None:
+            return None
+        return [self.own_namespace]
+
+    def check_restore_targets(self, targets: Iterable[str]) -> None:
+        """A tenant may restore only into its own namespace."""
+        if self.privileged:
+            return
+        foreign = sorted(set(targets) - {self.own_namespace})
+        if foreign:
+            raise SelectionError(
+                "NamespaceNotAllowed",
+                f"a restore in namespace {self.own_namespace!r} may only restore into that "
+                f"namespace, not {', '.join(foreign)}",
+            )
+
+
+def selector_string(selector: LabelSelector | None) -> str | None:
+    """A label selector in the API's query syntax."""
+    if selector is None:
+        return None
+    parts = [f"{k}={v}" for k, v in sorted((selector.match_labels or {}).items())]
+    for expr in selector.match_expressions or []:
+        values = ",".join(expr.values or [])
+        if expr.operator == "In":
+            parts.append(f"{expr.key} in ({values})")
+        elif expr.operator == "NotIn":
+            parts.append(f"{expr.key} notin ({values})")
+        elif expr.operator == "Exists":
+            parts.append(expr.key)
+        else:
+            parts.append(f"!{expr.key}")
+    return ",".join(parts) or None
+
+
+def labels_match(labels: dict[str, str], selector: LabelSelector | None) -> bool:
+    """Client-side evaluation of a label selector."""
+    if selector is None:
+        return True
+    for key, value in (selector.match_labels or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.match_expressions or []:
+        present = expr.key in labels
+        value_in = present and labels[expr.key] in (expr.values or [])
+        ok = {
+            "In": value_in,
+            "NotIn": not value_in,
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[expr.operator]
+        if not ok:
+            return False
+    return True
