@@ -16,7 +16,10 @@ from typing import Any
 import pytest
 
 from localcluster import LocalCluster
-from localcluster.operator import OperatorProcess, install_crds
+from localcluster.helpers import kubectl
+from localcluster.objects import apply, condition, location_docs, wait_probed
+from localcluster.operator import OPERATOR_NAMESPACE, OperatorProcess, install_crds
+from localcluster.sample_app import CRD_GROUP, WIDGET_CRD, app_objects
 
 log = logging.getLogger("tests.integration")
 
@@ -95,3 +98,31 @@ def operator(local_cluster: LocalCluster, crds_installed: None) -> Iterator[Oper
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def widget_crd(local_cluster: LocalCluster) -> None:
+    """The sample application's CRD (widgets.demo.example.com), Established."""
+    apply(local_cluster, "default", WIDGET_CRD)
+    kubectl(local_cluster, "wait", "--for=condition=Established", f"crd/widgets.{CRD_GROUP}")
+
+
+@pytest.fixture(scope="session")
+def ops_bucket(local_cluster: LocalCluster, operator: OperatorProcess) -> str:
+    """A bucket behind a Ready location `main` in the operator's namespace."""
+    bucket = f"ops-{uuid.uuid4().hex[:8]}"
+    local_cluster.create_bucket(bucket)
+    apply(local_cluster, OPERATOR_NAMESPACE, *location_docs(local_cluster, "main", bucket))
+    obj = wait_probed(local_cluster, OPERATOR_NAMESPACE, "main")
+    assert (condition(obj, "Ready") or {}).get("status") == "True", obj.get("status")
+    return bucket
+
+
+@pytest.fixture
+def app(local_cluster: LocalCluster, widget_crd: None) -> Iterator[str]:
+    """A namespace holding the sample application."""
+    ns = f"shop-{uuid.uuid4().hex[:6]}"
+    local_cluster.create_namespace(ns)
+    apply(local_cluster, ns, *app_objects(ns))
+    yield ns
+    kubectl(local_cluster, "delete", "namespace", ns, "--wait=false", check=False)

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 JSON = dict[str, Any]
 API = "safehold.io/v1alpha1"
+# Repository password of locations made here: local test buckets only.
+TEST_REPOSITORY_PASSWORD = "correct horse battery staple"  # noqa: S105
 
 
 def apply(cluster: LocalCluster, namespace: str, *docs: JSON) -> None:
@@ -47,7 +49,7 @@ def location_docs(
     endpoint: str | None = None,
     access_key: str | None = None,
     secret_key: str | None = None,
-    password: str = "correct horse battery staple",
+    password: str = TEST_REPOSITORY_PASSWORD,
     access_mode: str = "ReadWrite",
     with_secrets: bool = True,
     prefix: str = "",
@@ -108,3 +110,15 @@ def wait_complete(
         return obj if cond and cond["status"] == "True" else None
 
     return wait_for(complete, timeout, f"{kind} {namespace}/{name} to complete")
+
+
+def create_and_wait(
+    cluster: LocalCluster, namespace: str, kind: str, name: str, spec: JSON, timeout: float = 120
+) -> JSON:
+    """Create a Backup or RestoreRequest and return it once Complete."""
+    apply(
+        cluster,
+        namespace,
+        {"apiVersion": API, "kind": kind, "metadata": {"name": name}, "spec": spec},
+    )
+    return wait_complete(cluster, namespace, kind.lower(), name, timeout)

@@ -13,9 +13,10 @@ import kopf
 from safehold import GROUP, VERSION
 from safehold.api.kinds import LOCATION
 from safehold.api.location import BackupStorageLocationSpec, BackupStorageLocationStatus
+from safehold.engine.catalog_sync import sync_catalog
 from safehold.kube.clients import Clients
 from safehold.kube.events import post_event
-from safehold.kube.locations import resolve_location
+from safehold.kube.locations import ResolvedLocation, resolve_location
 from safehold.kube.resources import list_all, patch_status
 from safehold.kube.secrets import SecretProblem
 from safehold.metrics import LOCATION_PROBES, LOCATION_READY
@@ -33,9 +34,12 @@ def reconcile(clients: Clients, body: dict[str, Any]) -> LocationProbe:
     namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
     spec = BackupStorageLocationSpec.model_validate(body.get("spec", {}))
     before = BackupStorageLocationStatus.model_validate(body.get("status") or {})
+    synced: int | None = None
     try:
         resolved = resolve_location(clients.core, namespace, name, spec)
         outcome = probe_location(resolved)
+        if outcome.ok and outcome.repository_initialized:
+            synced = _sync(clients, resolved)
     except SecretProblem as err:
         outcome = LocationProbe(False, err.reason, str(err))
     now = datetime.now(UTC)
@@ -48,7 +52,20 @@ def reconcile(clients: Clients, body: dict[str, Any]) -> LocationProbe:
         generation,
         now,
     )
+    if synced is not None:
+        after.last_sync_time = now
     patch_status(clients.custom, LOCATION, namespace, name, after.to_wire())
+    if synced:
+        post_event(
+            clients.core,
+            LOCATION.kind,
+            namespace,
+            name,
+            meta.get("uid"),
+            "Normal",
+            "BackupsDiscovered",
+            f"re-created {synced} Backup(s) found in storage",
+        )
     LOCATION_READY.labels(namespace, name).set(1 if outcome.ok else 0)
     LOCATION_PROBES.labels(namespace, name, outcome.reason).inc()
     if changed(before.conditions, after.conditions, "Ready"):
@@ -64,6 +81,14 @@ def reconcile(clients: Clients, body: dict[str, Any]) -> LocationProbe:
         )
         log.info("location %s/%s Ready=%s reason=%s", namespace, name, outcome.ok, outcome.reason)
     return outcome
+
+
+def _sync(clients: Clients, resolved: ResolvedLocation) -> int | None:
+    try:
+        return sync_catalog(clients, resolved)
+    except Exception:  # a broken manifest must not make the location un-Ready
+        log.exception("catalog sync of %s/%s failed", resolved.namespace, resolved.name)
+        return None
 
 
 @kopf.on.resume(GROUP, VERSION, LOCATION.plural)

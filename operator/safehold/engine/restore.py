@@ -160,6 +160,14 @@ class RestoreRun:
     def run(self) -> None:
         if self.status.phase in TERMINAL:
             return
+        try:
+            self._run()
+        except Exception as err:
+            # Never leave a RestoreRequest Running forever: an unexpected error ends the run.
+            log.exception("restore %s/%s failed unexpectedly", self.namespace, self.name)
+            self._finish("Failed", "InternalError", f"{type(err).__name__}: {err}")
+
+    def _run(self) -> None:
         now = datetime.now(UTC)
         self.status.start_time = now
         try:

@@ -64,10 +64,12 @@ class Rest:
         timeout: float = 60.0,
     ) -> JSON:
         headers = {"Accept": "application/json"}
-        payload: bytes | None = None
+        payload: Any = None
         if body is not None:
             headers["Content-Type"] = content_type
-            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+            # The client JSON-encodes bodies of JSON content types itself; others go as bytes.
+            json_type = content_type.endswith("json")
+            payload = body if json_type or isinstance(body, bytes) else json.dumps(body).encode()
         params = [
             (k, ("true" if v else "false") if isinstance(v, bool) else str(v))
             for k, v in (query or {}).items()

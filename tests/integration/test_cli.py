@@ -1,0 +1,381 @@
+"""The `safehold` CLI as a subprocess against the real API server (no operator running).
+
+Nothing reconciles these objects; where a test needs a finished state it writes the status
+itself with `kubectl patch --subresource=status`, as the operator would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from localcluster import binaries
+from localcluster.cluster import LocalCluster
+from localcluster.helpers import kubectl
+from safehold.storage import catalog, restic
+from safehold.storage.s3 import S3Settings, make_client
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+
+def cli(
+    cluster: LocalCluster, *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "safehold", *args, "--kubeconfig", str(cluster.kubeconfig)]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env
+    )
+
+
+def get(cluster: LocalCluster, namespace: str, resource: str, name: str) -> dict[str, Any]:
+    out = kubectl(cluster, "get", "-n", namespace, resource, name, "-o", "json").stdout
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _condition(type_: str, status: str, reason: str, message: str = "") -> dict[str, Any]:
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": _now(),
+    }
+
+
+def patch_status(
+    cluster: LocalCluster, namespace: str, resource: str, name: str, status: dict[str, Any]
+) -> None:
+    kubectl(
+        cluster,
+        "patch",
+        "-n",
+        namespace,
+        resource,
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+
+
+def finished(succeeded: bool, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "phase": "Succeeded" if succeeded else "Failed",
+        "conditions": [
+            _condition("Succeeded", "True" if succeeded else "False", reason, message),
+            _condition("Complete", "True", reason, message),
+        ],
+        "startTime": _now(),
+        "completionTime": _now(),
+    }
+
+
+def patch_later(
+    cluster: LocalCluster, namespace: str, resource: str, name: str, status: dict[str, Any]
+) -> threading.Thread:
+    """Patch the status from a background thread once the object exists, after a delay."""
+
+    def work() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = kubectl(cluster, "get", "-n", namespace, resource, name, check=False)
+            if found.returncode == 0:
+                break
+            time.sleep(0.2)
+        time.sleep(1.5)  # the CLI is waiting by now
+        patch_status(cluster, namespace, resource, name, {"phase": "Running"})
+        time.sleep(1)
+        patch_status(cluster, namespace, resource, name, status)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_backup_create_from_policy(local_cluster: LocalCluster, namespace: str) -> None:
+    result = cli(
+        local_cluster, "backup", "create", "b1", "--from-policy", "nightly", "-n", namespace
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "backup.safehold.io/b1 created"
+    obj = get(local_cluster, namespace, "backups.safehold.io", "b1")
+    assert obj["spec"] == {"policyRef": {"name": "nightly"}}
+
+    again = cli(
+        local_cluster, "backup", "create", "b1", "--from-policy", "nightly", "-n", namespace
+    )
+    assert again.returncode == 1
+    assert again.stderr.count("\n") == 1
+    assert "already exists" in again.stderr
+
+
+def test_backup_create_inline(local_cluster: LocalCluster, namespace: str) -> None:
+    result = cli(
+        local_cluster,
+        "backup",
+        "create",
+        "adhoc",
+        "--location",
+        "primary",
+        "--include-namespaces",
+        namespace,
+        "--include-resources",
+        "configmaps,deployments.apps",
+        "--selector",
+        "app=web",
+        "-n",
+        namespace,
+    )
+    assert result.returncode == 0, result.stderr
+    spec = get(local_cluster, namespace, "backups.safehold.io", "adhoc")["spec"]
+    assert spec["storageLocation"] == "primary"
+    assert spec["selection"]["namespaces"] == [namespace]
+    assert spec["selection"]["includedResources"] == ["configmaps", "deployments.apps"]
+    assert spec["selection"]["labelSelector"] == {"matchLabels": {"app": "web"}}
+
+
+def test_output_yaml_creates_nothing(local_cluster: LocalCluster, namespace: str) -> None:
+    result = cli(
+        local_cluster, "backup", "create", "gitops", "--from-policy", "nightly", "-n", namespace,
+        "-o", "yaml",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert printed["metadata"] == {"name": "gitops", "namespace": namespace}
+    assert printed["spec"] == {"policyRef": {"name": "nightly"}}
+    missing = kubectl(local_cluster, "get", "-n", namespace, "backups.safehold.io", "gitops",
+                      check=False)  # fmt: skip
+    assert missing.returncode != 0
+    # and what it printed is what the API server accepts
+    kubectl(local_cluster, "apply", "-f", "-", stdin=result.stdout)
+
+
+def test_list_and_describe_finished_backup(local_cluster: LocalCluster, namespace: str) -> None:
+    assert cli(local_cluster, "backup", "create", "done", "--from-policy", "nightly",
+               "-n", namespace).returncode == 0  # fmt: skip
+    assert cli(local_cluster, "backup", "create", "fresh", "--location", "primary",
+               "-n", namespace).returncode == 0  # fmt: skip
+    status = finished(True, "Completed", "12 objects, 1 volume")
+    status |= {
+        "policy": "nightly",
+        "storageLocation": "primary",
+        "sizeBytes": 3 * 1024 * 1024,
+        "storagePath": f"backups/{namespace}/done/backup.json",
+        "resources": {"total": 12, "byKind": {"configmaps": 5, "deployments.apps": 7}},
+        "warnings": ["volume data: file changed while reading"],
+    }
+    patch_status(local_cluster, namespace, "backups.safehold.io", "done", status)
+
+    listed = cli(local_cluster, "backup", "list", "-n", namespace)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "PHASE", "POLICY", "LOCATION", "SIZE", "OBJECTS", "AGE"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["done"][1:6] == ["Succeeded", "nightly", "primary", "3.0MiB", "12"]
+    assert rows["fresh"][1:3] == ["New", "primary"]
+
+    everywhere = cli(local_cluster, "backup", "list", "-A")
+    assert everywhere.returncode == 0, everywhere.stderr
+    assert everywhere.stdout.splitlines()[0].split()[0] == "NAMESPACE"
+    assert any(line.split()[:2] == [namespace, "done"] for line in everywhere.stdout.splitlines())
+
+    described = cli(local_cluster, "backup", "describe", "done", "-n", namespace)
+    assert described.returncode == 0, described.stderr
+    for expected in [
+        "Phase:          Succeeded",
+        "Location:       primary",
+        f"Storage path:   backups/{namespace}/done/backup.json",
+        "Resources:      12 objects",
+        "deployments.apps   7",
+        "Complete    True     Completed",
+        "12 objects, 1 volume",
+        "- volume data: file changed while reading",
+    ]:
+        assert expected in described.stdout, f"{expected!r} not in:\n{described.stdout}"
+
+
+def test_describe_missing_backup(local_cluster: LocalCluster, namespace: str) -> None:
+    result = cli(local_cluster, "backup", "describe", "nope", "-n", namespace)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == 'error: backups.safehold.io "nope" not found\n'
+    result = cli(local_cluster, "restore", "describe", "nope", "-n", namespace)
+    assert result.returncode == 1
+    assert result.stderr == 'error: restorerequests.safehold.io "nope" not found\n'
+
+
+def test_restore_wait_failure(local_cluster: LocalCluster, namespace: str) -> None:
+    status = finished(False, "BackupNotFound", "backup b1 does not exist")
+    thread = patch_later(local_cluster, namespace, "restorerequests.safehold.io", "r-fail", status)
+    result = cli(
+        local_cluster, "restore", "create", "r-fail", "--from-backup", "b1", "-n", namespace,
+        "--wait", "--timeout", "60s",
+    )  # fmt: skip
+    thread.join()
+    assert result.returncode == 1, result.stderr
+    assert "restorerequest.safehold.io/r-fail created" in result.stdout
+    assert "BackupNotFound: backup b1 does not exist" in result.stderr
+
+
+def test_restore_wait_success(local_cluster: LocalCluster, namespace: str) -> None:
+    status = finished(True, "Completed", "3 objects created")
+    status |= {"backup": "b1", "counts": {"created": 3, "updated": 0, "skipped": 1, "failed": 0}}
+    thread = patch_later(local_cluster, namespace, "restorerequests.safehold.io", "r-ok", status)
+    result = cli(
+        local_cluster, "restore", "create", "r-ok", "--from-backup", "b1", "-n", namespace,
+        "--namespace-mapping", f"{namespace}:{namespace}-copy", "--dry-run", "--wait",
+    )  # fmt: skip
+    thread.join()
+    assert result.returncode == 0, result.stderr
+    assert "r-ok Succeeded" in result.stdout
+    spec = get(local_cluster, namespace, "restorerequests.safehold.io", "r-ok")["spec"]
+    assert spec["backupRef"] == {"name": "b1"}
+    assert spec["namespaceMapping"] == {namespace: f"{namespace}-copy"}
+    assert spec["dryRun"] is True
+
+    listed = cli(local_cluster, "restore", "list", "-n", namespace)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1].split()[:8] == [
+        "r-ok", "Succeeded", "b1", "true", "3", "0", "1", "0",
+    ]  # fmt: skip
+    described = cli(local_cluster, "restore", "describe", "r-ok", "-n", namespace)
+    assert described.returncode == 0, described.stderr
+    assert "  Created:        3" in described.stdout
+    assert "Backup:         b1" in described.stdout
+
+
+def test_wait_timeout_exits_3(local_cluster: LocalCluster, namespace: str) -> None:
+    started = time.monotonic()
+    result = cli(
+        local_cluster, "restore", "create", "r-slow", "--from-policy", "nightly", "-n", namespace,
+        "--wait", "--timeout", "2s",
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "timed out after 2s" in result.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_namespace_from_context(local_cluster: LocalCluster, namespace: str, tmp_path: Any) -> None:
+    config = yaml.safe_load(local_cluster.kubeconfig.read_text())
+    for entry in config["contexts"]:
+        entry["context"]["namespace"] = namespace
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "safehold", "backup", "create", "ctx", "--from-policy", "p",
+           "--kubeconfig", str(path)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    get(local_cluster, namespace, "backups.safehold.io", "ctx")
+
+
+def test_invalid_object_is_rejected_by_the_server(
+    local_cluster: LocalCluster, namespace: str
+) -> None:
+    result = cli(local_cluster, "backup", "create", "x", "--from-policy", "p", "-n", "no-such-ns")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ")
+    assert result.stderr.count("\n") == 1
+
+
+def test_backup_download(
+    local_cluster: LocalCluster, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export of a backup comes back as a tar, read with the user's kubeconfig."""
+    monkeypatch.setenv("SAFEHOLD_RESTIC", str(binaries.find("restic")))
+    bucket, password = f"cli-{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex}"
+    local_cluster.create_bucket(bucket)
+    secrets = [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+        for name, data in [
+            (
+                "s3",
+                {
+                    "accessKeyId": local_cluster.s3_access_key,
+                    "secretAccessKey": local_cluster.s3_secret_key,
+                },
+            ),
+            ("pw", {"password": password}),
+        ]
+    ]
+    location = {
+        "apiVersion": "safehold.io/v1alpha1",
+        "kind": "BackupStorageLocation",
+        "metadata": {"name": "primary"},
+        "spec": {
+            "endpoint": local_cluster.s3_endpoint,
+            "bucket": bucket,
+            "prefix": "team-a",
+            "forcePathStyle": True,
+            "credentialsSecret": {"name": "s3"},
+            "repositoryPasswordSecret": {"name": "pw"},
+        },
+    }
+    kubectl(local_cluster, "apply", "-n", namespace, "-f", "-",
+            stdin=yaml.safe_dump_all([*secrets, location]))  # fmt: skip
+
+    # What the operator leaves behind: an export in the namespace's repository + a manifest.
+    root = tmp_path / "export"
+    (root / "resources" / "configmaps").mkdir(parents=True)
+    (root / "resources" / "configmaps" / "app.json").write_text('{"kind": "ConfigMap"}')
+    (root / "index.json").write_text("[]")
+    settings = S3Settings(
+        bucket=bucket,
+        prefix="team-a",
+        region="us-east-1",
+        endpoint=local_cluster.s3_endpoint,
+        force_path_style=True,
+        access_key_id=local_cluster.s3_access_key,
+        secret_access_key=local_cluster.s3_secret_key,
+    )
+    repo = restic.repository_for(settings, namespace, password)
+    restic.init(repo)
+    snapshot = restic.backup_directory(repo, str(root), tags=["test"]).snapshot_id
+    manifest = catalog.BackupManifest(
+        namespace=namespace,
+        name="b1",
+        storage_location="primary",
+        phase="Succeeded",
+        export=catalog.ExportInfo(root=str(root)),
+    )
+    catalog.write_manifest(make_client(settings), settings.layout, manifest)
+
+    assert cli(local_cluster, "backup", "create", "b1", "--from-policy", "nightly",
+               "-n", namespace).returncode == 0  # fmt: skip
+    not_yet = cli(local_cluster, "backup", "download", "b1", "-n", namespace)
+    assert not_yet.returncode == 1
+    assert "no exported objects to download yet" in not_yet.stderr
+    status = finished(True, "Completed", "2 objects")
+    status |= {"storageLocation": "primary", "resources": {"total": 1, "snapshotId": snapshot}}
+    patch_status(local_cluster, namespace, "backups.safehold.io", "b1", status)
+
+    target = tmp_path / "out" / "b1.tar"
+    target.parent.mkdir()
+    result = cli(local_cluster, "backup", "download", "b1", "-n", namespace,
+                 "-o", str(target), env=dict(os.environ))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"wrote {target} (")
+    for secret in (password, local_cluster.s3_secret_key):
+        assert secret not in result.stdout + result.stderr
+    with tarfile.open(target) as archive:
+        names = archive.getnames()
+    assert any(name.endswith("resources/configmaps/app.json") for name in names), names
+    assert [p.name for p in target.parent.iterdir()] == ["b1.tar"]  # no temp file left
+    assert target.stat().st_mode & 0o077 == 0
