@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 .PHONY: help tools test lint unit integration e2e demo crds fmt clean
 
 help:
-	@echo "make demo         local control plane + object store + operator: a location becomes Ready"
+	@echo "make demo         local control plane, object store, operator: backup, disaster, restore"
 	@echo "make test         lint, type check, CRD drift check, unit and integration tests"
 	@echo "make tools        install pinned tools (cached in ~/.cache/safehold) and Python deps"
 	@echo "make crds         regenerate crds/ from the models"
