@@ -19,7 +19,7 @@ from localcluster import LocalCluster
 from localcluster.helpers import kubectl
 from localcluster.objects import apply, condition, location_docs, wait_probed
 from localcluster.operator import OPERATOR_NAMESPACE, OperatorProcess, install_crds
-from localcluster.sample_app import CRD_GROUP, WIDGET_CRD, app_objects
+from localcluster.sample_app import CRD_GROUP, WIDGET_CRD, app_objects, restic_check
 
 log = logging.getLogger("tests.integration")
 
@@ -108,14 +108,16 @@ def widget_crd(local_cluster: LocalCluster) -> None:
 
 
 @pytest.fixture(scope="session")
-def ops_bucket(local_cluster: LocalCluster, operator: OperatorProcess) -> str:
-    """A bucket behind a Ready location `main` in the operator's namespace."""
+def ops_bucket(local_cluster: LocalCluster, operator: OperatorProcess) -> Iterator[str]:
+    """A bucket behind a Ready location `main` in the operator's namespace; its repository
+    must pass `restic check` after all the tests that wrote to it."""
     bucket = f"ops-{uuid.uuid4().hex[:8]}"
     local_cluster.create_bucket(bucket)
     apply(local_cluster, OPERATOR_NAMESPACE, *location_docs(local_cluster, "main", bucket))
     obj = wait_probed(local_cluster, OPERATOR_NAMESPACE, "main")
     assert (condition(obj, "Ready") or {}).get("status") == "True", obj.get("status")
-    return bucket
+    yield bucket
+    restic_check(local_cluster, bucket, OPERATOR_NAMESPACE)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -296,13 +297,14 @@ def test_restore_of_missing_or_failed_backup(local_cluster: LocalCluster) -> Non
 
 
 @pytest.fixture
-def tenant(local_cluster: LocalCluster, app: str) -> str:
-    """The sample app's namespace with its own Ready location `own`."""
+def tenant(local_cluster: LocalCluster, app: str) -> Iterator[str]:
+    """The sample app's namespace with its own Ready location `own` (checked afterwards)."""
     bucket = f"tn-{uuid.uuid4().hex[:6]}"
     local_cluster.create_bucket(bucket)
     apply(local_cluster, app, *location_docs(local_cluster, "own", bucket))
     assert (condition(wait_probed(local_cluster, app, "own"), "Ready") or {})["status"] == "True"
-    return app
+    yield app
+    restic_check(local_cluster, bucket, app)
 
 
 def test_tenant_stays_in_its_namespace(local_cluster: LocalCluster, tenant: str) -> None:
