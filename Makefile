@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help tools test lint unit integration e2e demo crds fmt clean
+.PHONY: help tools test lint unit integration e2e demo crds fmt clean image image-save image-test node-test
 
 help:
 	@echo "make demo         local control plane, object store, operator: backup, disaster, restore"
@@ -11,6 +11,9 @@ help:
 	@echo "make tools        install pinned tools (cached in ~/.cache/safehold) and Python deps"
 	@echo "make crds         regenerate crds/ from the models"
 	@echo "make e2e          opt-in end-to-end tier on kind (needs a Docker engine)"
+	@echo "make image        build localhost/safehold:dev with podman (tools/image; pins from tools/versions.env)"
+	@echo "make image-save   also write it as an OCI archive (build/image/safehold-oci.tar) for containerd"
+	@echo "make node-test    opt-in: a real kubelet + containerd node runs pods of the image (root)"
 
 tools:
 	tools/bootstrap all
@@ -32,8 +35,23 @@ unit: tools
 integration: tools
 	pytest tests/integration $(PYTEST_ARGS)
 
-test: tools lint
+test: tools lint image
 	pytest tests $(PYTEST_ARGS)
+
+# The image: podman + a debootstrap base (no registry here); cold about a minute, warm seconds.
+image: tools
+	tools/image build
+
+image-save: image
+	tools/image save
+
+image-test: image
+	pytest tests/image $(PYTEST_ARGS)
+
+# Opt-in while it matures: a real kubelet + containerd node running pods of our image.
+node-test: image-save
+	tools/bootstrap node
+	SAFEHOLD_REAL_NODE=1 pytest tests/node $(PYTEST_ARGS)
 
 e2e: tools
 	SAFEHOLD_E2E_KIND=1 pytest tests/e2e $(PYTEST_ARGS)

@@ -61,6 +61,18 @@ class VolumeResult(ApiModel):
     """Duration of the move."""
     message: str | None = None
     """Why it failed or was skipped."""
+    capacity: str | None = None
+    """Requested size of the PVC, used when a restore has to create it."""
+    storage_class: str | None = None
+    """StorageClass of the PVC."""
+    access_modes: list[str] = Field(default_factory=list)
+    """Access modes of the PVC."""
+    source_path: str | None = None
+    """Directory the data was read from inside the snapshot."""
+    run_as_user: int | None = None
+    """UID the mover read the data as (owner of the data)."""
+    run_as_group: int | None = None
+    """GID the mover read the data as."""
 
 
 class DatabaseResult(ApiModel):

@@ -10,6 +10,7 @@ from safehold.api.base import (
     ApiModel,
     DnsLabel,
     DnsSubdomain,
+    Duration,
     LabelSelector,
     ResourceRequirements,
 )
@@ -71,6 +72,10 @@ class Volumes(ApiModel):
     """Requests and limits of mover pods."""
     mover_security: VolumeSecurity | None = None
     """Override of the identity mover pods use."""
+    snapshot_timeout: Duration = "10m"
+    """How long a VolumeSnapshot may take to become ready before the PVC fails."""
+    mover_timeout: Duration = "6h"
+    """How long one mover Job may run before it is stopped and the PVC fails."""
 
 
 class ServiceReference(ApiModel):

@@ -27,6 +27,9 @@ class Retention(ApiModel):
     """Keep the newest backup of each of the last N months that have one."""
     keep_yearly: int | None = Field(default=None, ge=0)
     """Keep the newest backup of each of the last N years that have one."""
+    failed_backup_grace_period: Duration | None = None
+    """How long failed backups of the policy are kept for inspection before they are
+    deleted; default 24h."""
 
 
 class Verification(ApiModel):
@@ -90,6 +93,13 @@ class BackupPolicyStatus(ApiModel):
     last_successful_backup: BackupReference | None = None
     """The newest successful backup."""
     missed_runs: int | None = None
-    """Runs missed since the last one started (operator or cluster down)."""
+    """Scheduled runs that never started (operator or cluster down, past the starting
+    deadline, or skipped by concurrencyPolicy Forbid), counted since the policy was created."""
     rpo_met: bool | None = None
     """Whether the newest successful backup is within the RPO."""
+    last_evaluated_schedule_time: datetime | None = None
+    """The latest scheduled time that was started, skipped or counted as missed."""
+    last_trigger: str | None = None
+    """The last handled value of the safehold.io/trigger annotation."""
+    last_retention_backup: str | None = None
+    """The successful backup after which retention last ran."""

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from safehold.api.backup import VolumeResult
 from safehold.api.base import ApiModel, Condition, DnsLabel, LabelSelector, LocalObjectReference
 
 RestorePhase = Literal["New", "Running", "Succeeded", "PartiallyFailed", "Failed"]
@@ -108,6 +109,8 @@ class RestoreRequestStatus(ApiModel):
     """When the restore finished."""
     counts: RestoreCounts | None = None
     """Objects by outcome."""
+    volumes: list[VolumeResult] = Field(default_factory=list)
+    """Per-PVC results of the volume data restore."""
     results_path: str | None = None
     """Catalog path of the full per-object result list."""
     errors: list[str] = Field(default_factory=list)

@@ -1,4 +1,4 @@
-"""`safehold backup create|list|describe|download`."""
+"""`safehold backup create|list|describe|download|delete`."""
 
 from __future__ import annotations
 
@@ -61,6 +61,20 @@ DOWNLOAD_EPILOG = """examples:
 
 Reads the storage location and its Secrets with your kubeconfig and decrypts the export with
 restic (on PATH or $SAFEHOLD_RESTIC). Secrets are never printed.
+"""
+
+
+DELETE_EPILOG = """examples:
+  # delete one backup and its data (restic snapshots and catalog entry), and wait for it
+  safehold backup delete before-upgrade -n shop --wait
+
+Sets the annotation safehold.io/delete-requested=true on the Backup; the operator deletes the
+backup's restic snapshots, then its catalog entry, then the Backup object - the same path
+retention uses. Nothing is deleted while the storage location is not Ready or the backup still
+runs; the space is freed by the repository's next prune. `kubectl delete backup` alone removes
+only the object (the backup is re-discovered from storage).
+
+exit status: 0 requested (and, with --wait, deleted); 1 API error; 3 --wait timed out.
 """
 
 
@@ -163,6 +177,25 @@ def register(sub: Any) -> None:
         "-o", "--output", metavar="FILE", help="file to write (default: <name>.tar; - for stdout)"
     )
     download.set_defaults(func=_download)
+
+    delete = verbs.add_parser(
+        "delete",
+        parents=[conn],
+        help="delete a Backup and its data",
+        description="Delete a Backup with its data in storage (restic snapshots and catalog).",
+        epilog=DELETE_EPILOG,
+        formatter_class=RAW,
+    )
+    delete.add_argument("name", help="name of the Backup")
+    delete.add_argument("--wait", action="store_true", help="wait until it is deleted")
+    delete.add_argument(
+        "--timeout",
+        type=duration_seconds,
+        default=duration_seconds("10m"),
+        metavar="DURATION",
+        help="how long --wait waits (default: 10m; exit 3 after)",
+    )
+    delete.set_defaults(func=_delete)
 
 
 def _wait_and_output(parser: argparse.ArgumentParser) -> None:
@@ -330,3 +363,28 @@ def _dump_to_file(repo: Any, snapshot_id: str, root: str, target: Path) -> int:
         Path(handle.name).unlink(missing_ok=True)
         raise
     return target.stat().st_size
+
+
+def _delete(args: argparse.Namespace) -> int:
+    import time
+
+    from safehold.cli.common import EXIT_TIMEOUT
+
+    connection = connect(args)
+    namespace, name = connection.namespace, args.name
+    custom = connection.custom_objects()
+    objects = Objects(custom, BACKUPS)
+    objects.get(namespace, name)  # a clear error when it does not exist
+    patch = {"metadata": {"annotations": {"safehold.io/delete-requested": "true"}}}
+    objects.patch(namespace, name, patch)
+    print(f"{BACKUPS.qualified}/{name} deletion requested")
+    if not args.wait:
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if not any(o["metadata"]["name"] == name for o in objects.list(namespace)):
+            print(f"{BACKUPS.qualified}/{name} deleted with its data")
+            return 0
+        time.sleep(1)
+    stderr(f"timed out: {namespace}/{name} still exists (is its storage location Ready?)")
+    return EXIT_TIMEOUT

@@ -182,6 +182,18 @@ class Objects:
             dict(body),
         )
 
+    def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch one object (metadata such as annotations)."""
+        return self._call(
+            self.api.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            self.kind.plural,
+            name,
+            dict(patch),
+        )
+
     def list(self, namespace: str | None) -> list[dict[str, Any]]:
         if namespace is None:
             result = self._call(

@@ -119,10 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     docs.set_defaults(func=_cmd_docs)
 
     # The resource commands import kubernetes and pydantic only when they run.
-    from safehold.cli import backup, restore
+    from safehold.cli import backup, mover, restore
 
     backup.register(sub)
     restore.register(sub)
+    mover.register(sub)
 
     completion = sub.add_parser(
         "completion",

@@ -9,12 +9,13 @@ from typing import Any
 import kopf
 
 from safehold import GROUP
-from safehold.controllers import backup, location, restore
+from safehold.controllers import backup, location, policy, restore
+from safehold.engine.scheduler import Scheduler
 from safehold.kube.client import load_api_client
 from safehold.kube.clients import Clients
 
 FINALIZER = f"operator.{GROUP}/finalizer"
-HANDLER_MODULES = (backup, location, restore)  # imported for their registrations
+HANDLER_MODULES = (backup, location, policy, restore)  # imported for their registrations
 
 
 @kopf.on.startup()
@@ -31,9 +32,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.clients = Clients.from_api_client(load_api_client())
     memo.stop_resync = asyncio.Event()
     memo.resync_task = asyncio.create_task(location.resync_loop(memo.clients, memo.stop_resync))
+    memo.scheduler = Scheduler(memo.clients)
+    memo.scheduler_task = asyncio.create_task(memo.scheduler.loop(memo.stop_resync))
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     memo.stop_resync.set()
     await memo.resync_task
+    await memo.scheduler_task

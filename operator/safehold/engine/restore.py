@@ -10,14 +10,21 @@ import json
 import logging
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from safehold.api.backup import BackupStatus
+from safehold.api.backup import BackupStatus, VolumeResult
+from safehold.api.content import Volumes
 from safehold.api.kinds import BACKUP, RESTORE
-from safehold.api.restore import RestoreCounts, RestoreRequestSpec, RestoreRequestStatus
+from safehold.api.restore import (
+    RestoreCounts,
+    RestoreRequestSpec,
+    RestoreRequestStatus,
+    VolumeRestore,
+)
 from safehold.config import (
     FIELD_MANAGER,
     LABEL_POLICY,
@@ -26,6 +33,7 @@ from safehold.config import (
     scratch_dir,
 )
 from safehold.engine.common import RunError, custom_path, load_location, write_status
+from safehold.engine.volumes import MoverContext, restore_volume, task_for_restore
 from safehold.kube.clients import Clients
 from safehold.kube.events import post_event
 from safehold.kube.locations import ResolvedLocation
@@ -38,6 +46,7 @@ from safehold.planning.restore import (
     diff_paths,
     map_namespace,
     owner_references,
+    priority,
     skip_reason,
     sort_entries,
 )
@@ -222,11 +231,77 @@ class RestoreRun:
         results = Results()
         applier = Applier(self.clients.rest, self.spec, self.name, source, results)
         applier.ensure_namespaces(sorted(t for t in targets if t), chosen)
+        volumes = self._wanted_volumes(source)
+        from_snapshot = {(v.namespace, v.pvc) for v in volumes if v.mode == "snapshot"}
+        volumes_done = False
         for entry in sort_entries(chosen):
+            # Volume data lands after the PVCs exist and before workloads start using them.
+            if not volumes_done and priority(entry.resource) > priority("persistentvolumeclaims"):
+                self._restore_volumes(source, volumes)
+                volumes_done = True
+            if (
+                entry.resource == "persistentvolumeclaims"
+                and (entry.namespace, entry.name) in from_snapshot
+            ):
+                results.add(
+                    entry,
+                    map_namespace(entry.namespace, mapping),
+                    "skipped",
+                    reason="RestoredFromSnapshot",
+                    message="created from its VolumeSnapshot by the volume restore",
+                )
+                continue
             obj = json.loads((workdir / entry.path).read_text())
             applier.restore(entry, obj)
+        if not volumes_done:
+            self._restore_volumes(source, volumes)
         applier.repoint_owners()
+        for vol in self.status.volumes:
+            if vol.result == "Failed":
+                results.errors.append(f"PVC {vol.namespace}/{vol.pvc}: {vol.message}")
         self._record(source, results, time.monotonic() - started)
+
+    def _wanted_volumes(self, source: Source) -> list[VolumeResult]:
+        wanted = self.spec.volumes or VolumeRestore()
+        if not wanted.enabled:
+            return []
+        names = set(wanted.pvcs or ())
+        included = set(self.spec.included_namespaces or ())
+        return [
+            v
+            for v in source.manifest.volumes
+            if v.result == "Succeeded"
+            and (not names or v.pvc in names or f"{v.namespace}/{v.pvc}" in names)
+            and (not included or v.namespace in included)
+        ]
+
+    def _restore_volumes(self, source: Source, volumes: list[VolumeResult]) -> None:
+        if not volumes:
+            return
+        if self.spec.dry_run:
+            self.status.volumes = [
+                v.model_copy(update={"result": "Skipped", "message": "dry run: would restore"})
+                for v in volumes
+            ]
+            return
+        wanted = self.spec.volumes or VolumeRestore()
+        ctx = MoverContext(
+            self.clients.rest,
+            source.location,
+            self.namespace,
+            f"{self.namespace}/{self.name}",
+            self.name,
+            Volumes(parallelism=4),
+        )
+        labels = {LABEL_RESTORED_BY: self.name}
+        mapping = self.spec.namespace_mapping
+
+        def one(v: VolumeResult) -> VolumeResult:
+            task = task_for_restore(v, mapping.get(v.namespace, v.namespace))
+            return restore_volume(ctx, v, task, wanted.overwrite_existing, labels)
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            self.status.volumes = list(pool.map(one, volumes))
 
     def _record(self, source: Source, results: Results, seconds: float) -> None:
         c = results.counts
@@ -259,7 +334,10 @@ class RestoreRun:
         )
         if self.spec.dry_run:
             summary = "dry run, nothing changed: " + summary
-        if c.failed and (c.created or c.updated or c.skipped):
+        failed_volumes = [v for v in self.status.volumes if v.result == "Failed"]
+        if failed_volumes:
+            summary += f"; {len(failed_volumes)} PVC(s) failed"
+        if (c.failed or failed_volumes) and (c.created or c.updated or c.skipped):
             self._finish("PartiallyFailed", "PartiallyFailed", summary)
         elif c.failed:
             self._finish("Failed", "RestoreFailed", summary)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -238,7 +240,177 @@ def dump_archive(
         raise ResticError(_reason(proc.returncode, stderr), _last_lines(stderr), proc.returncode)
 
 
+def snapshot_path(repo: Repository, snapshot_id: str) -> str:
+    """The directory a single-path snapshot was taken of."""
+    found = run_json(repo, ["snapshots", "--no-lock", snapshot_id]) or []
+    if not found or not found[0].get("paths"):
+        raise ResticError("SnapshotNotFound", f"snapshot {snapshot_id} not found")
+    return str(found[0]["paths"][0])
+
+
 def forget(repo: Repository, snapshot_ids: Sequence[str]) -> None:
     """Remove snapshots from the repository index (data is freed by a later prune)."""
     if snapshot_ids:
         run(repo, ["forget", *snapshot_ids], timeout=600)
+
+
+# Environment contract between the operator (Job builder) and movers: the restic variables
+# restic itself reads, plus extra restic options as one shell-quoted string.
+OPTIONS_ENV = "SAFEHOLD_RESTIC_OPTIONS"
+_REPOSITORY_ENV = (
+    "RESTIC_REPOSITORY",
+    "RESTIC_PASSWORD",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "RESTIC_CACHE_DIR",
+)
+
+
+def repository_from_environment(environ: Mapping[str, str]) -> Repository:
+    """The repository a mover was given by its Job's environment."""
+    if not environ.get("RESTIC_REPOSITORY"):
+        raise ResticError("InvalidMoverEnvironment", "RESTIC_REPOSITORY is not set")
+    env = {k: environ[k] for k in _REPOSITORY_ENV if k in environ and k != "RESTIC_REPOSITORY"}
+    options = tuple(shlex.split(environ.get(OPTIONS_ENV, "")))
+    return Repository(environ["RESTIC_REPOSITORY"], env, options)
+
+
+def mover_environment(repo: Repository, ca_path: str | None = None) -> tuple[dict[str, str], str]:
+    """(secret values, options string) for a mover Job: secrets go into a Secret, the
+    options into plain env. A CA bundle is mounted at `ca_path` instead of a local file."""
+    secret = {"RESTIC_REPOSITORY": repo.url} | dict(repo.env)
+    secret.pop("RESTIC_CACHE_DIR", None)
+    options = list(repo.options)
+    if "--cacert" in options:
+        index = options.index("--cacert")
+        if ca_path is None:
+            del options[index : index + 2]
+        else:
+            options[index + 1] = ca_path
+    options = [o for o in options if o != "--no-cache"]
+    return secret, shlex.join(options)
+
+
+# ---------------------------------------------------------------------- streams (databases)
+def backup_from_command(
+    repo: Repository,
+    filename: str,
+    command: Sequence[str],
+    tags: Sequence[str],
+    *,
+    command_env: Mapping[str, str] | None = None,
+    host: str = "safehold",
+    timeout: float = 24 * 3600,
+) -> BackupSummary:
+    """Store the stdout of `command` as the file `filename` of a new snapshot, with no
+    temporary file (`restic backup --stdin-from-command`).
+
+    restic creates no snapshot when the command exits non-zero; that raises
+    ResticError("CommandFailed") whose message ends with the command's own stderr (restic
+    prefixes those lines with `subprocess <name>:`). `command_env` is added to the child's
+    environment (restic passes its environment on to the command): the place for a dump
+    tool's password, whose value is also redacted from every message.
+    """
+    extra = dict(command_env or {})
+    args = ["backup", "--stdin-from-command", "--stdin-filename", filename]
+    args += ["--host", host, "--json", "--quiet"]
+    args += [a for t in tags for a in ("--tag", t)]
+    cmd = [restic_binary(), *repo.options, *args, "--", *command]
+    secrets = (*repo.secret_values, *(v for k, v in extra.items() if _is_secret_name(k)))
+    try:
+        proc = subprocess.run(
+            cmd,
+            env=_child_env(repo) | extra,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise ResticError("RepositoryTimeout", f"{filename}: not stored in {timeout:.0f}s") from err
+    stderr = redact(proc.stderr.decode(errors="replace").strip(), secrets)
+    if proc.returncode != 0:
+        if "command failed" in stderr or "subprocess " in stderr:
+            lines = [ln for ln in stderr.splitlines() if not ln.startswith("{")]
+            raise ResticError("CommandFailed", _last_lines("\n".join(lines), 8), proc.returncode)
+        raise ResticError(_reason(proc.returncode, stderr), _last_lines(stderr), proc.returncode)
+    summary = _summary_line(proc.stdout)
+    return BackupSummary(
+        snapshot_id=str(summary["snapshot_id"]),
+        files=int(summary.get("total_files_processed", 0)),
+        bytes_processed=int(summary.get("total_bytes_processed", 0)),
+        bytes_added=int(summary.get("data_added", 0)),
+        duration_seconds=float(summary.get("total_duration", 0.0)),
+    )
+
+
+def _is_secret_name(name: str) -> bool:
+    upper = name.upper()
+    return any(w in upper for w in ("PASSWORD", "PWD", "AUTH", "SECRET", "TOKEN", "KEY"))
+
+
+def dump_file(repo: Repository, snapshot_id: str, path: str, out: BinaryIO) -> None:
+    """Write one file of a snapshot into `out` (a file or pipe), byte for byte."""
+    cmd = [restic_binary(), *repo.options, "dump", snapshot_id, path]
+    proc = subprocess.run(
+        cmd, env=_child_env(repo), stdout=out, stderr=subprocess.PIPE, check=False
+    )
+    if proc.returncode != 0:
+        stderr = redact(proc.stderr.decode(errors="replace").strip(), repo.secret_values)
+        raise ResticError(_reason(proc.returncode, stderr), _last_lines(stderr), proc.returncode)
+
+
+def dump_into_command(
+    repo: Repository,
+    snapshot_id: str,
+    path: str,
+    command: Sequence[str],
+    *,
+    command_env: Mapping[str, str] | None = None,
+    timeout: float = 24 * 3600,
+) -> subprocess.CompletedProcess[bytes]:
+    """Pipe one file of a snapshot (`restic dump`) into the stdin of `command`.
+
+    Returns the command's CompletedProcess (stdout, stderr, returncode) for the caller to
+    judge; raises ResticError when restic itself failed while the command did not.
+    `command_env` is the command's whole environment (None: inherit).
+    """
+    with tempfile.TemporaryFile() as restic_err:
+        reader = subprocess.Popen(
+            [restic_binary(), *repo.options, "dump", snapshot_id, path],
+            env=_child_env(repo),
+            stdout=subprocess.PIPE,
+            stderr=restic_err,
+        )
+        assert reader.stdout is not None
+        try:
+            consumer = subprocess.Popen(
+                list(command),
+                env=None if command_env is None else dict(command_env),
+                stdin=reader.stdout,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError:
+            reader.kill()
+            reader.wait()
+            raise
+        reader.stdout.close()  # the consumer holds the only read end now
+        try:
+            out, err = consumer.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as expired:
+            consumer.kill()
+            reader.kill()
+            consumer.communicate()
+            reader.wait()
+            raise ResticError(
+                "RepositoryTimeout", f"{path}: not restored in {timeout:.0f}s"
+            ) from expired
+        code = reader.wait()
+        restic_err.seek(0)
+        restic_stderr = redact(restic_err.read().decode(errors="replace"), repo.secret_values)
+    result = subprocess.CompletedProcess(list(command), consumer.returncode, out, err)
+    if code != 0 and consumer.returncode == 0:
+        raise ResticError(_reason(code, restic_stderr), _last_lines(restic_stderr), code)
+    return result

@@ -1,0 +1,96 @@
+"""`safehold mover db-dump` and `safehold mover db-restore`: one database target per run.
+
+Configuration comes only from the environment (see `safehold.movers.env`); the result is one
+JSON document on stdout and in the termination message (`safehold.movers.result`).
+
+Dump: every database becomes one restic snapshot holding one file (`postgresql/<db>.dump`,
+`postgresql/globals.sql`, `mysql/<db>.sql`, `redis/dump.rdb`), streamed with
+`restic backup --stdin-from-command`, so nothing touches the disk and a dump tool that exits
+non-zero leaves no snapshot. When any database of the target fails, the snapshots this run
+already made are forgotten as well, so a target is either wholly in the repository or not at
+all; the run exits 1 with a specific reason.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from types import ModuleType
+
+from safehold.movers import env as menv
+from safehold.movers.result import INVALID_ENVIRONMENT, MoverError, Result
+from safehold.storage import restic
+from safehold.storage.redact import redact
+
+
+def _engine(db_type: str) -> ModuleType:
+    if db_type == "postgresql":
+        from safehold.movers import postgres
+
+        return postgres
+    if db_type == "mysql":
+        from safehold.movers import mysql
+
+        return mysql
+    from safehold.movers import redis
+
+    return redis
+
+
+def _run(
+    verb: str,
+    environ: Mapping[str, str],
+    action: Callable[[ModuleType, menv.DbConfig, restic.Repository, Result], None],
+) -> Result:
+    started = time.monotonic()
+    result = Result(verb=verb)
+    secrets: list[str] = []
+    repo: restic.Repository | None = None
+    try:
+        cfg = menv.from_environment(environ)
+        secrets.append(cfg.password)
+        result.type, result.target, result.backup = cfg.type, cfg.target, cfg.backup
+        repo = restic.repository_from_environment(environ)
+        secrets += repo.secret_values
+        action(_engine(cfg.type), cfg, repo, result)
+        result.ok = True
+    except menv.ConfigError as err:
+        result.reason, result.message = INVALID_ENVIRONMENT, str(err)
+    except MoverError as err:
+        result.reason, result.message = err.reason, str(err)
+    except restic.ResticError as err:
+        result.reason, result.message = err.reason, str(err)
+    except Exception as err:
+        result.reason, result.message = "MoverError", f"{type(err).__name__}: {err}"
+    if not result.ok and verb == "db-dump" and repo is not None:
+        _forget_partial(repo, result)
+    result.message = redact(result.message, secrets)
+    result.warnings = [redact(w, secrets) for w in result.warnings]
+    result.durationSeconds = time.monotonic() - started
+    return result
+
+
+def _forget_partial(repo: restic.Repository, result: Result) -> None:
+    ids = [d.snapshot for d in result.databases if d.snapshot]
+    if not ids:
+        return
+    try:
+        restic.forget(repo, ids)
+        result.warnings.append(f"forgot {len(ids)} snapshot(s) this failed run had made")
+    except restic.ResticError as err:
+        result.warnings.append(f"could not forget the snapshots of this run: {err.reason}")
+    result.databases = []
+    result.bytesProcessed = result.bytesAdded = 0
+
+
+def db_dump(environ: Mapping[str, str] = os.environ) -> int:
+    result = _run("db-dump", environ, lambda m, c, r, res: m.dump(c, r, res))
+    result.emit()
+    return 0 if result.ok else 1
+
+
+def db_restore(environ: Mapping[str, str] = os.environ) -> int:
+    result = _run("db-restore", environ, lambda m, c, r, res: m.restore(c, r, res))
+    result.emit()
+    return 0 if result.ok else 1

@@ -1,0 +1,177 @@
+"""Helpers shared by the database movers: running client tools, storing dumps, finding them."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from safehold.movers import env as menv
+from safehold.movers.result import (
+    DUMP_FAILED,
+    SNAPSHOT_NOT_FOUND,
+    TOOL_NOT_FOUND,
+    DatabaseResult,
+    MoverError,
+    Result,
+)
+from safehold.storage import restic
+
+_KEEP_ENV = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A minimal environment for a client tool: no unrelated secret of ours leaks into it."""
+    env = {k: v for k, v in os.environ.items() if k in _KEEP_ENV}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return env | dict(extra or {})
+
+
+def which(*names: str) -> str:
+    """The first of `names` found on PATH (e.g. mariadb-dump before mysqldump)."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise MoverError(TOOL_NOT_FOUND, f"none of {', '.join(names)} is installed")
+
+
+def run_tool(
+    cmd: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    timeout: float = 120,
+    input_bytes: bytes | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(
+            list(cmd),
+            env=dict(env),
+            input=input_bytes,
+            stdin=None if input_bytes is not None else subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise MoverError(TOOL_NOT_FOUND, f"{cmd[0]} is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise MoverError(
+            "HostUnreachable", f"{os.path.basename(cmd[0])} did not answer in {timeout:.0f}s"
+        ) from None
+
+
+@functools.cache
+def tool_version(binary: str) -> str:
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except OSError:
+        return ""
+    return out.strip().splitlines()[0] if out.strip() else ""
+
+
+def quote_name(name: str) -> str:
+    """A database name made safe for a file name and a restic tag."""
+    return urllib.parse.quote(name, safe="-_.@+=:")
+
+
+def unquote_name(name: str) -> str:
+    return urllib.parse.unquote(name)
+
+
+def tail(text: str, count: int = 6) -> str:
+    return "\n".join(text.strip().splitlines()[-count:])
+
+
+def store(
+    cfg: menv.DbConfig,
+    repo: restic.Repository,
+    result: Result,
+    name: str,
+    filename: str,
+    command: Sequence[str],
+    command_env: Mapping[str, str],
+    classify: Any,
+) -> DatabaseResult:
+    """Stream `command`'s stdout into a new snapshot holding `filename`; record it in `result`.
+
+    A failing command leaves no snapshot; `classify(stderr, default)` names the reason.
+    """
+    tags = (*cfg.tags, f"{menv.TAG_DATABASE}={quote_name(name)}")
+    try:
+        summary = restic.backup_from_command(repo, filename, command, tags, command_env=command_env)
+    except restic.ResticError as err:
+        if err.reason == "CommandFailed":
+            text = str(err)
+            raise MoverError(classify(text, DUMP_FAILED), f"{name}: {tail(text)}") from None
+        raise
+    item = DatabaseResult(
+        name=name,
+        file=filename,
+        snapshot=summary.snapshot_id,
+        bytesProcessed=summary.bytes_processed,
+        bytesAdded=summary.bytes_added,
+        seconds=summary.duration_seconds,
+    )
+    result.add(item)
+    return item
+
+
+def stored_files(cfg: menv.DbConfig, repo: restic.Repository) -> dict[str, dict[str, Any]]:
+    """file path inside the snapshot (no leading /) → the newest snapshot holding it.
+
+    With SAFEHOLD_DB_SNAPSHOT (comma list of ids) only those snapshots count; otherwise every
+    snapshot tagged with this backup and target (all tags at once: restic ANDs a comma list).
+    """
+    if cfg.snapshot:
+        ids = [s.strip() for s in cfg.snapshot.split(",") if s.strip()]
+        try:
+            found = restic.run_json(repo, ["snapshots", "--no-lock", *ids]) or []
+        except restic.ResticError as err:
+            raise MoverError(SNAPSHOT_NOT_FOUND, str(err)) from None
+    else:
+        found = restic.run_json(repo, ["snapshots", "--no-lock", "--tag", ",".join(cfg.tags)])
+        found = found or []
+    files: dict[str, dict[str, Any]] = {}
+    for snap in sorted(found, key=lambda s: str(s.get("time", ""))):
+        for path in snap.get("paths", []):
+            files[str(path).lstrip("/")] = snap
+    if not files:
+        raise MoverError(
+            SNAPSHOT_NOT_FOUND,
+            f"no database snapshot of backup {cfg.backup} target {cfg.target}"
+            + (f" among {cfg.snapshot}" if cfg.snapshot else ""),
+        )
+    return files
+
+
+def selected(cfg: menv.DbConfig, available: Sequence[str]) -> list[str]:
+    """The databases to restore: SAFEHOLD_DB_DATABASES if given (each must exist), else all."""
+    if not cfg.databases:
+        return list(available)
+    missing = [d for d in cfg.databases if d not in available]
+    if missing:
+        raise MoverError("DatabaseNotFound", f"not in the backup: {', '.join(missing)}")
+    return list(cfg.databases)
+
+
+def restored(
+    result: Result, name: str, target: str, filename: str, snap: Mapping[str, Any], secs: float
+) -> None:
+    summary = snap.get("summary") or {}
+    result.add(
+        DatabaseResult(
+            name=name,
+            file=filename,
+            snapshot=str(snap.get("id", "")),
+            bytesProcessed=int(summary.get("total_bytes_processed", 0)),
+            seconds=secs,
+            target=target,
+        )
+    )

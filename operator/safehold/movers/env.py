@@ -1,0 +1,244 @@
+"""The environment contract of the database movers (`safehold mover db-dump` / `db-restore`).
+
+The operator's Job builder fills these variables; the mover reads nothing else (no secret is
+ever passed on a command line). Secrets belong in a Secret-backed env var or, better, a file in a
+memory-backed volume (`*_FILE`).
+
+Target (both verbs):
+
+- ``SAFEHOLD_DB_TYPE`` — ``postgresql``, ``mysql`` (MySQL and MariaDB) or ``redis``.
+- ``SAFEHOLD_DB_HOST`` — host name or address of the server (a Service name in a cluster).
+- ``SAFEHOLD_DB_PORT`` — port; default 5432 / 3306 / 6379 by type.
+- ``SAFEHOLD_DB_USER`` — user to connect as; default ``postgres`` / ``root`` / none (Redis
+  ``default`` user).
+- ``SAFEHOLD_DB_PASSWORD_FILE`` — file holding the password (trailing newline stripped).
+- ``SAFEHOLD_DB_PASSWORD`` — the password itself; used only when no file is given.
+- ``SAFEHOLD_DB_DATABASES`` — comma list of databases; empty = every user database (PostgreSQL:
+  all but templates; MySQL: all but ``mysql``, ``sys``, ``information_schema``,
+  ``performance_schema``). Ignored for Redis (the RDB holds every logical database).
+- ``SAFEHOLD_DB_TLS_MODE`` — ``disable``, ``prefer`` (default), ``require``, ``verify-ca``,
+  ``verify-full``; mapped to libpq's sslmode, MariaDB's ``--ssl*`` and redis-cli ``--tls``.
+- ``SAFEHOLD_DB_TLS_CA_FILE`` — CA bundle that verifies the server certificate.
+- ``SAFEHOLD_DB_CONNECT_TIMEOUT`` — seconds to wait for a connection (default 10).
+
+Per-type options:
+
+- ``SAFEHOLD_PG_MAINTENANCE_DB`` — database used to list databases and create restore targets
+  (default ``postgres``).
+- ``SAFEHOLD_PG_GLOBALS`` — ``true`` (default) dumps roles and tablespaces with
+  ``pg_dumpall --globals-only``; ``false`` skips them.
+- ``SAFEHOLD_PG_ROLE_PASSWORDS`` — ``true`` keeps role password hashes in the globals dump
+  (needs superuser); default ``false`` (``--no-role-passwords``).
+- ``SAFEHOLD_PG_RESTORE_JOBS`` — ``pg_restore -j``; above 1 the dump is first written to
+  ``SAFEHOLD_SCRATCH_DIR`` (parallel restore needs a seekable file), default 1 = streamed.
+- ``SAFEHOLD_PG_RESTORE_GLOBALS`` — ``true`` replays ``globals.sql`` before the databases
+  (errors such as "role already exists" are reported as warnings); default ``false``.
+- ``SAFEHOLD_MYSQL_DUMP_OPTIONS`` — extra ``mariadb-dump`` options (shell-quoted, no secrets).
+- ``SAFEHOLD_REDIS_FLUSH`` — ``true`` empties the target (``FLUSHALL``) before a restore;
+  default ``false`` (keys of the dump replace keys of the same name, others stay).
+
+Restore only:
+
+- ``SAFEHOLD_DB_SNAPSHOT`` — restic snapshot id to read; when empty the newest snapshot tagged
+  with this backup and target is used (one snapshot per dumped file, see docs/databases.md).
+- ``SAFEHOLD_DB_MAPPING`` — comma list ``from:to`` renaming databases (``app:app_copy``); for
+  Redis ``0:3`` maps logical database numbers.
+- ``SAFEHOLD_DB_RESTORE_CLEAN`` — ``true`` restores over an existing database (PostgreSQL
+  ``--clean --if-exists``, MySQL replays its ``DROP TABLE IF EXISTS``); default ``false``: a
+  database that already exists is refused with ``DatabaseExists``.
+- ``SAFEHOLD_SCRATCH_DIR`` — a writable (ideally memory-backed) directory for the few restore
+  paths that need a file: parallel ``pg_restore`` and the Redis RDB. Default ``$TMPDIR``.
+
+Identity and repository (both verbs):
+
+- ``SAFEHOLD_BACKUP`` — ``<namespace>/<name>`` of the Backup (snapshot tag
+  ``safehold.io/backup=``).
+- ``SAFEHOLD_TARGET`` — name of the database target in the policy (tag ``safehold.io/target=``).
+- ``RESTIC_REPOSITORY``, ``RESTIC_PASSWORD``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+  ``AWS_DEFAULT_REGION``, ``RESTIC_CACHE_DIR`` — the repository, as
+  `storage.restic.mover_environment` produces them; ``SAFEHOLD_RESTIC_OPTIONS`` — further restic
+  options, shell-quoted (``-o s3.bucket-lookup=path --cacert /etc/safehold/ca.crt``).
+- ``SAFEHOLD_TERMINATION_LOG`` — where the result JSON is written besides stdout (default
+  ``/dev/termination-log``; at most 4 KiB).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DB_TYPE = "SAFEHOLD_DB_TYPE"
+DB_HOST = "SAFEHOLD_DB_HOST"
+DB_PORT = "SAFEHOLD_DB_PORT"
+DB_USER = "SAFEHOLD_DB_USER"
+DB_PASSWORD_FILE = "SAFEHOLD_DB_PASSWORD_FILE"  # noqa: S105 - a variable name, not a secret
+DB_PASSWORD = "SAFEHOLD_DB_PASSWORD"  # noqa: S105
+DB_DATABASES = "SAFEHOLD_DB_DATABASES"
+DB_TLS_MODE = "SAFEHOLD_DB_TLS_MODE"
+DB_TLS_CA_FILE = "SAFEHOLD_DB_TLS_CA_FILE"
+DB_CONNECT_TIMEOUT = "SAFEHOLD_DB_CONNECT_TIMEOUT"
+DB_SNAPSHOT = "SAFEHOLD_DB_SNAPSHOT"
+DB_MAPPING = "SAFEHOLD_DB_MAPPING"
+DB_RESTORE_CLEAN = "SAFEHOLD_DB_RESTORE_CLEAN"
+PG_MAINTENANCE_DB = "SAFEHOLD_PG_MAINTENANCE_DB"
+PG_GLOBALS = "SAFEHOLD_PG_GLOBALS"
+PG_ROLE_PASSWORDS = "SAFEHOLD_PG_ROLE_PASSWORDS"
+PG_RESTORE_JOBS = "SAFEHOLD_PG_RESTORE_JOBS"
+PG_RESTORE_GLOBALS = "SAFEHOLD_PG_RESTORE_GLOBALS"
+MYSQL_DUMP_OPTIONS = "SAFEHOLD_MYSQL_DUMP_OPTIONS"
+REDIS_FLUSH = "SAFEHOLD_REDIS_FLUSH"
+SCRATCH_DIR = "SAFEHOLD_SCRATCH_DIR"
+BACKUP = "SAFEHOLD_BACKUP"
+TARGET = "SAFEHOLD_TARGET"
+TERMINATION_LOG = "SAFEHOLD_TERMINATION_LOG"
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+
+DB_TYPES = ("postgresql", "mysql", "redis")
+TLS_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "redis": 6379}
+DEFAULT_USERS = {"postgresql": "postgres", "mysql": "root", "redis": ""}
+
+# Tags of every database snapshot.
+TAG_BACKUP = "safehold.io/backup"
+TAG_CONTENT = "safehold.io/content"
+TAG_TARGET = "safehold.io/target"
+TAG_DATABASE = "safehold.io/database"
+CONTENT_DATABASE = "database"
+
+
+class ConfigError(Exception):
+    """The mover's environment is incomplete or invalid (reason InvalidMoverEnvironment)."""
+
+
+def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+
+
+def parse_mapping(raw: str) -> dict[str, str]:
+    """`a:b,c:d` → {"a": "b", "c": "d"}."""
+    mapping: dict[str, str] = {}
+    for item in (p.strip() for p in raw.split(",")):
+        if not item:
+            continue
+        source, sep, dest = item.partition(":")
+        if not sep or not source.strip() or not dest.strip():
+            raise ConfigError(f"{DB_MAPPING}: {item!r} is not FROM:TO")
+        mapping[source.strip()] = dest.strip()
+    return mapping
+
+
+@dataclass(frozen=True)
+class DbConfig:
+    """Everything the database mover needs, read from the environment. Holds the password."""
+
+    type: str
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    databases: tuple[str, ...]
+    tls_mode: str
+    tls_ca_file: str
+    connect_timeout: int
+    backup: str
+    target: str
+    pg_maintenance_db: str = "postgres"
+    pg_globals: bool = True
+    pg_role_passwords: bool = False
+    pg_restore_jobs: int = 1
+    pg_restore_globals: bool = False
+    mysql_dump_options: tuple[str, ...] = ()
+    redis_flush: bool = False
+    snapshot: str = ""
+    mapping: Mapping[str, str] = field(default_factory=dict)
+    restore_clean: bool = False
+    scratch_dir: str = "/tmp"
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return (
+            f"{TAG_BACKUP}={self.backup}",
+            f"{TAG_CONTENT}={CONTENT_DATABASE}",
+            f"{TAG_TARGET}={self.target}",
+        )
+
+    def mapped(self, database: str) -> str:
+        return self.mapping.get(database, database)
+
+
+def _password(environ: Mapping[str, str]) -> str:
+    path = environ.get(DB_PASSWORD_FILE, "").strip()
+    if path:
+        try:
+            return Path(path).read_text().rstrip("\r\n")
+        except OSError as err:
+            raise ConfigError(f"{DB_PASSWORD_FILE}: cannot read {path}: {err.strerror}") from None
+    return environ.get(DB_PASSWORD, "")
+
+
+def from_environment(environ: Mapping[str, str] | None = None) -> DbConfig:
+    env = os.environ if environ is None else environ
+    db_type = env.get(DB_TYPE, "").strip().lower()
+    if db_type in ("mariadb",):
+        db_type = "mysql"
+    if db_type not in DB_TYPES:
+        raise ConfigError(f"{DB_TYPE} must be one of {', '.join(DB_TYPES)}, not {db_type!r}")
+    host = env.get(DB_HOST, "").strip()
+    if not host:
+        raise ConfigError(f"{DB_HOST} is not set")
+    tls_mode = env.get(DB_TLS_MODE, "").strip().lower() or "prefer"
+    if tls_mode not in TLS_MODES:
+        raise ConfigError(f"{DB_TLS_MODE} must be one of {', '.join(TLS_MODES)}")
+    backup = env.get(BACKUP, "").strip()
+    if backup.count("/") != 1:
+        raise ConfigError(f"{BACKUP} must be <namespace>/<name>, not {backup!r}")
+    target = env.get(TARGET, "").strip()
+    if not target or "," in target:
+        raise ConfigError(f"{TARGET} must be a target name without commas")
+    databases = tuple(d.strip() for d in env.get(DB_DATABASES, "").split(",") if d.strip())
+    if any("," in d or "/" in d for d in databases):
+        raise ConfigError(f"{DB_DATABASES}: database names must not contain '/'")
+    return DbConfig(
+        type=db_type,
+        host=host,
+        port=_int(env, DB_PORT, DEFAULT_PORTS[db_type]),
+        user=env.get(DB_USER, "").strip() or DEFAULT_USERS[db_type],
+        password=_password(env),
+        databases=databases,
+        tls_mode=tls_mode,
+        tls_ca_file=env.get(DB_TLS_CA_FILE, "").strip(),
+        connect_timeout=_int(env, DB_CONNECT_TIMEOUT, 10),
+        backup=backup,
+        target=target,
+        pg_maintenance_db=env.get(PG_MAINTENANCE_DB, "").strip() or "postgres",
+        pg_globals=_flag(env, PG_GLOBALS, True),
+        pg_role_passwords=_flag(env, PG_ROLE_PASSWORDS, False),
+        pg_restore_jobs=max(1, _int(env, PG_RESTORE_JOBS, 1)),
+        pg_restore_globals=_flag(env, PG_RESTORE_GLOBALS, False),
+        mysql_dump_options=tuple(shlex.split(env.get(MYSQL_DUMP_OPTIONS, ""))),
+        redis_flush=_flag(env, REDIS_FLUSH, False),
+        snapshot=env.get(DB_SNAPSHOT, "").strip(),
+        mapping=parse_mapping(env.get(DB_MAPPING, "")),
+        restore_clean=_flag(env, DB_RESTORE_CLEAN, False),
+        scratch_dir=env.get(SCRATCH_DIR, "").strip() or env.get("TMPDIR", "") or "/tmp",
+    )

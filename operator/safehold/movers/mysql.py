@@ -1,0 +1,190 @@
+"""MySQL and MariaDB: `mariadb-dump` (or `mysqldump`) per database, replayed with `mariadb`.
+
+Each database is dumped on its own, without `--databases`, so the dump holds no `CREATE
+DATABASE`/`USE` and can be replayed into any database name. `--single-transaction` gives a
+consistent snapshot of InnoDB tables without locking them; routines, triggers and events are
+included. The password reaches the tools through `MYSQL_PWD`, never the command line.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from safehold.movers import dbtools
+from safehold.movers import env as menv
+from safehold.movers.result import (
+    AUTHENTICATION_FAILED,
+    DATABASE_EXISTS,
+    DATABASE_NOT_FOUND,
+    HOST_UNREACHABLE,
+    RESTORE_FAILED,
+    MoverError,
+    Result,
+)
+from safehold.storage import restic
+
+PREFIX = "mysql"
+SYSTEM_DATABASES = {"mysql", "sys", "information_schema", "performance_schema"}
+
+_AUTH = re.compile(r"ERROR 1045|ERROR 1044|Access denied|ERROR 1698")
+_UNREACHABLE = re.compile(
+    r"ERROR 200[2359]|Can't connect|Unknown (MySQL|MariaDB) server host|Got timeout"
+)
+_NO_DATABASE = re.compile(r"ERROR 1049|Unknown database")
+
+
+def classify(text: str, default: str) -> str:
+    if _AUTH.search(text):
+        return AUTHENTICATION_FAILED
+    if _NO_DATABASE.search(text):
+        return DATABASE_NOT_FOUND
+    if _UNREACHABLE.search(text) and "during query" not in text:
+        return HOST_UNREACHABLE
+    return default
+
+
+def _client() -> str:
+    return dbtools.which("mariadb", "mysql")
+
+
+def _dumper() -> str:
+    return dbtools.which("mariadb-dump", "mysqldump")
+
+
+def connection_args(cfg: menv.DbConfig, *, client: bool = True) -> list[str]:
+    args = [f"--host={cfg.host}", f"--port={cfg.port}", f"--user={cfg.user}", "--protocol=TCP"]
+    if client:  # mariadb-dump has no such option
+        args.append(f"--connect-timeout={cfg.connect_timeout}")
+    if cfg.tls_mode == "disable":
+        args.append("--skip-ssl")
+    elif cfg.tls_mode != "prefer":
+        args.append("--ssl")
+        if cfg.tls_mode in ("verify-ca", "verify-full"):
+            args.append("--ssl-verify-server-cert")
+    if cfg.tls_ca_file:
+        args.append(f"--ssl-ca={cfg.tls_ca_file}")
+    return args
+
+
+def tool_env(cfg: menv.DbConfig) -> dict[str, str]:
+    return {"MYSQL_PWD": cfg.password} if cfg.password else {}
+
+
+def sql(cfg: menv.DbConfig, statements: str, *, database: str = "") -> str:
+    """Run statements (from stdin) and return the tab-separated output without headers."""
+    cmd = [_client(), "--no-defaults", *connection_args(cfg), "--batch", "--skip-column-names"]
+    if database:
+        cmd.append(f"--database={database}")
+    proc = dbtools.run_tool(
+        cmd,
+        dbtools.base_env(tool_env(cfg)),
+        input_bytes=statements.encode(),
+        timeout=cfg.connect_timeout + 60,
+    )
+    if proc.returncode != 0:
+        text = proc.stderr.decode(errors="replace")
+        raise MoverError(classify(text, "DatabaseError"), dbtools.tail(text))
+    return proc.stdout.decode()
+
+
+def literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def identifier(value: str) -> str:
+    return "`" + value.replace("`", "``") + "`"
+
+
+def probe(cfg: menv.DbConfig) -> tuple[str, list[str]]:
+    out = sql(cfg, "SELECT VERSION();\nSHOW DATABASES;\n")
+    lines = out.splitlines()
+    dbs = [ln for ln in lines[1:] if ln and ln not in SYSTEM_DATABASES]
+    return (lines[0].strip() if lines else ""), dbs
+
+
+def dump(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
+    version, available = probe(cfg)
+    result.serverVersion = version
+    dumper = _dumper()
+    result.toolVersion = dbtools.tool_version(dumper)
+    wanted = list(cfg.databases) or available
+    missing = [d for d in wanted if d not in available and d not in SYSTEM_DATABASES]
+    if missing:
+        raise MoverError(DATABASE_NOT_FOUND, f"no such database: {', '.join(missing)}")
+    for name in wanted:
+        cmd = [
+            dumper,
+            "--no-defaults",
+            *connection_args(cfg, client=False),
+            "--single-transaction",
+            "--routines",
+            "--triggers",
+            "--events",
+            "--hex-blob",
+            "--default-character-set=utf8mb4",
+            *cfg.mysql_dump_options,
+            "--",
+            name,
+        ]
+        dbtools.store(
+            cfg,
+            repo,
+            result,
+            name,
+            f"{PREFIX}/{dbtools.quote_name(name)}.sql",
+            cmd,
+            tool_env(cfg),
+            classify,
+        )
+
+
+def restore(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
+    version, available_now = probe(cfg)
+    result.serverVersion = version
+    client = _client()
+    result.toolVersion = dbtools.tool_version(client)
+    files = dbtools.stored_files(cfg, repo)
+    stored = {
+        dbtools.unquote_name(f[len(PREFIX) + 1 : -len(".sql")]): f
+        for f in files
+        if f.startswith(PREFIX + "/") and f.endswith(".sql")
+    }
+    names = dbtools.selected(cfg, sorted(stored))
+    targets = {name: cfg.mapped(name) for name in names}
+    existing = {t for t in targets.values() if t in available_now}
+    if existing and not cfg.restore_clean:
+        raise MoverError(
+            DATABASE_EXISTS,
+            f"already exist: {', '.join(sorted(existing))}; set {menv.DB_RESTORE_CLEAN}=true"
+            " to restore over them",
+        )
+    for name in names:
+        started = time.monotonic()
+        target = targets[name]
+        sql(
+            cfg,
+            f"CREATE DATABASE IF NOT EXISTS {identifier(target)}"
+            " CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;\n",
+        )
+        filename = stored[name]
+        snap = files[filename]
+        cmd = [
+            client,
+            "--no-defaults",
+            *connection_args(cfg),
+            "--default-character-set=utf8mb4",
+            "--binary-mode",
+            f"--database={target}",
+        ]
+        proc = restic.dump_into_command(
+            repo,
+            str(snap["id"]),
+            "/" + filename,
+            cmd,
+            command_env=dbtools.base_env(tool_env(cfg)),
+        )
+        if proc.returncode != 0:
+            text = proc.stderr.decode(errors="replace")
+            raise MoverError(classify(text, RESTORE_FAILED), f"{name}: {dbtools.tail(text)}")
+        dbtools.restored(result, name, target, filename, snap, time.monotonic() - started)

@@ -1,0 +1,228 @@
+"""PostgreSQL: `pg_dump -Fc -Z0` per database and `pg_dumpall --globals-only`, `pg_restore` back.
+
+Connection settings reach libpq through its environment (PGHOST, PGPORT, PGUSER, PGPASSWORD,
+PGSSLMODE, PGSSLROOTCERT, PGCONNECT_TIMEOUT): no secret on any command line, and `-w` so a
+tool never waits for a password prompt.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from safehold.movers import dbtools
+from safehold.movers import env as menv
+from safehold.movers.result import (
+    AUTHENTICATION_FAILED,
+    DATABASE_EXISTS,
+    DATABASE_NOT_FOUND,
+    HOST_UNREACHABLE,
+    RESTORE_FAILED,
+    MoverError,
+    Result,
+)
+from safehold.storage import restic
+
+PREFIX = "postgresql"
+GLOBALS_FILE = f"{PREFIX}/globals.sql"
+
+_AUTH = re.compile(
+    r"password authentication failed|no password supplied|authentication failed|"
+    r"pg_hba\.conf rejects|role \".*\" does not exist|permission denied to|must be superuser"
+)
+_UNREACHABLE = re.compile(
+    r"Connection refused|timeout expired|could not translate host name|No route to host|"
+    r"Network is unreachable|Name or service not known|could not connect to server"
+)
+_NO_DATABASE = re.compile(r"database \".*\" does not exist")
+
+
+def classify(text: str, default: str) -> str:
+    if _AUTH.search(text):
+        return AUTHENTICATION_FAILED
+    if _NO_DATABASE.search(text):
+        return DATABASE_NOT_FOUND
+    if _UNREACHABLE.search(text) and "server closed the connection" not in text:
+        return HOST_UNREACHABLE
+    return default
+
+
+def libpq_env(cfg: menv.DbConfig, database: str | None = None) -> dict[str, str]:
+    env = {
+        "PGHOST": cfg.host,
+        "PGPORT": str(cfg.port),
+        "PGUSER": cfg.user,
+        "PGSSLMODE": cfg.tls_mode,
+        "PGCONNECT_TIMEOUT": str(cfg.connect_timeout),
+        "PGAPPNAME": "safehold",
+        "PGDATABASE": database or cfg.pg_maintenance_db,
+    }
+    if cfg.password:
+        env["PGPASSWORD"] = cfg.password
+    if cfg.tls_ca_file:
+        env["PGSSLROOTCERT"] = cfg.tls_ca_file
+    return env
+
+
+def _bin(name: str) -> str:
+    # Debian keeps the versioned tools in /usr/lib/postgresql/<major>/bin; PATH has wrappers.
+    return dbtools.which(name)
+
+
+def psql(cfg: menv.DbConfig, sql: str, *, database: str | None = None, **variables: str) -> str:
+    """Run SQL (from stdin, so `:'var'` interpolation works) and return the unaligned output."""
+    cmd = [_bin("psql"), "-X", "-w", "-q", "-At", "-v", "ON_ERROR_STOP=1"]
+    for key, value in variables.items():
+        cmd += ["-v", f"{key}={value}"]
+    proc = dbtools.run_tool(
+        cmd,
+        dbtools.base_env(libpq_env(cfg, database)),
+        input_bytes=sql.encode(),
+        timeout=cfg.connect_timeout + 60,
+    )
+    if proc.returncode != 0:
+        text = proc.stderr.decode(errors="replace")
+        raise MoverError(classify(text, "DatabaseError"), dbtools.tail(text))
+    return proc.stdout.decode()
+
+
+def probe(cfg: menv.DbConfig) -> tuple[str, list[str]]:
+    """(server version, databases that accept connections, templates excluded)."""
+    out = psql(
+        cfg,
+        "SHOW server_version;\n"
+        "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1;\n",
+    )
+    lines = out.splitlines()
+    return (lines[0].strip() if lines else ""), [ln for ln in lines[1:] if ln]
+
+
+def dump(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
+    version, available = probe(cfg)
+    result.serverVersion = version
+    pg_dump = _bin("pg_dump")
+    result.toolVersion = dbtools.tool_version(pg_dump)
+    wanted = list(cfg.databases) or available
+    missing = [d for d in wanted if d not in available]
+    if missing:
+        raise MoverError(DATABASE_NOT_FOUND, f"no such database: {', '.join(missing)}")
+    for name in wanted:
+        dbtools.store(
+            cfg,
+            repo,
+            result,
+            name,
+            f"{PREFIX}/{dbtools.quote_name(name)}.dump",
+            [pg_dump, "-w", "-Fc", "-Z0"],
+            libpq_env(cfg, name),
+            classify,
+        )
+    if cfg.pg_globals:
+        cmd = [_bin("pg_dumpall"), "-w", "--globals-only", "-l", cfg.pg_maintenance_db]
+        if not cfg.pg_role_passwords:
+            cmd.append("--no-role-passwords")
+        dbtools.store(cfg, repo, result, "globals", GLOBALS_FILE, cmd, libpq_env(cfg), classify)
+
+
+def _conninfo(database: str) -> str:
+    escaped = database.replace("\\", "\\\\").replace("'", "\\'")
+    return f"dbname='{escaped}'"
+
+
+def _exists(cfg: menv.DbConfig, database: str) -> bool:
+    out = psql(cfg, "SELECT 1 FROM pg_database WHERE datname = :'name';\n", name=database)
+    return out.strip() == "1"
+
+
+def restore(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
+    version, _ = probe(cfg)
+    result.serverVersion = version
+    pg_restore = _bin("pg_restore")
+    result.toolVersion = dbtools.tool_version(pg_restore)
+    files = dbtools.stored_files(cfg, repo)
+    available = {
+        dbtools.unquote_name(f[len(PREFIX) + 1 : -len(".dump")]): f
+        for f in files
+        if f.startswith(PREFIX + "/") and f.endswith(".dump")
+    }
+    names = dbtools.selected(cfg, sorted(available))
+    # Refuse before touching anything when a target exists and clean was not asked for.
+    targets = {name: cfg.mapped(name) for name in names}
+    existing = {t for t in targets.values() if _exists(cfg, t)}
+    if existing and not cfg.restore_clean:
+        raise MoverError(
+            DATABASE_EXISTS,
+            f"already exist: {', '.join(sorted(existing))}; set {menv.DB_RESTORE_CLEAN}=true"
+            " to restore over them",
+        )
+    if cfg.pg_restore_globals and GLOBALS_FILE in files:
+        _restore_globals(cfg, repo, result, files[GLOBALS_FILE])
+    for name in names:
+        started = time.monotonic()
+        target = targets[name]
+        if target not in existing:
+            psql(cfg, 'CREATE DATABASE :"name" TEMPLATE template0;\n', name=target)
+        filename = available[name]
+        snap = files[filename]
+        cmd = [pg_restore, "-w", "--exit-on-error", "-d", _conninfo(target)]
+        if target in existing:
+            cmd += ["--clean", "--if-exists"]
+        env = dbtools.base_env(libpq_env(cfg, target))
+        if cfg.pg_restore_jobs > 1:
+            _restore_parallel(cfg, repo, snap, filename, cmd, env)
+        else:
+            proc = restic.dump_into_command(
+                repo,
+                str(snap["id"]),
+                "/" + filename,
+                [*cmd, "--single-transaction"],
+                command_env=env,
+            )
+            if proc.returncode != 0:
+                text = proc.stderr.decode(errors="replace")
+                raise MoverError(classify(text, RESTORE_FAILED), f"{name}: {dbtools.tail(text)}")
+        dbtools.restored(result, name, target, filename, snap, time.monotonic() - started)
+
+
+def _restore_parallel(
+    cfg: menv.DbConfig,
+    repo: restic.Repository,
+    snap: dict[str, object],
+    filename: str,
+    cmd: list[str],
+    env: dict[str, str],
+) -> None:
+    # pg_restore -j needs to seek in the archive: one file in the scratch dir, removed after.
+    with tempfile.TemporaryDirectory(dir=cfg.scratch_dir, prefix="safehold-pg-") as tmp:
+        path = Path(tmp) / "archive.dump"
+        with path.open("wb") as fh:
+            restic.dump_file(repo, str(snap["id"]), "/" + filename, fh)
+        proc = dbtools.run_tool(
+            [*cmd, "-j", str(cfg.pg_restore_jobs), str(path)], env, timeout=24 * 3600
+        )
+    if proc.returncode != 0:
+        text = proc.stderr.decode(errors="replace")
+        raise MoverError(classify(text, RESTORE_FAILED), f"{filename}: {dbtools.tail(text)}")
+
+
+def _restore_globals(
+    cfg: menv.DbConfig, repo: restic.Repository, result: Result, snap: dict[str, object]
+) -> None:
+    """Replay roles and tablespaces; statements that fail (a role that exists) are warnings."""
+    cmd = [_bin("psql"), "-X", "-w", "-q", "-f", "-"]
+    proc = restic.dump_into_command(
+        repo,
+        str(snap["id"]),
+        "/" + GLOBALS_FILE,
+        cmd,
+        command_env=dbtools.base_env(libpq_env(cfg)),
+    )
+    errors = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if "ERROR" in ln]
+    if proc.returncode != 0 and not errors:
+        text = proc.stderr.decode(errors="replace")
+        raise MoverError(classify(text, RESTORE_FAILED), f"globals: {dbtools.tail(text)}")
+    result.warnings += [f"globals: {ln.split('ERROR:', 1)[-1].strip()}" for ln in errors[:5]]
+    if len(errors) > 5:
+        result.warnings.append(f"globals: {len(errors)} statements failed in all")

@@ -1,0 +1,153 @@
+"""The machine-readable result of a mover run: one compact JSON document.
+
+Every verb writes one JSON object (`"ok": true|false`, on failure `reason` and `message`) as the
+last line of stdout (the Job's log) and into the termination-message file
+(`$SAFEHOLD_TERMINATION_LOG`, default /dev/termination-log), which Kubernetes caps at 4 KiB.
+The operator reads it back with `parse_result` from the termination message, or from the log
+tail when the container died before writing it (`FallbackToLogsOnError`).
+
+The database verbs build their document with `Result`; when it is larger than 4 KiB the
+termination copy drops the per-database details (snapshots stay findable by their tags) and
+says `"truncated": true`. No secret is ever part of a result: messages are redacted before
+they get here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from safehold.movers import env as menv
+
+MAX_TERMINATION_BYTES = 4096
+
+# Failure reasons, most specific first in docs/databases.md.
+AUTHENTICATION_FAILED = "AuthenticationFailed"
+HOST_UNREACHABLE = "HostUnreachable"
+DATABASE_NOT_FOUND = "DatabaseNotFound"
+DATABASE_EXISTS = "DatabaseExists"
+DUMP_FAILED = "DumpFailed"
+RESTORE_FAILED = "RestoreFailed"
+SNAPSHOT_NOT_FOUND = "SnapshotNotFound"
+INVALID_ENVIRONMENT = "InvalidMoverEnvironment"
+TOOL_NOT_FOUND = "ToolNotFound"
+
+
+def _compact(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def write_result(doc: Mapping[str, Any], termination: str | None = None) -> None:
+    """Print `doc` as the last line of stdout and write the termination message (best effort).
+
+    `termination` replaces the termination copy when the caller already shrank it to 4 KiB.
+    """
+    text = _compact(doc)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+    message = termination if termination is not None else text
+    if len(message.encode()) > MAX_TERMINATION_BYTES:
+        message = _compact(
+            {k: doc[k] for k in ("ok", "reason", "message") if k in doc} | {"truncated": True}
+        )[:MAX_TERMINATION_BYTES]
+    path = os.environ.get(menv.TERMINATION_LOG, menv.DEFAULT_TERMINATION_LOG)
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(message)
+    except OSError as err:
+        print(f"cannot write the termination message to {path}: {err}", file=sys.stderr)
+
+
+def parse_result(text: str) -> dict[str, Any] | None:
+    """The last line of `text` that is a JSON object (termination message or log tail)."""
+    for raw in reversed(text.strip().splitlines()):
+        line = raw.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            return doc
+    return None
+
+
+class MoverError(Exception):
+    """A mover failed for a classified reason; the message is already redacted."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class DatabaseResult:
+    """One dumped (or restored) file."""
+
+    name: str
+    file: str
+    snapshot: str = ""
+    bytesProcessed: int = 0
+    bytesAdded: int = 0
+    seconds: float = 0.0
+    target: str = ""  # restore: the database it went into
+
+
+@dataclass
+class Result:
+    verb: str  # "db-dump" | "db-restore"
+    type: str = ""
+    target: str = ""
+    backup: str = ""
+    ok: bool = False
+    reason: str = ""
+    message: str = ""
+    serverVersion: str = ""
+    toolVersion: str = ""
+    databases: list[DatabaseResult] = field(default_factory=list)
+    bytesProcessed: int = 0
+    bytesAdded: int = 0
+    durationSeconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, item: DatabaseResult) -> None:
+        self.databases.append(item)
+        self.bytesProcessed += item.bytesProcessed
+        self.bytesAdded += item.bytesAdded
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["durationSeconds"] = round(self.durationSeconds, 3)
+        for item in doc["databases"]:
+            item["seconds"] = round(item["seconds"], 3)
+            if not item["target"]:
+                del item["target"]
+        return {k: v for k, v in doc.items() if v not in ("", [])}
+
+    def to_json(self) -> str:
+        return _compact(self.to_dict())
+
+    def termination_json(self) -> str:
+        """The document, shrunk until it fits the termination message."""
+        doc = self.to_dict()
+        text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        if len(text.encode()) <= MAX_TERMINATION_BYTES:
+            return text
+        doc["truncated"] = True
+        doc["databases"] = [d["name"] for d in doc.get("databases", [])]
+        doc["warnings"] = doc.get("warnings", [])[:3]
+        doc["message"] = str(doc.get("message", ""))[:1000]
+        text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        while len(text.encode()) > MAX_TERMINATION_BYTES and doc["databases"]:
+            doc["databases"] = doc["databases"][: len(doc["databases"]) // 2]
+            text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        return text
+
+    def emit(self) -> None:
+        """Print to stdout and write the termination message."""
+        write_result(self.to_dict(), self.termination_json())

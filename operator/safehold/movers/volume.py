@@ -1,0 +1,88 @@
+"""`safehold mover volume-backup|volume-restore`: move one PVC's files to or from restic.
+
+Runs inside a mover Job. Everything comes from the environment (secrets from a Secret):
+
+    SAFEHOLD_VOLUME_PATH    where the PVC is mounted (read-only for backups)
+    SAFEHOLD_BACKUP         <namespace>/<backup>, for tags
+    SAFEHOLD_PVC            <namespace>/<pvc>, for tags
+    SAFEHOLD_SNAPSHOT_ID    restore: the restic snapshot
+    SAFEHOLD_OVERWRITE      restore: "true" to write into a non-empty volume
+    RESTIC_* / AWS_* / SAFEHOLD_RESTIC_OPTIONS   the repository (storage.restic)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from safehold.movers.result import write_result
+from safehold.storage import restic
+
+IGNORED_IN_EMPTY_CHECK = {"lost+found"}
+
+
+def _fail(reason: str, message: str) -> int:
+    write_result({"ok": False, "reason": reason, "message": message})
+    return 1
+
+
+def volume_backup(environ: Mapping[str, str] = os.environ) -> int:
+    try:
+        repo = restic.repository_from_environment(environ)
+        path = environ["SAFEHOLD_VOLUME_PATH"]
+        if not Path(path).is_dir():
+            return _fail("VolumeNotMounted", f"{path} is not a directory")
+        tags = [
+            f"safehold.io/backup={environ.get('SAFEHOLD_BACKUP', '')}",
+            f"safehold.io/pvc={environ.get('SAFEHOLD_PVC', '')}",
+            "safehold.io/content=volume",
+        ]
+        summary = restic.backup_directory(repo, path, tags)
+    except KeyError as err:
+        return _fail("InvalidMoverEnvironment", f"{err.args[0]} is not set")
+    except restic.ResticError as err:
+        return _fail(err.reason, str(err))
+    result: dict[str, Any] = {
+        "ok": True,
+        "snapshotId": summary.snapshot_id,
+        "files": summary.files,
+        "bytes": summary.bytes_processed,
+        "bytesAdded": summary.bytes_added,
+        "durationSeconds": round(summary.duration_seconds, 3),
+        "sourcePath": path,
+    }
+    write_result(result)
+    return 0
+
+
+def _is_empty(path: Path) -> bool:
+    return not [p for p in path.iterdir() if p.name not in IGNORED_IN_EMPTY_CHECK]
+
+
+def volume_restore(environ: Mapping[str, str] = os.environ) -> int:
+    started = time.monotonic()
+    try:
+        repo = restic.repository_from_environment(environ)
+        target = Path(environ["SAFEHOLD_VOLUME_PATH"])
+        snapshot = environ["SAFEHOLD_SNAPSHOT_ID"]
+        source = restic.snapshot_path(repo, snapshot)
+        if not target.is_dir():
+            return _fail("VolumeNotMounted", f"{target} is not a directory")
+        if environ.get("SAFEHOLD_OVERWRITE") != "true" and not _is_empty(target):
+            return _fail(
+                "TargetNotEmpty",
+                "the PVC already holds data; set volumes.overwriteExisting to write into it",
+            )
+        restic.restore_directory(repo, snapshot, source, str(target))
+    except KeyError as err:
+        return _fail("InvalidMoverEnvironment", f"{err.args[0]} is not set")
+    except restic.ResticError as err:
+        return _fail(err.reason, str(err))
+    files = sum(len(f) for _, _, f in os.walk(target))
+    write_result(
+        {"ok": True, "files": files, "durationSeconds": round(time.monotonic() - started, 3)}
+    )
+    return 0

@@ -1,0 +1,106 @@
+"""Which backups retention keeps (pure): restic's `forget` semantics, in a time zone.
+
+Rules, as `restic forget --keep-*` (restic 0.16+) applies them: backups are walked newest
+first; keepLast keeps the N newest; keepHourly/Daily/Weekly/Monthly/Yearly keep the newest
+backup of each of the last N hours/days/ISO weeks/months/years that have one. When a rule has
+counts left after the newest backup of every period it saw, it also keeps the oldest backup
+(restic does the same, to keep the longest history). A backup is kept when any rule keeps it.
+Periods are taken on the wall clock of the policy's time zone.
+
+Safehold's additions: only successful backups take part (failed ones are cleaned after a grace
+period, partially failed ones are never deleted by retention); the newest successful backup is
+always kept; no rule at all (or only zero counts) keeps everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+
+from safehold.api.policy import Retention
+
+Bucket = Callable[[datetime], tuple[int, ...]]
+
+# (field of Retention, period of a backup time on the local wall clock)
+RULES: tuple[tuple[str, Bucket], ...] = (
+    ("keep_hourly", lambda t: (t.year, t.month, t.day, t.hour)),
+    ("keep_daily", lambda t: (t.year, t.month, t.day)),
+    ("keep_weekly", lambda t: tuple(t.isocalendar()[:2])),
+    ("keep_monthly", lambda t: (t.year, t.month)),
+    ("keep_yearly", lambda t: (t.year,)),
+)
+
+DEFAULT_FAILED_GRACE = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One backup as retention sees it."""
+
+    name: str
+    time: datetime
+    """When it was taken (start time; aware)."""
+    successful: bool = True
+
+
+@dataclass(frozen=True)
+class Decision:
+    keep: dict[str, list[str]]
+    """Backups kept, each with the rules that keep it (e.g. ["last", "daily"])."""
+    delete: list[str]
+    """Successful backups to delete, oldest first."""
+
+
+def select(candidates: Sequence[Candidate], retention: Retention | None, zone: tzinfo) -> Decision:
+    """Split the successful candidates into kept and deleted (failed ones are ignored)."""
+    ordered = sorted(
+        (c for c in candidates if c.successful), key=lambda c: (c.time, c.name), reverse=True
+    )
+    if not ordered:
+        return Decision({}, [])
+    counts = _counts(retention)
+    if not counts:
+        return Decision({c.name: ["all"] for c in ordered}, [])
+    keep: dict[str, list[str]] = {}
+    left = dict(counts)
+    last: dict[str, object] = {}
+    for index, cand in enumerate(ordered):
+        local = cand.time.astimezone(zone)
+        reasons = []
+        for rule, count in left.items():
+            if count <= 0:
+                continue
+            period: object = index if rule == "keep_last" else _bucket(rule)(local)
+            if period != last.get(rule) or index == len(ordered) - 1:
+                reasons.append(rule.removeprefix("keep_"))
+                last[rule] = period
+                left[rule] = count - 1
+        if index == 0 and not reasons:
+            reasons.append("newest")
+        if reasons:
+            keep[cand.name] = reasons
+    delete = [c.name for c in reversed(ordered) if c.name not in keep]
+    return Decision(keep, delete)
+
+
+def _counts(retention: Retention | None) -> dict[str, int]:
+    if retention is None:
+        return {}
+    fields = ("keep_last", *(rule for rule, _ in RULES))
+    return {f: n for f in fields if (n := getattr(retention, f)) is not None and n > 0}
+
+
+def _bucket(rule: str) -> Bucket:
+    return dict(RULES)[rule]
+
+
+def expired_failures(
+    candidates: Sequence[Candidate], now: datetime, grace: timedelta = DEFAULT_FAILED_GRACE
+) -> list[str]:
+    """Failed backups older than the grace period, oldest first."""
+    return [
+        c.name
+        for c in sorted(candidates, key=lambda c: c.time)
+        if not c.successful and now - c.time >= grace
+    ]

@@ -1,0 +1,147 @@
+"""A real node (containerd + runc + bridge CNI + kubelet + kube-scheduler) runs our image.
+
+Opt-in while it matures: `make node-test` (or `SAFEHOLD_REAL_NODE=1 pytest tests/node`). Needs
+root, `tools/bootstrap node` and the image (`make image`); skips, saying why, otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localcluster.cluster import LocalCluster
+from localcluster.kube import KubeError
+from localcluster.node import RealNode, unavailable_reason
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = "localhost/safehold:dev"
+ARCHIVE = REPO / "build" / "image" / "safehold-oci.tar"
+
+
+def _skip_reason() -> str | None:
+    if os.environ.get("SAFEHOLD_REAL_NODE") != "1":
+        return "real-node tier is opt-in: `make node-test` (SAFEHOLD_REAL_NODE=1)"
+    reason = unavailable_reason()
+    if reason:
+        return reason
+    if not ARCHIVE.is_file():
+        return f"{ARCHIVE} missing: run `make image-save`"
+    return None
+
+
+_REASON = _skip_reason()
+pytestmark = [pytest.mark.node, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
+
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "runAsGroup": 65532,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[RealNode]:
+    with LocalCluster(node_agent=False) as cluster, RealNode(cluster) as real:
+        real.import_image(ARCHIVE)
+        yield real
+
+
+def _namespace(node: RealNode, name: str) -> None:
+    node.cluster.kube.post(
+        "/api/v1/namespaces",
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                },
+            },
+        },
+    )
+    node.cluster.wait_for_service_account(name, "default")
+
+
+def _pod(name: str, script: str, security: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "main",
+                    "image": IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", script],
+                    "securityContext": security,
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                }
+            ],
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+        },
+    }
+
+
+def test_node_is_ready(node: RealNode) -> None:
+    assert node.node_ready()
+    assert IMAGE in node.images()
+
+
+def test_pod_of_our_image_runs_under_the_restricted_profile(node: RealNode) -> None:
+    kube = node.cluster.kube
+    _namespace(node, "restricted")
+    script = (
+        "set -e; id -u; restic version; safehold --version; pg_dump --version;"
+        " touch /probe 2>/dev/null && echo rw-root || echo ro-root;"
+        " python3 -c 'from kubernetes import client, config;"
+        " config.load_incluster_config();"
+        ' print("api", client.VersionApi().get_code().git_version)\''
+    )
+    kube.post(
+        "/api/v1/namespaces/restricted/pods", _pod("smoke", script, RESTRICTED_CONTAINER)
+    )
+    deadline = time.monotonic() + 120
+    phase = ""
+    while time.monotonic() < deadline:
+        pod = kube.get("/api/v1/namespaces/restricted/pods/smoke")
+        phase = pod.get("status", {}).get("phase", "")
+        if phase in {"Succeeded", "Failed"}:
+            break
+        time.sleep(0.5)
+    logs = subprocess.run(
+        [str(REPO / ".tools" / "bin" / "kubectl"), "--kubeconfig", str(node.cluster.kubeconfig),
+         "-n", "restricted", "logs", "smoke"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert phase == "Succeeded", f"phase {phase}; logs: {logs.stdout}{logs.stderr}"
+    lines = logs.stdout.splitlines()
+    assert lines[0] == "65532"
+    assert "ro-root" in lines
+    assert any(line.startswith("restic 0.") for line in lines)
+    assert any(line.startswith("api v1.") for line in lines), logs.stdout
+
+
+def test_restricted_profile_rejects_a_root_pod(node: RealNode) -> None:
+    _namespace(node, "restricted-reject")
+    with pytest.raises(KubeError) as err:
+        node.cluster.kube.post(
+            "/api/v1/namespaces/restricted-reject/pods",
+            _pod("root", "id", {"runAsUser": 0}),
+        )
+    assert err.value.status == 403
+    assert "restricted" in err.value.message
