@@ -112,9 +112,7 @@ def test_pod_of_our_image_runs_under_the_restricted_profile(node: RealNode) -> N
         " config.load_incluster_config();"
         ' print("api", client.VersionApi().get_code().git_version)\''
     )
-    kube.post(
-        "/api/v1/namespaces/restricted/pods", _pod("smoke", script, RESTRICTED_CONTAINER)
-    )
+    kube.post("/api/v1/namespaces/restricted/pods", _pod("smoke", script, RESTRICTED_CONTAINER))
     deadline = time.monotonic() + 120
     phase = ""
     while time.monotonic() < deadline:

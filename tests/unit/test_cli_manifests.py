@@ -305,7 +305,7 @@ def test_completion_script_is_valid_bash(capsys: pytest.CaptureFixture[str]) -> 
     assert result.stdout.splitlines() == [
         "yaml json",
         "restore",
-        "create list ls describe download",
+        "create list ls describe download delete",
     ]
     code, out, _ = run(capsys, "completion", "zsh")
     assert code == 0

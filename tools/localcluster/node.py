@@ -102,14 +102,14 @@ def _run(*argv: str, check: bool = True, timeout: float = 60.0) -> subprocess.Co
 def _free_subnet() -> ipaddress.IPv4Network:
     """A /24 in 10.200.0.0/16 that no route of this host overlaps."""
     routes = _run("ip", "-4", "-o", "route", "show", "table", "all").stdout
-    used = []
+    used: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for line in routes.splitlines():
         dest = line.split()[0] if line.split() else ""
         if dest.startswith("local") or dest.startswith("broadcast"):
             dest = line.split()[1]
         with contextlib.suppress(ValueError):
             used.append(ipaddress.ip_network(dest, strict=False))
-    candidates = list(ipaddress.ip_network("10.200.0.0/16").subnets(new_prefix=24))
+    candidates = list(ipaddress.IPv4Network("10.200.0.0/16").subnets(new_prefix=24))
     start = secrets.randbelow(len(candidates))
     for net in candidates[start:] + candidates[:start]:
         if not any(net.overlaps(u) for u in used if u.prefixlen > 0):
@@ -194,9 +194,12 @@ def pause_image_archive(pause_binary: Path, out: Path, name: str = PAUSE_IMAGE) 
 class RealNode:
     """containerd + kubelet + kube-scheduler joined to a running `LocalCluster`."""
 
-    def __init__(self, cluster: LocalCluster, *, name: str = "safehold-node") -> None:
+    def __init__(self, cluster: LocalCluster, *, name: str | None = None) -> None:
         self.cluster = cluster
-        self.name = name
+        # By default the node is named by its IP: the API server reaches a kubelet at its
+        # Hostname address first, and an IP needs no DNS lookup (which would leave the host).
+        self._requested_name = name
+        self.name = name or ""
         self.id = secrets.token_hex(3)
         self.root = cluster.workdir / "realnode"
         self.bridge = f"shb{self.id}"
@@ -260,6 +263,7 @@ class RealNode:
     def _network(self) -> None:
         self.subnet = _free_subnet()
         self.gateway = str(self.subnet.network_address + 1)
+        self.name = self._requested_name or self.gateway
         _run("ip", "link", "add", self.bridge, "type", "bridge")
         self._bridge_created = True
         _run("ip", "addr", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.bridge)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from safehold.api.backup import VolumeResult
 from safehold.api.content import Volumes
@@ -357,6 +358,7 @@ def restore_volume(
             False,
             {
                 "SAFEHOLD_SNAPSHOT_ID": backed_up.snapshot_id,
+                "SAFEHOLD_SNAPSHOT_PATH": quote(backed_up.source_path or "", safe=""),
                 "SAFEHOLD_OVERWRITE": "true" if overwrite else "false",
             },
             "rs",

@@ -6,6 +6,8 @@ Runs inside a mover Job. Everything comes from the environment (secrets from a S
     SAFEHOLD_BACKUP         <namespace>/<backup>, for tags
     SAFEHOLD_PVC            <namespace>/<pvc>, for tags
     SAFEHOLD_SNAPSHOT_ID    restore: the restic snapshot
+    SAFEHOLD_SNAPSHOT_PATH  restore: the directory inside it, URL-encoded (quote(path, safe=""))
+                            so that nothing mistakes the value for a path; looked up when unset
     SAFEHOLD_OVERWRITE      restore: "true" to write into a non-empty volume
     RESTIC_* / AWS_* / SAFEHOLD_RESTIC_OPTIONS   the repository (storage.restic)
 """
@@ -17,6 +19,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from safehold.movers.result import write_result
 from safehold.storage import restic
@@ -68,7 +71,8 @@ def volume_restore(environ: Mapping[str, str] = os.environ) -> int:
         repo = restic.repository_from_environment(environ)
         target = Path(environ["SAFEHOLD_VOLUME_PATH"])
         snapshot = environ["SAFEHOLD_SNAPSHOT_ID"]
-        source = restic.snapshot_path(repo, snapshot)
+        encoded = environ.get("SAFEHOLD_SNAPSHOT_PATH")
+        source = unquote(encoded) if encoded else restic.snapshot_path(repo, snapshot)
         if not target.is_dir():
             return _fail("VolumeNotMounted", f"{target} is not a directory")
         if environ.get("SAFEHOLD_OVERWRITE") != "true" and not _is_empty(target):

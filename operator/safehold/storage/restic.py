@@ -14,10 +14,12 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from safehold.storage.redact import redact
-from safehold.storage.s3 import S3Settings
+
+if TYPE_CHECKING:  # movers import this module; keep boto3 out of their start-up
+    from safehold.storage.s3 import S3Settings
 
 # restic's documented exit codes (0.17+).
 EXIT_REPOSITORY_MISSING = 10
@@ -200,7 +202,8 @@ def backup_directory(
     repo: Repository, directory: str, tags: Sequence[str], host: str = "safehold"
 ) -> BackupSummary:
     """Back up a directory (stored under its absolute path) and return restic's summary."""
-    args = ["backup", directory, "--host", host, "--json", "--quiet"]
+    # A prune holds the exclusive lock briefly: wait for it instead of failing.
+    args = ["backup", directory, "--host", host, "--json", "--quiet", "--retry-lock", "5m"]
     args += [a for t in tags for a in ("--tag", t)]
     out = run(repo, args, timeout=6 * 3600).stdout
     summary = _summary_line(out)
