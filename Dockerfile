@@ -71,7 +71,7 @@ RUN test -n "$POSTGRESQL_MAJOR" \
  && apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends \
       python3 ca-certificates tzdata \
-      "postgresql-client-${POSTGRESQL_MAJOR}" mariadb-client redis-tools >/dev/null \
+      "postgresql-client-${POSTGRESQL_MAJOR}" mariadb-client redis-tools redis-server >/dev/null \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
 COPY --from=restic /out/restic /usr/local/bin/restic
 COPY --from=python-build /opt/safehold /opt/safehold

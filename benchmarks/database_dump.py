@@ -37,7 +37,7 @@ def timed(fn: Any) -> tuple[float, Any]:
 
 
 def mover(verb: str, pg: PostgreSQL, repo_env: dict[str, str], **extra: str) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="safehold-bench-"))
+    workdir = Path(tempfile.mkdtemp(prefix="safehold-dbbench-"))
     pw = workdir / "pw"
     pw.write_text(pg.password)
     env = (
@@ -83,7 +83,7 @@ def populate(pg: PostgreSQL, size_mb: int) -> str:
     rows = size_mb * 1_000_000 // 180
     pg.psql("CREATE DATABASE bench;")
     pg.psql(
-        "CREATE TABLE events (id bigint PRIMARY KEY, at timestamptz, kind text, payload text,"  # noqa: S608
+        "CREATE TABLE events (id bigint PRIMARY KEY, at timestamptz, kind text, payload text,"
         " amount numeric(12,2));\n"
         "INSERT INTO events SELECT g, '2026-01-01'::timestamptz + g * interval '1 second',"
         " (ARRAY['click','view','buy','login'])[1 + g % 4],"
@@ -103,7 +103,7 @@ def main() -> int:
     args = parser.parse_args()
     pg = PostgreSQL().start()
     s3 = S3Store().start()
-    work = Path(tempfile.mkdtemp(prefix="safehold-bench-files-"))
+    work = Path(tempfile.mkdtemp(prefix="safehold-dbbench-files-"))
     try:
         size = populate(pg, args.size_mb)
         repo_env = s3.restic_env("bench")

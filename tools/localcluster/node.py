@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("localcluster.node")
 
-RUNC = Path("/usr/sbin/runc")
+RUNC = Path(os.environ.get("SH_RUNC_DEBUG", "/usr/sbin/runc"))
 CNI_BIN_DIR = Path("/usr/lib/cni")
 PAUSE_IMAGE = "localhost/safehold-pause:1"
 NODE_BINARIES = ("kubelet", "kube-scheduler", "pause")
