@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from localcluster import binaries
 from localcluster.cluster import LocalCluster
 from localcluster.kube import KubeError
 from localcluster.node import RealNode, unavailable_reason
@@ -143,3 +145,97 @@ def test_restricted_profile_rejects_a_root_pod(node: RealNode) -> None:
         )
     assert err.value.status == 403
     assert "restricted" in err.value.message
+
+
+def test_mover_job_backs_up_a_pvc_to_seaweedfs(
+    node: RealNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator's own mover Job, restricted, on the real node: a hostPath-backed PVC is
+    read and stored in a restic repository on the host's SeaweedFS (reached via the bridge)."""
+    from safehold.kube.jobs import MoverSpec, VolumeMount, run_mover
+    from safehold.kube.rest import Rest
+    from safehold.storage import restic
+
+    monkeypatch.setenv("SAFEHOLD_MOVER_IMAGE", IMAGE)
+    monkeypatch.setenv("SAFEHOLD_RESTIC", str(binaries.find("restic")))
+    cluster, kube, ns = node.cluster, node.cluster.kube, "mover"
+    _namespace(node, ns)
+    data = node.root / "volumes" / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "hello.txt").write_text("hello from a real pod\n")
+    (data / "sub" / "blob.bin").write_bytes(os.urandom(64 * 1024))
+    for path in (data, data / "sub", data / "hello.txt", data / "sub" / "blob.bin"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    kube.post(
+        "/api/v1/persistentvolumes",
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": "realnode-data"},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "realnode-static",
+                "hostPath": {"path": str(data), "type": "Directory"},
+                "claimRef": {"namespace": ns, "name": "data"},
+            },
+        },
+    )
+    kube.post(
+        f"/api/v1/namespaces/{ns}/persistentvolumeclaims",
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "realnode-static",
+                "volumeName": "realnode-data",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+
+    cluster.create_bucket("realnode")
+    port = urllib.parse.urlparse(cluster.s3_endpoint_url).port
+    assert port is not None
+    in_pod = f"http://{node.expose_loopback_port(port)}"
+    env = {
+        "AWS_ACCESS_KEY_ID": cluster.s3_access_key,
+        "AWS_SECRET_ACCESS_KEY": cluster.s3_secret_key,
+        "AWS_DEFAULT_REGION": cluster.s3_region,
+        "RESTIC_PASSWORD": "real-node",
+    }
+    options = ("-o", f"s3.region={cluster.s3_region}", "-o", "s3.bucket-lookup=path")
+    host_repo = restic.Repository(
+        f"s3:{cluster.s3_endpoint_url}/realnode/repo", env, (*options, "--no-cache")
+    )
+    restic.init(host_repo)
+    secret, opts = restic.mover_environment(
+        restic.Repository(f"s3:{in_pod}/realnode/repo", env, options)
+    )
+
+    outcome = run_mover(
+        Rest(cluster.api_client()),
+        MoverSpec(
+            name="backup-data",
+            namespace=ns,
+            verb="volume-backup",
+            env={
+                "SAFEHOLD_VOLUME_PATH": "/data",
+                "SAFEHOLD_BACKUP": f"{ns}/b1",
+                "SAFEHOLD_PVC": f"{ns}/data",
+                "SAFEHOLD_RESTIC_OPTIONS": opts,
+            },
+            secret_name="backup-data",
+            secret_keys=sorted(secret),
+            volumes=[VolumeMount("data", "data", "/data", True)],
+            deadline_seconds=120,
+        ),
+        secret,
+        poll=0.5,
+    )
+    assert outcome.ok, f"{outcome.reason}: {outcome.message}"
+    assert outcome.result["files"] == 2
+    snaps = restic.snapshots(host_repo, [f"safehold.io/backup={ns}/b1"])
+    assert [s["short_id"] for s in snaps] == [outcome.result["snapshotId"][:8]]

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("localcluster.node")
 
-RUNC = Path(os.environ.get("SH_RUNC_DEBUG", "/usr/sbin/runc"))
+RUNC = Path("/usr/sbin/runc")
 CNI_BIN_DIR = Path("/usr/lib/cni")
 PAUSE_IMAGE = "localhost/safehold-pause:1"
 NODE_BINARIES = ("kubelet", "kube-scheduler", "pause")
@@ -349,6 +349,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -356,6 +357,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "{RUNC}"
+        Root = "{base / "runc"}"
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN_DIR}"
@@ -501,6 +503,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
             "protectKernelDefaults": False,
+            "oomScoreAdj": 0,
             "localStorageCapacityIsolation": False,
             "nodeStatusUpdateFrequency": "2s",
             "syncFrequency": "5s",

@@ -87,7 +87,9 @@ class DatabaseResult(ApiModel):
     databases: list[str] = Field(default_factory=list)
     """Databases dumped."""
     snapshot_id: str | None = None
-    """restic snapshot id."""
+    """restic snapshot id of the first dump file."""
+    snapshots: list[str] = Field(default_factory=list)
+    """restic snapshot ids of every dump file (one per database, plus globals)."""
     bytes: int | None = None
     """Size of the dumps."""
     server_version: str | None = None

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from safehold.api.backup import VolumeResult
+from safehold.api.backup import DatabaseResult, VolumeResult
 from safehold.api.base import ApiModel, Condition, DnsLabel, LabelSelector, LocalObjectReference
 
 RestorePhase = Literal["New", "Running", "Succeeded", "PartiallyFailed", "Failed"]
@@ -111,6 +111,8 @@ class RestoreRequestStatus(ApiModel):
     """Objects by outcome."""
     volumes: list[VolumeResult] = Field(default_factory=list)
     """Per-PVC results of the volume data restore."""
+    databases: list[DatabaseResult] = Field(default_factory=list)
+    """Per-target results of the database restore."""
     results_path: str | None = None
     """Catalog path of the full per-object result list."""
     errors: list[str] = Field(default_factory=list)

@@ -15,12 +15,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from safehold import metrics
-from safehold.api.backup import BackupSpec, BackupStatus, Progress, ResourceSummary, VolumeResult
-from safehold.api.content import BackupContent
+from safehold.api.backup import (
+    BackupSpec,
+    BackupStatus,
+    DatabaseResult,
+    Progress,
+    ResourceSummary,
+    VolumeResult,
+)
+from safehold.api.content import BackupContent, Volumes
 from safehold.api.kinds import BACKUP, POLICY
 from safehold.api.policy import BackupPolicySpec
 from safehold.config import LABEL_POLICY, operator_namespace, scratch_dir
 from safehold.engine.common import RunError, custom_path, load_location, versions, write_status
+from safehold.engine.databases import dump_targets
 from safehold.engine.volumes import MoverContext, back_up_volumes, list_tasks
 from safehold.kube.clients import Clients
 from safehold.kube.discovery import discover
@@ -240,7 +248,9 @@ class BackupRun:
         finally:
             shutil.rmtree(root, ignore_errors=True)
         volumes = self._volumes(plan)
+        databases = self._databases(plan)
         failed = [v for v in volumes if v.result == "Failed"]
+        failed_dbs = [d for d in databases if d.result == "Failed"]
         done = time.monotonic()
         resources = ResourceSummary(
             total=result.total,
@@ -249,12 +259,14 @@ class BackupRun:
             sha256=result.sha256,
         )
         errors = [f"PVC {v.namespace}/{v.pvc}: {v.message}" for v in failed]
-        volume_bytes = sum(v.bytes or 0 for v in volumes)
-        outcome: Outcome = "PartiallyFailed" if failed else "Succeeded"
+        errors += [f"database target {d.target}: {d.message}" for d in failed_dbs]
+        volume_bytes = sum(v.bytes or 0 for v in volumes) + sum(d.bytes or 0 for d in databases)
+        outcome: Outcome = "PartiallyFailed" if failed or failed_dbs else "Succeeded"
         manifest = manifest.model_copy(
             update={
                 "phase": outcome,
                 "volumes": volumes,
+                "databases": databases,
                 "errors": errors,
                 "completion_time": datetime.now(UTC),
                 "resources": resources,
@@ -273,6 +285,7 @@ class BackupRun:
         self.status.resources = resources
         self.status.size_bytes = result.bytes + volume_bytes
         self.status.volumes = volumes
+        self.status.databases = databases
         self.status.errors = errors
         self.status.warnings = result.warnings
         self.status.storage_path = f"s3://{plan.location.s3.bucket}/{key}"
@@ -283,6 +296,8 @@ class BackupRun:
             self.status.expires_at = datetime.now(UTC) + parse_duration(plan.ttl)
         note = f" with {len(result.warnings)} warning(s)" if result.warnings else ""
         moved = f", {len(volumes) - len(failed)}/{len(volumes)} PVC(s)" if volumes else ""
+        if databases:
+            moved += f", {len(databases) - len(failed_dbs)}/{len(databases)} database target(s)"
         failures = f"; failed: {'; '.join(errors)}" if errors else ""
         self._finish(
             outcome,
@@ -290,6 +305,32 @@ class BackupRun:
             f"{result.total} objects from {len(plan.namespaces)} namespace(s){moved} backed up"
             f"{note} in {done - started:.1f}s{failures}"[:1000],
         )
+
+    def _mover_context(self, plan: Plan, volumes: Volumes | None = None) -> MoverContext:
+        return MoverContext(
+            self.clients.rest,
+            plan.location,
+            plan.namespace,
+            f"{plan.namespace}/{plan.name}",
+            plan.name,
+            volumes or Volumes(),
+            self.clients.core,
+        )
+
+    def _databases(self, plan: Plan) -> list[DatabaseResult]:
+        """Dump every database target (each in its own mover Job)."""
+        targets = plan.content.databases
+        if not targets:
+            return []
+        self.status.conditions = running(
+            self.status.conditions,
+            f"dumping {len(targets)} database target(s)",
+            self.generation,
+            datetime.now(UTC),
+        )
+        with contextlib.suppress(Exception):
+            self._write()
+        return dump_targets(self._mover_context(plan), plan.namespace, targets)
 
     def _volumes(self, plan: Plan) -> list[VolumeResult]:
         """Move the PVCs of the selected namespaces (nothing when the backup has no volumes)."""
@@ -303,14 +344,7 @@ class BackupRun:
         # Locks left by a killed mover: restic removes only locks it can prove stale.
         with contextlib.suppress(restic.ResticError):
             restic.run(repo, ["unlock"], timeout=120)
-        ctx = MoverContext(
-            self.clients.rest,
-            plan.location,
-            plan.namespace,
-            f"{plan.namespace}/{plan.name}",
-            plan.name,
-            spec,
-        )
+        ctx = self._mover_context(plan, spec)
         self.status.conditions = running(
             self.status.conditions,
             f"moving {len(tasks)} PVC(s)",

@@ -75,6 +75,7 @@ def snapshot_ids(manifest: BackupManifest | None, status: BackupStatus) -> list[
         ids.append(source.resources.snapshot_id if source.resources else None)
         ids += [v.snapshot_id for v in source.volumes]
         ids += [d.snapshot_id for d in source.databases]
+        ids += [s for d in source.databases for s in d.snapshots]
     return sorted({i for i in ids if i})
 
 

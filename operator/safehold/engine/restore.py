@@ -16,10 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from safehold.api.backup import BackupStatus, VolumeResult
-from safehold.api.content import Volumes
-from safehold.api.kinds import BACKUP, RESTORE
+from safehold.api.backup import BackupSpec, BackupStatus, VolumeResult
+from safehold.api.content import DatabaseTarget, Volumes
+from safehold.api.kinds import BACKUP, POLICY, RESTORE
+from safehold.api.policy import BackupPolicySpec
 from safehold.api.restore import (
+    DatabaseRestore,
     RestoreCounts,
     RestoreRequestSpec,
     RestoreRequestStatus,
@@ -33,6 +35,7 @@ from safehold.config import (
     scratch_dir,
 )
 from safehold.engine.common import RunError, custom_path, load_location, write_status
+from safehold.engine.databases import restore_target
 from safehold.engine.volumes import MoverContext, restore_volume, task_for_restore
 from safehold.kube.clients import Clients
 from safehold.kube.events import post_event
@@ -256,10 +259,59 @@ class RestoreRun:
         if not volumes_done:
             self._restore_volumes(source, volumes)
         applier.repoint_owners()
+        self._restore_databases(source)
+        for db in self.status.databases:
+            if db.result == "Failed":
+                results.errors.append(f"database target {db.target}: {db.message}")
         for vol in self.status.volumes:
             if vol.result == "Failed":
                 results.errors.append(f"PVC {vol.namespace}/{vol.pvc}: {vol.message}")
         self._record(source, results, time.monotonic() - started)
+
+    def _original_targets(self, source: Source) -> dict[str, DatabaseTarget]:
+        """Where the backup's database targets lived, from its Backup (or policy) spec."""
+        body = (
+            self.clients.rest.get_or_none(custom_path(BACKUP.plural, self.namespace, source.backup))
+            or {}
+        )
+        spec = BackupSpec.model_validate(body.get("spec") or {})
+        targets = list(spec.databases)
+        if spec.policy_ref is not None:
+            policy = (
+                self.clients.rest.get_or_none(
+                    custom_path(POLICY.plural, self.namespace, spec.policy_ref.name)
+                )
+                or {}
+            )
+            targets = BackupPolicySpec.model_validate(policy.get("spec") or {}).databases
+        return {t.name: t for t in targets}
+
+    def _restore_databases(self, source: Source) -> None:
+        wanted = self.spec.databases or DatabaseRestore()
+        dumped = [d for d in source.manifest.databases if d.result == "Succeeded"]
+        if not wanted.enabled or not dumped:
+            return
+        if self.spec.dry_run:
+            self.status.databases = [
+                d.model_copy(update={"result": "Skipped", "message": "dry run: would restore"})
+                for d in dumped
+            ]
+            return
+        originals = self._original_targets(source)
+        overrides = {t.target: t for t in wanted.targets}
+        ctx = MoverContext(
+            self.clients.rest,
+            source.location,
+            self.namespace,
+            f"{self.namespace}/{self.name}",
+            self.name,
+            Volumes(),
+            self.clients.core,
+        )
+        self.status.databases = [
+            restore_target(ctx, self.namespace, d, originals.get(d.target), overrides.get(d.target))
+            for d in dumped
+        ]
 
     def _wanted_volumes(self, source: Source) -> list[VolumeResult]:
         wanted = self.spec.volumes or VolumeRestore()
@@ -334,10 +386,12 @@ class RestoreRun:
         )
         if self.spec.dry_run:
             summary = "dry run, nothing changed: " + summary
-        failed_volumes = [v for v in self.status.volumes if v.result == "Failed"]
-        if failed_volumes:
-            summary += f"; {len(failed_volumes)} PVC(s) failed"
-        if (c.failed or failed_volumes) and (c.created or c.updated or c.skipped):
+        failed_items = sum(v.result == "Failed" for v in self.status.volumes) + sum(
+            d.result == "Failed" for d in self.status.databases
+        )
+        if failed_items:
+            summary += f"; {failed_items} PVC(s) or database target(s) failed"
+        if (c.failed or failed_items) and (c.created or c.updated or c.skipped):
             self._finish("PartiallyFailed", "PartiallyFailed", summary)
         elif c.failed:
             self._finish("Failed", "RestoreFailed", summary)

@@ -46,6 +46,7 @@ class MoverContext:
     run: str  # <namespace>/<name> of the Backup or RestoreRequest
     run_label: str
     volumes: Volumes
+    location_core: Any = None  # CoreV1Api for Secrets in the run's namespace (databases)
 
     def secret_data(self) -> tuple[dict[str, str], str]:
         repo = self.location.repository(self.repository_namespace)

@@ -1,0 +1,236 @@
+"""Database targets of a backup or restore: one `safehold mover db-dump|db-restore` Job each.
+
+The Job fills the environment contract of `safehold.movers.env`; the database password travels
+only in the Job's Secret. A failing target does not stop the others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from safehold.api.backup import DatabaseResult
+from safehold.api.content import DatabaseTarget
+from safehold.api.restore import DatabaseRestoreTarget
+from safehold.engine.volumes import MoverContext
+from safehold.kube.jobs import LABEL_BACKUP, MoverSpec, run_mover
+from safehold.kube.rest import ApiError
+from safehold.kube.secrets import SecretProblem, read_secret_key
+from safehold.movers import env as menv
+from safehold.planning.durations import parse_duration
+from safehold.planning.volumes import object_name
+from safehold.storage import restic
+
+JSON = dict[str, Any]
+PARALLELISM = 2
+SCRATCH = "/tmp"
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def target_environment(target: DatabaseTarget, namespace: str) -> dict[str, str]:
+    """Plain (non-secret) environment of a dump of `target` (pure)."""
+    host = target.host
+    if host is None and target.service is not None:
+        host = f"{target.service.name}.{target.service.namespace or namespace}.svc"
+    env = {
+        menv.DB_TYPE: target.type,
+        menv.DB_HOST: host or "",
+        menv.TARGET: target.name,
+        menv.SCRATCH_DIR: SCRATCH,
+    }
+    if target.port:
+        env[menv.DB_PORT] = str(target.port)
+    if target.databases:
+        env[menv.DB_DATABASES] = ",".join(target.databases)
+    if target.tls is not None:
+        env[menv.DB_TLS_MODE] = target.tls.mode
+    if target.postgresql is not None:
+        env[menv.PG_GLOBALS] = _flag(target.postgresql.include_globals)
+        env[menv.PG_ROLE_PASSWORDS] = _flag(target.postgresql.globals_with_passwords)
+    if target.mysql is not None:
+        skips = [
+            f"--skip-{name}"
+            for name in ("routines", "events", "triggers")
+            if not getattr(target.mysql, name)
+        ]
+        if skips:
+            env[menv.MYSQL_DUMP_OPTIONS] = " ".join(skips)
+    return env
+
+
+def _credentials(
+    ctx: MoverContext,
+    namespace: str,
+    secret: str | None,
+    user_key: str = "username",
+    password_key: str = "password",  # noqa: S107 - the name of a Secret key
+) -> tuple[str, str]:
+    if secret is None:
+        return "", ""
+    user = read_secret_key(ctx.location_core, namespace, secret, user_key)
+    password = read_secret_key(ctx.location_core, namespace, secret, password_key)
+    return user, password
+
+
+def _run(
+    ctx: MoverContext,
+    verb: str,
+    namespace: str,
+    name: str,
+    env: dict[str, str],
+    user: str,
+    password: str,
+    timeout: str = "6h",
+) -> JSON:
+    data, options = ctx.secret_data()
+    if password:
+        data[menv.DB_PASSWORD] = password
+    spec = MoverSpec(
+        name=name,
+        namespace=namespace,
+        verb=verb,
+        env={
+            **env,
+            menv.BACKUP: ctx.run,
+            restic.OPTIONS_ENV: options,
+            **({menv.DB_USER: user} if user else {}),
+        },
+        secret_name=name,
+        secret_keys=[k for k in data if k != "ca.crt"],
+        labels={LABEL_BACKUP: ctx.run_label},
+        deadline_seconds=int(parse_duration(timeout).total_seconds()),
+        has_ca="ca.crt" in data,
+    )
+    outcome = run_mover(ctx.rest, spec, data)
+    if not outcome.ok:
+        raise _TargetFailed(outcome.reason, outcome.message)
+    return outcome.result
+
+
+class _TargetFailed(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _result(target: str, type_: str, started: float, moved: JSON) -> DatabaseResult:
+    dbs = moved.get("databases") or []
+    snapshots = [str(d["snapshot"]) for d in dbs if d.get("snapshot")]
+    return DatabaseResult(
+        target=target,
+        type=type_,
+        result="Succeeded",
+        # The PostgreSQL globals (roles, tablespaces) are a file of the target, not a database.
+        databases=[
+            str(d["name"])
+            for d in dbs
+            if d.get("name") and not str(d.get("file", "")).endswith("globals.sql")
+        ],
+        snapshot_id=snapshots[0] if snapshots else None,
+        snapshots=snapshots,
+        bytes=moved.get("bytesProcessed"),
+        server_version=moved.get("serverVersion"),
+        tool_version=moved.get("toolVersion"),
+        duration_seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def dump_target(ctx: MoverContext, namespace: str, target: DatabaseTarget) -> DatabaseResult:
+    started = time.monotonic()
+    try:
+        creds = target.credentials_secret
+        user, password = (
+            _credentials(ctx, namespace, creds.name, creds.username_key, creds.password_key)
+            if creds
+            else ("", "")
+        )
+        name = object_name("safehold", ctx.run_label, target.name, "db")
+        moved = _run(
+            ctx, "db-dump", namespace, name, target_environment(target, namespace), user, password
+        )
+        return _result(target.name, target.type, started, moved)
+    except (_TargetFailed, SecretProblem) as err:
+        return DatabaseResult(
+            target=target.name,
+            type=target.type,
+            result="Failed",
+            message=f"{err.reason}: {err}",
+            duration_seconds=round(time.monotonic() - started, 3),
+        )
+    except ApiError as err:
+        return DatabaseResult(
+            target=target.name,
+            type=target.type,
+            result="Failed",
+            message=f"{err.reason}: {err.message}",
+        )
+
+
+def dump_targets(
+    ctx: MoverContext, namespace: str, targets: Sequence[DatabaseTarget]
+) -> list[DatabaseResult]:
+    with ThreadPoolExecutor(max_workers=PARALLELISM) as pool:
+        return list(pool.map(lambda t: dump_target(ctx, namespace, t), targets))
+
+
+def restore_target(
+    ctx: MoverContext,
+    namespace: str,
+    dumped: DatabaseResult,
+    original: DatabaseTarget | None,
+    override: DatabaseRestoreTarget | None,
+) -> DatabaseResult:
+    """Restore one dumped target into its original server or the override's."""
+    started = time.monotonic()
+    try:
+        if original is None and (override is None or override.host is None):
+            raise _TargetFailed(
+                "TargetUnknown",
+                "the backup does not say where this target "
+                "lives; name a host in spec.databases.targets",
+            )
+        env = (
+            target_environment(original, namespace)
+            if original
+            else {menv.DB_TYPE: dumped.type, menv.TARGET: dumped.target, menv.SCRATCH_DIR: SCRATCH}
+        )
+        user, password = "", ""
+        if original is not None and original.credentials_secret is not None:
+            c = original.credentials_secret
+            user, password = _credentials(ctx, namespace, c.name, c.username_key, c.password_key)
+        if override is not None:
+            if override.host:
+                env[menv.DB_HOST] = override.host
+            if override.port:
+                env[menv.DB_PORT] = str(override.port)
+            if override.credentials_secret:
+                user, password = _credentials(ctx, namespace, override.credentials_secret)
+            if override.database_mapping:
+                env[menv.DB_MAPPING] = ",".join(
+                    f"{a}:{b}" for a, b in sorted(override.database_mapping.items())
+                )
+            if override.clean:
+                env[menv.DB_RESTORE_CLEAN] = "true"
+        env.pop(menv.DB_DATABASES, None)
+        if dumped.snapshots:
+            env[menv.DB_SNAPSHOT] = ",".join(dumped.snapshots)
+        name = object_name("safehold", ctx.run_label, dumped.target, "dbr")
+        moved = _run(ctx, "db-restore", namespace, name, env, user, password)
+        result = _result(dumped.target, dumped.type, started, moved)
+        return result.model_copy(update={"snapshots": dumped.snapshots})
+    except (_TargetFailed, SecretProblem) as err:
+        return DatabaseResult(
+            target=dumped.target, type=dumped.type, result="Failed", message=f"{err.reason}: {err}"
+        )
+    except ApiError as err:
+        return DatabaseResult(
+            target=dumped.target,
+            type=dumped.type,
+            result="Failed",
+            message=f"{err.reason}: {err.message}",
+        )

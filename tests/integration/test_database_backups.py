@@ -1,0 +1,110 @@
+"""Database targets driven by the operator: a Backup dumps a real PostgreSQL through a mover
+Job (run by the node agent, completed by the real Job controller) and a RestoreRequest
+restores it under another name; a failing target makes the backup PartiallyFailed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from localcluster.cluster import LocalCluster
+from localcluster.databases import DatabaseUnavailable, PostgreSQL
+from localcluster.helpers import kubectl
+from localcluster.objects import apply, create_and_wait, secret
+from localcluster.operator import OPERATOR_NAMESPACE as OPS
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgreSQL]:
+    try:
+        server = PostgreSQL().start()
+    except DatabaseUnavailable as err:
+        pytest.fail(f"PostgreSQL must run in the integration tier: {err}")
+    yield server
+    server.stop()
+
+
+def test_postgres_target_round_trip_and_a_failing_target(
+    local_cluster: LocalCluster, ops_bucket: str, postgres: PostgreSQL
+) -> None:
+    db = f"shop_{uuid.uuid4().hex[:6]}"
+    postgres.psql(f"CREATE DATABASE {db};")
+    postgres.psql(
+        "CREATE TABLE orders (id serial PRIMARY KEY, item text);"
+        "INSERT INTO orders (item) SELECT 'Bücher ' || g FROM generate_series(1, 5000) g;",
+        db,
+    )
+    checksum = postgres.psql("SELECT md5(string_agg(item, ',' ORDER BY id)) FROM orders;", db)
+    name = f"pg-{uuid.uuid4().hex[:6]}"
+    apply(
+        local_cluster,
+        OPS,
+        secret(f"{name}-creds", {"username": postgres.user, "password": postgres.password}),
+    )
+    targets = [
+        {
+            "name": "main",
+            "type": "postgresql",
+            "host": "127.0.0.1",
+            "port": postgres.port,
+            "databases": [db],
+            "credentialsSecret": {"name": f"{name}-creds"},
+        },
+        {
+            "name": "gone",
+            "type": "postgresql",
+            "host": "127.0.0.1",
+            "port": postgres.port,
+            "databases": ["does_not_exist"],
+            "credentialsSecret": {"name": f"{name}-creds"},
+        },
+    ]
+    done = create_and_wait(
+        local_cluster,
+        OPS,
+        "Backup",
+        name,
+        {
+            "storageLocation": "main",
+            "selection": {"includedResources": ["configmaps"]},
+            "databases": targets,
+        },
+        timeout=240,
+    )
+    status = done["status"]
+    assert status["phase"] == "PartiallyFailed", status
+    results = {d["target"]: d for d in status["databases"]}
+    assert results["main"]["result"] == "Succeeded"
+    assert results["main"]["databases"] == [db]
+    assert results["main"]["snapshots"]
+    assert results["main"]["serverVersion"].startswith("15")
+    assert results["gone"]["result"] == "Failed"
+    assert results["gone"]["message"].startswith("DatabaseNotFound")
+    assert any("database target gone" in e for e in status["errors"])
+    logs = kubectl(local_cluster, "get", "secret", "-n", OPS, "-o", "json").stdout
+    assert postgres.password not in str(status)
+    assert "db-password" not in logs  # nothing named after the password leaks into names
+
+    copy = f"{db}_copy"
+    restored = create_and_wait(
+        local_cluster,
+        OPS,
+        "RestoreRequest",
+        name,
+        {
+            "backupRef": {"name": name},
+            "databases": {"targets": [{"target": "main", "databaseMapping": {db: copy}}]},
+        },
+        timeout=240,
+    )
+    dbs = {d["target"]: d for d in restored["status"]["databases"]}
+    assert dbs["main"]["result"] == "Succeeded", restored["status"]
+    assert (
+        postgres.psql("SELECT md5(string_agg(item, ',' ORDER BY id)) FROM orders;", copy)
+        == checksum
+    )
+    assert postgres.psql("SELECT nextval('orders_id_seq');", copy).strip() == "5001"
