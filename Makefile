@@ -3,23 +3,24 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help tools test lint unit integration e2e demo crds fmt clean image image-save image-test node-test
+.PHONY: help tools test lint unit integration e2e demo crds fmt clean image image-save image-test node-tools node-test
 
 help:
 	@echo "make demo         local control plane, object store, operator: backup, disaster, restore"
-	@echo "make test         lint, type check, CRD drift check, unit and integration tests"
+	@echo "make test         lint, type check, CRD drift check, image, unit, integration and node tests"
 	@echo "make tools        install pinned tools (cached in ~/.cache/safehold) and Python deps"
-	@echo "make crds         regenerate crds/ from the models"
+	@echo "make crds         regenerate crds/ (and the chart's copy) from the models"
 	@echo "make e2e          opt-in end-to-end tier on kind (needs a Docker engine)"
 	@echo "make image        build localhost/safehold:dev with podman (tools/image; pins from tools/versions.env)"
 	@echo "make image-save   also write it as an OCI archive (build/image/safehold-oci.tar) for containerd"
-	@echo "make node-test    opt-in: a real kubelet + containerd node runs pods of the image (root)"
+	@echo "make node-test    only the real-node tier: kubelet + containerd run pods of the image (root)"
 
 tools:
 	tools/bootstrap all
 
 crds: tools
 	safehold crds generate --out crds
+	safehold crds generate --out charts/safehold/crds-source
 	safehold docs generate --path docs/api.md
 
 lint: tools
@@ -27,6 +28,7 @@ lint: tools
 	ruff format --check operator tools tests
 	mypy
 	safehold crds check --dir crds
+	safehold crds check --dir charts/safehold/crds-source
 	safehold docs check --path docs/api.md
 
 unit: tools
@@ -35,7 +37,7 @@ unit: tools
 integration: tools
 	pytest tests/integration $(PYTEST_ARGS)
 
-test: tools lint image
+test: tools lint image-save node-tools
 	pytest tests $(PYTEST_ARGS)
 
 # The image: podman + a debootstrap base (no registry here); cold about a minute, warm seconds.
@@ -48,9 +50,12 @@ image-save: image
 image-test: image
 	pytest tests/image $(PYTEST_ARGS)
 
-# Opt-in while it matures: a real kubelet + containerd node running pods of our image.
-node-test: image-save
-	tools/bootstrap node
+# A real kubelet + containerd node running pods of our image: root only (tests/node skips
+# elsewhere; SAFEHOLD_REAL_NODE=0 skips it anyway). Builds kubelet + kube-scheduler once.
+node-tools: tools
+	@if [ "$$(id -u)" = 0 ]; then tools/bootstrap node; else echo "not root: no real node"; fi
+
+node-test: image-save node-tools
 	SAFEHOLD_REAL_NODE=1 pytest tests/node $(PYTEST_ARGS)
 
 e2e: tools

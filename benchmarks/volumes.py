@@ -144,6 +144,8 @@ def run_case(env: Env, label: str, data: Path, work: Path) -> list[str]:
     change_one_percent(data)
     _, second = mover_backup(env, f"mover-{tag}", data)
     added = int(second["bytesAdded"])  # type: ignore[call-overload]
+    _, plain_second = restic_backup(env, f"restic-{tag}", data)
+    plain_added = int(plain_second["bytesAdded"])  # type: ignore[call-overload]
 
     target_m, target_r, target_t = work / "rm", work / "rr", work / "rt"
     for t in (target_m, target_r, target_t):
@@ -177,7 +179,8 @@ def run_case(env: Env, label: str, data: Path, work: Path) -> list[str]:
         f"ratio {t_mover / t_restic:.2f}x (goal <= 1.1x)   tar|zstd -1 {t_tar:7.2f} s "
         f"(mover/tar {t_mover / t_tar:.2f}x)   {gib / t_mover:.2f} GiB/s",
         f"  incremental after 1% change: {added / (1 << 20):.1f} MiB added = "
-        f"{100 * added / size:.2f} % of the data (goal < 3 %)",
+        f"{100 * added / size:.2f} % of the data (goal < 3 %); plain restic: "
+        f"{100 * plain_added / size:.2f} %",
         f"  restore  restic restore {t_rrestore:7.2f} s   mover {t_mrestore:7.2f} s   "
         f"ratio {t_mrestore / t_rrestore:.2f}x (goal <= 1.2x)   zstd|tar -x {t_untar:7.2f} s",
     ]

@@ -11,87 +11,22 @@ from typing import Any
 
 import boto3
 import pytest
-import yaml
 
 from localcluster.cluster import LocalCluster
-from localcluster.helpers import kubectl, wait_for
+from localcluster.helpers import kubectl
+from localcluster.objects import apply, get, location_docs, wait_probed
 
 pytestmark = pytest.mark.usefixtures("operator")
 
 
-def _secret(name: str, data: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
-
-
-def _apply(cluster: LocalCluster, namespace: str, *docs: dict[str, Any]) -> None:
-    kubectl(cluster, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(docs))
-
-
 def make_location(
-    cluster: LocalCluster,
-    namespace: str,
-    name: str,
-    bucket: str,
-    *,
-    endpoint: str | None = None,
-    access_key: str | None = None,
-    secret_key: str | None = None,
-    password: str = "correct horse battery staple",
-    access_mode: str = "ReadWrite",
-    with_secrets: bool = True,
-    prefix: str = "",
+    cluster: LocalCluster, namespace: str, name: str, bucket: str, **options: Any
 ) -> None:
-    docs = []
-    if with_secrets:
-        docs += [
-            _secret(
-                f"{name}-s3",
-                {
-                    "accessKeyId": access_key or cluster.s3_access_key,
-                    "secretAccessKey": secret_key or cluster.s3_secret_key,
-                },
-            ),
-            _secret(f"{name}-pw", {"password": password}),
-        ]
-    docs.append(
-        {
-            "apiVersion": "safehold.io/v1alpha1",
-            "kind": "BackupStorageLocation",
-            "metadata": {"name": name},
-            "spec": {
-                "endpoint": endpoint or cluster.s3_endpoint,
-                "bucket": bucket,
-                "prefix": prefix,
-                "forcePathStyle": True,
-                "accessMode": access_mode,
-                "credentialsSecret": {"name": f"{name}-s3"},
-                "repositoryPasswordSecret": {"name": f"{name}-pw"},
-            },
-        }
-    )
-    _apply(cluster, namespace, *docs)
+    apply(cluster, namespace, *location_docs(cluster, name, bucket, **options))
 
 
 def location(cluster: LocalCluster, namespace: str, name: str) -> dict[str, Any]:
-    out = kubectl(cluster, "get", "-n", namespace, "backupstoragelocation", name, "-o", "json")
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
-
-
-def wait_ready_condition(
-    cluster: LocalCluster, namespace: str, name: str, timeout: float = 60
-) -> dict[str, Any]:
-    def probed() -> dict[str, Any] | None:
-        obj = location(cluster, namespace, name)
-        for cond in obj.get("status", {}).get("conditions", []):
-            if (
-                cond["type"] == "Ready"
-                and cond.get("observedGeneration") == obj["metadata"]["generation"]
-            ):
-                return obj
-        return None
-
-    return wait_for(probed, timeout, f"Ready condition on {namespace}/{name}")
+    return get(cluster, namespace, "backupstoragelocation", name)
 
 
 def ready(obj: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +72,7 @@ def test_location_becomes_ready_and_creates_the_repository(
     local_cluster: LocalCluster, namespace: str, bucket: str
 ) -> None:
     make_location(local_cluster, namespace, "primary", bucket, prefix="team-a")
-    obj = wait_ready_condition(local_cluster, namespace, "primary")
+    obj = wait_probed(local_cluster, namespace, "primary")
     cond = ready(obj)
     assert (cond["status"], cond["reason"]) == ("True", "Available"), cond
     assert obj["status"]["repositoryInitialized"] is True
@@ -153,7 +88,7 @@ def test_wrong_secret_key_is_invalid_credentials(
 ) -> None:
     wrong = "wrong-" + secrets.token_hex(12)
     make_location(local_cluster, namespace, "badkey", bucket, secret_key=wrong)
-    obj = wait_ready_condition(local_cluster, namespace, "badkey")
+    obj = wait_probed(local_cluster, namespace, "badkey")
     cond = ready(obj)
     assert (cond["status"], cond["reason"]) == ("False", "InvalidCredentials"), cond
     assert wrong not in json.dumps(obj)
@@ -165,13 +100,13 @@ def test_unknown_access_key_is_invalid_credentials(
     local_cluster: LocalCluster, namespace: str, bucket: str
 ) -> None:
     make_location(local_cluster, namespace, "nokey", bucket, access_key="AKIANOSUCHKEY000")
-    cond = ready(wait_ready_condition(local_cluster, namespace, "nokey"))
+    cond = ready(wait_probed(local_cluster, namespace, "nokey"))
     assert (cond["status"], cond["reason"]) == ("False", "InvalidCredentials"), cond
 
 
 def test_missing_bucket_is_bucket_not_found(local_cluster: LocalCluster, namespace: str) -> None:
     make_location(local_cluster, namespace, "nobucket", "does-not-exist-" + uuid.uuid4().hex[:6])
-    cond = ready(wait_ready_condition(local_cluster, namespace, "nobucket"))
+    cond = ready(wait_probed(local_cluster, namespace, "nobucket"))
     assert (cond["status"], cond["reason"]) == ("False", "BucketNotFound"), cond
     assert "does-not-exist-" in cond["message"]
 
@@ -180,7 +115,7 @@ def test_missing_secret_is_secret_not_found(
     local_cluster: LocalCluster, namespace: str, bucket: str
 ) -> None:
     make_location(local_cluster, namespace, "nosecret", bucket, with_secrets=False)
-    cond = ready(wait_ready_condition(local_cluster, namespace, "nosecret"))
+    cond = ready(wait_probed(local_cluster, namespace, "nosecret"))
     assert (cond["status"], cond["reason"]) == ("False", "SecretNotFound"), cond
     assert f"Secret {namespace}/nosecret-s3 does not exist" in cond["message"]
 
@@ -190,7 +125,7 @@ def test_unreachable_endpoint(local_cluster: LocalCluster, namespace: str, bucke
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     make_location(local_cluster, namespace, "nowhere", bucket, endpoint=f"http://127.0.0.1:{port}")
-    cond = ready(wait_ready_condition(local_cluster, namespace, "nowhere", timeout=90))
+    cond = ready(wait_probed(local_cluster, namespace, "nowhere", timeout=90))
     assert (cond["status"], cond["reason"]) == ("False", "EndpointUnreachable"), cond
 
 
@@ -198,9 +133,9 @@ def test_wrong_repository_password(
     local_cluster: LocalCluster, namespace: str, bucket: str
 ) -> None:
     make_location(local_cluster, namespace, "first", bucket, password="the-right-password")
-    assert ready(wait_ready_condition(local_cluster, namespace, "first"))["status"] == "True"
+    assert ready(wait_probed(local_cluster, namespace, "first"))["status"] == "True"
     make_location(local_cluster, namespace, "second", bucket, password="not-the-password")
-    obj = wait_ready_condition(local_cluster, namespace, "second")
+    obj = wait_probed(local_cluster, namespace, "second")
     cond = ready(obj)
     assert (cond["status"], cond["reason"]) == ("False", "RepositoryPasswordWrong"), cond
     assert "not-the-password" not in json.dumps(obj)
@@ -210,7 +145,7 @@ def test_read_only_location_writes_nothing(
     local_cluster: LocalCluster, namespace: str, bucket: str
 ) -> None:
     make_location(local_cluster, namespace, "dr", bucket, access_mode="ReadOnly")
-    obj = wait_ready_condition(local_cluster, namespace, "dr")
+    obj = wait_probed(local_cluster, namespace, "dr")
     cond = ready(obj)
     assert (cond["status"], cond["reason"]) == ("True", "Available"), cond
     assert obj["status"]["repositoryInitialized"] is False
@@ -219,7 +154,7 @@ def test_read_only_location_writes_nothing(
 
 def test_fixing_the_spec_reprobes(local_cluster: LocalCluster, namespace: str, bucket: str) -> None:
     make_location(local_cluster, namespace, "fixme", "missing-" + uuid.uuid4().hex[:6])
-    assert ready(wait_ready_condition(local_cluster, namespace, "fixme"))["status"] == "False"
+    assert ready(wait_probed(local_cluster, namespace, "fixme"))["status"] == "False"
     kubectl(
         local_cluster,
         "patch",
@@ -231,7 +166,7 @@ def test_fixing_the_spec_reprobes(local_cluster: LocalCluster, namespace: str, b
         "-p",
         json.dumps({"spec": {"bucket": bucket}}),
     )
-    cond = ready(wait_ready_condition(local_cluster, namespace, "fixme"))
+    cond = ready(wait_probed(local_cluster, namespace, "fixme"))
     assert (cond["status"], cond["reason"]) == ("True", "Available"), cond
 
 
@@ -240,7 +175,7 @@ def test_no_secret_reaches_logs_events_or_metrics(
 ) -> None:
     password = "pw-" + secrets.token_hex(16)
     make_location(local_cluster, namespace, "quiet", bucket, password=password)
-    assert ready(wait_ready_condition(local_cluster, namespace, "quiet"))["status"] == "True"
+    assert ready(wait_probed(local_cluster, namespace, "quiet"))["status"] == "True"
     everything = "\n".join(
         [
             operator.log_text(),

@@ -19,7 +19,6 @@ from localcluster.cluster import LocalCluster
 from localcluster.helpers import kubectl, wait_for
 from localcluster.objects import (
     API,
-    TEST_REPOSITORY_PASSWORD,
     apply,
     condition,
     create_and_wait,
@@ -28,7 +27,7 @@ from localcluster.objects import (
 )
 from localcluster.operator import OPERATOR_NAMESPACE as OPS
 from localcluster.operator import OperatorProcess
-from localcluster.sample_app import restic_check
+from localcluster.sample_app import restic_check, restic_cli
 from safehold.engine.scheduler import Scheduler
 from safehold.kube.clients import Clients
 
@@ -81,30 +80,8 @@ def manifest_exists(cluster: LocalCluster, bucket: str, backup: str) -> bool:
 
 
 def snapshot_ids(cluster: LocalCluster, bucket: str) -> set[str]:
-    env = {
-        "AWS_ACCESS_KEY_ID": cluster.s3_access_key,
-        "AWS_SECRET_ACCESS_KEY": cluster.s3_secret_key,
-        "RESTIC_PASSWORD": TEST_REPOSITORY_PASSWORD,
-        "RESTIC_REPOSITORY": f"s3:{cluster.s3_endpoint}/{bucket}/repositories/{OPS}",
-        "PATH": "/usr/bin:/bin",
-    }
-    out = subprocess.run(
-        [
-            str(binaries.find("restic")),
-            "-o",
-            "s3.bucket-lookup=path",
-            "--no-cache",
-            "snapshots",
-            "--json",
-            "--no-lock",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return {s["id"] for s in json.loads(out.stdout)}
+    out = restic_cli(cluster, bucket, OPS, "snapshots", "--json", "--no-lock")
+    return {s["id"] for s in json.loads(out)}
 
 
 @pytest.fixture

@@ -14,13 +14,12 @@ from typing import Any
 
 import pytest
 
-from localcluster import binaries
 from localcluster.cluster import LocalCluster
 from localcluster.csi_standin import NEVER_READY, CsiStandIn
 from localcluster.helpers import kubectl, wait_for
-from localcluster.objects import TEST_REPOSITORY_PASSWORD, apply, create_and_wait, get
+from localcluster.objects import apply, create_and_wait, get
 from localcluster.operator import OPERATOR_NAMESPACE as OPS
-from localcluster.sample_app import delete_namespace_and_wait, restic_check
+from localcluster.sample_app import delete_namespace_and_wait, restic_check, restic_cli
 from localcluster.trees import change_fraction, describe, make_tree
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -224,29 +223,7 @@ def test_snapshot_that_never_becomes_ready_times_out(
 
 
 def _restic_locks(cluster: LocalCluster, bucket: str) -> list[str]:
-    env = {
-        "AWS_ACCESS_KEY_ID": cluster.s3_access_key,
-        "AWS_SECRET_ACCESS_KEY": cluster.s3_secret_key,
-        "RESTIC_PASSWORD": TEST_REPOSITORY_PASSWORD,
-        "RESTIC_REPOSITORY": f"s3:{cluster.s3_endpoint}/{bucket}/repositories/{OPS}",
-        "PATH": "/usr/bin:/bin",
-    }
-    out = subprocess.run(
-        [
-            str(binaries.find("restic")),
-            "-o",
-            "s3.bucket-lookup=path",
-            "--no-cache",
-            "--no-lock",
-            "list",
-            "locks",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.split()
+    return restic_cli(cluster, bucket, OPS, "--no-lock", "list", "locks").split()
 
 
 def test_killed_mover_fails_its_pvc_only_and_the_next_backup_succeeds(

@@ -1,6 +1,6 @@
 """A real node for a running `LocalCluster`: containerd + runc, bridge CNI, kubelet, kube-scheduler.
 
-Opt-in (root only; `make node-test` / `SAFEHOLD_REAL_NODE=1`) while it matures:
+Root only; `make test` runs its tests where it can (`make node-test` runs just those):
 
     with LocalCluster(node_agent=False) as cluster, RealNode(cluster) as node:
         node.import_image(Path("build/image/safehold-oci.tar"))
@@ -17,14 +17,26 @@ Everything the node creates is its own and is removed on `stop()`:
   the bridge only. The serving certificate already names that ClusterIP, so in-cluster clients
   verify TLS as usual. `expose_loopback_port()` does the same for other loopback services
   (S3, databases): the pod dials <gateway>:<port>;
-- containerd with its root, state, socket and CRI config in the work dir, the sandbox image
-  built from our own static `pause` binary (tools/bootstrap) as a one-layer OCI archive;
+- containerd with its root, state, socket, runc state and CRI config in the work dir, the sandbox
+  image built from our own static `pause` binary (tools/bootstrap) as a one-layer OCI archive;
 - kubelet (cgroupfs driver, cgroup v1 allowed, swap check off, cgroup root `/safehold-<id>`,
   root dir, pod logs and certificates in the work dir) with a client certificate for
   `system:node:<name>` signed by the cluster CA; its API binds the gateway address (a node IP
   cannot be loopback) and allows the API server's unauthenticated calls (logs, exec), since the
   API server of the harness has no kubelet client certificate;
-- kube-scheduler on 127.0.0.1 with a client certificate for `system:kube-scheduler`.
+- kube-scheduler on 127.0.0.1 with a client certificate for `system:kube-scheduler`;
+- the few fixed paths (FIXED_PATHS: the kubelet's symlinks in /var/log/containers and its
+  device-plugin socket under /var/lib/kubelet, the shims' socket directory /run/containerd/s):
+  our symlinks always, the rest when this node created it (directories only when empty).
+
+Our machines give no process CAP_SYS_RESOURCE, not even root: nothing may lower its
+`oom_score_adj` (below its floor, 0 here) or raise an rlimit above the hard limit. The CRI asks for
+-998 for every sandbox (and -997 for Guaranteed pods), and runc's nsexec then dies before the
+container starts: "can't get final child's PID from pipe: EOF", which `runc --debug` explains
+as "failed to update /proc/self/oom_score_adj: Permission denied". So containerd's CRI runs with
+`restrict_oom_score_adj` (scores are clamped to containerd's own, 0 here) and the kubelet with
+`oomScoreAdj: 0`. The CRI sets no rlimits, so containers inherit the host's (podman sets its own
+above the hard limit, hence its `--ulimit` flags).
 """
 
 from __future__ import annotations
@@ -63,6 +75,17 @@ CNI_BIN_DIR = Path("/usr/lib/cni")
 PAUSE_IMAGE = "localhost/safehold-pause:1"
 NODE_BINARIES = ("kubelet", "kube-scheduler", "pause")
 HOST_COMMANDS = ("containerd", "ctr", "ip", "iptables", "openssl")
+# Fixed paths whatever the configuration: the kubelet's symlinks to container logs and its
+# device plugin registration socket; the directory of containerd 1.6's shim sockets.
+KUBELET_LOG_LINKS = Path("/var/log/containers")
+FIXED_PATHS = (
+    Path("/var/lib/kubelet"),
+    Path("/var/lib/kubelet/device-plugins"),
+    Path("/var/lib/kubelet/device-plugins/kubelet.sock"),
+    KUBELET_LOG_LINKS,
+    Path("/run/containerd"),
+    Path("/run/containerd/s"),
+)
 
 
 class NodeUnavailableError(RuntimeError):
@@ -213,6 +236,7 @@ class RealNode:
         self._bridge_created = False
         self._started = False
         self._stopped = False
+        self._preexisting: set[Path] = set()
 
     # ------------------------------------------------------------------ paths
     @property
@@ -240,6 +264,7 @@ class RealNode:
         if reason:
             raise NodeUnavailableError(reason)
         self._started = True
+        self._preexisting = {p for p in FIXED_PATHS if p.exists() or p.is_symlink()}
         t0 = time.monotonic()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -577,6 +602,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 Path(path).unlink()
         self._quietly(self._unmount_under, self.root)
         self._quietly(self._remove_cgroups)
+        self._quietly(self._remove_fixed_paths)
         for table, rule in self._iptables_rules:
             self._quietly(_run, "iptables", "-t", table, "-D", *rule, check=False)
         for table in ("nat", "filter"):
@@ -630,6 +656,22 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 mounts.append(mount_point)
         for mount_point in sorted(set(mounts), key=len, reverse=True):
             _run("umount", "-l", mount_point, check=False)
+
+    def _remove_fixed_paths(self) -> None:
+        """Our log symlinks in /var/log/containers, and what of FIXED_PATHS we made."""
+        prefix = str(self.root.resolve()) + "/"
+        if KUBELET_LOG_LINKS.is_dir():
+            for link in KUBELET_LOG_LINKS.iterdir():
+                if link.is_symlink() and os.readlink(link).startswith(prefix):
+                    link.unlink()
+        for path in sorted(FIXED_PATHS, key=lambda p: -len(p.parts)):
+            if path in self._preexisting:
+                continue
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    path.rmdir()  # only when empty: another node may be using it
+                else:
+                    path.unlink()
 
     def _make_cgroups(self) -> None:
         """The kubelet's cgroup root must exist in every v1 hierarchy (cpuset: with cpus, mems)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import urllib.request
 from pathlib import Path
@@ -53,7 +54,11 @@ class OperatorProcess:
             "SAFEHOLD_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
             "SAFEHOLD_SCRATCH_DIR": str(cluster.workdir / "operator-scratch"),
         }
-        self.process = ManagedProcess(
+        self._env = env
+        self.process = self._new_process()
+
+    def _new_process(self) -> ManagedProcess:
+        return ManagedProcess(
             "safehold-operator",
             [
                 sys.executable,
@@ -65,7 +70,7 @@ class OperatorProcess:
                 f"--health-port={self.health_port}",
             ],
             self.log_path,
-            env=env,
+            env=self._env,
         )
 
     def start(self, timeout: float = 60.0) -> OperatorProcess:
@@ -90,3 +95,12 @@ class OperatorProcess:
 
     def stop(self) -> None:
         self.process.stop()
+
+    def crash_and_restart(self, timeout: float = 60.0) -> None:
+        """SIGKILL the operator (no clean shutdown, as in a node failure) and start it again
+        on the same ports."""
+        self.process.signal_group(signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self.process = self._new_process()
+        self.process.start()
+        self.process.wait_ready(self._healthy, timeout, what="liveness endpoint answering")

@@ -162,8 +162,11 @@ def delete_namespace_and_wait(cluster: LocalCluster, ns: str, timeout: float = 1
     )
 
 
-def restic_check(cluster: LocalCluster, bucket: str, namespace: str, prefix: str = "") -> None:
-    """`restic check` of one namespace's repository in a bucket made by location_docs()."""
+def restic_cli(
+    cluster: LocalCluster, bucket: str, namespace: str, *args: str, prefix: str = ""
+) -> str:
+    """Run restic against one namespace's repository in a bucket made by location_docs();
+    returns stdout, raises AssertionError with stderr on failure."""
     path = "/".join(p for p in (prefix, "repositories", namespace) if p)
     env = {
         "AWS_ACCESS_KEY_ID": cluster.s3_access_key,
@@ -173,7 +176,7 @@ def restic_check(cluster: LocalCluster, bucket: str, namespace: str, prefix: str
         "PATH": "/usr/bin:/bin",
     }
     result = subprocess.run(
-        [str(binaries.find("restic")), "-o", "s3.bucket-lookup=path", "--no-cache", "check"],
+        [str(binaries.find("restic")), "-o", "s3.bucket-lookup=path", "--no-cache", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -181,4 +184,10 @@ def restic_check(cluster: LocalCluster, bucket: str, namespace: str, prefix: str
         timeout=300,
     )
     if result.returncode != 0:
-        raise AssertionError(f"restic check failed: {result.stderr}")
+        raise AssertionError(f"restic {' '.join(args)} failed: {result.stderr}")
+    return result.stdout
+
+
+def restic_check(cluster: LocalCluster, bucket: str, namespace: str, prefix: str = "") -> None:
+    """`restic check` of one namespace's repository in a bucket made by location_docs()."""
+    restic_cli(cluster, bucket, namespace, "check", prefix=prefix)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import stat
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,12 @@ def make_tree(root: Path, small_files: int = 300, large_mib: int = 8, seed: int 
     small.mkdir(exist_ok=True)
     for i in range(small_files):
         (small / f"file-{i:04d}.txt").write_text(f"small file {i} {rnd.hex()}\n" * (i % 7 + 1))
+    # Incompressible and without repetition, so content-defined chunking finds its usual
+    # ~1 MiB boundaries (repetitive data makes maximal 8 MiB chunks).
+    generator = random.Random(seed)  # noqa: S311 - test data, not cryptography
     with (root / "large.bin").open("wb") as out:
-        block = hashlib.sha512(rnd).digest() * 2048  # 128 KiB
-        for i in range(large_mib * 8):
-            out.write(hashlib.sha256(block + bytes([i % 256])).digest() + block[32:])
+        for _ in range(large_mib):
+            out.write(generator.randbytes(1 << 20))
     with (root / "sparse.img").open("wb") as out:
         out.seek(64 * 1024 * 1024)
         out.write(b"end of a sparse file\n")

@@ -27,18 +27,18 @@ from safehold.api.content import BackupContent, Volumes
 from safehold.api.kinds import BACKUP, POLICY
 from safehold.api.policy import BackupPolicySpec
 from safehold.config import LABEL_POLICY, operator_namespace, scratch_dir
-from safehold.engine.common import RunError, custom_path, load_location, versions, write_status
+from safehold.engine.common import RunError, custom_path, load_location, versions
 from safehold.engine.databases import dump_targets
+from safehold.engine.runs import OneShotRun
 from safehold.engine.volumes import MoverContext, back_up_volumes, list_tasks
 from safehold.kube.clients import Clients
 from safehold.kube.discovery import discover
-from safehold.kube.events import post_event
 from safehold.kube.export import Exporter, ExportResult, custom_resource_types
 from safehold.kube.locations import ResolvedLocation
 from safehold.kube.rest import resource_path
 from safehold.planning.dependencies import Dependencies
 from safehold.planning.durations import parse_duration
-from safehold.planning.runs import TERMINAL, Outcome, finished, phase_of, running
+from safehold.planning.runs import Outcome, running
 from safehold.planning.selection import (
     Scope,
     SelectionError,
@@ -130,52 +130,14 @@ def plan_backup(clients: Clients, body: JSON) -> Plan:
     )
 
 
-class BackupRun:
+class BackupRun(OneShotRun[BackupStatus]):
     """Executes one plan and keeps the Backup's status current."""
 
-    def __init__(self, clients: Clients, body: JSON) -> None:
-        self.clients = clients
-        self.body = body
-        meta = body["metadata"]
-        self.namespace, self.name = meta["namespace"], meta["name"]
-        self.generation = meta.get("generation")
-        self.status = BackupStatus.model_validate(body.get("status") or {})
+    info = BACKUP
+    status_model = BackupStatus
 
-    def _write(self) -> None:
-        self.status.phase = phase_of(self.status.conditions)
-        write_status(self.clients, BACKUP, self.namespace, self.name, self.status.to_wire())
-
-    def _event(self, type_: str, reason: str, message: str) -> None:
-        post_event(
-            self.clients.core,
-            BACKUP.kind,
-            self.namespace,
-            self.name,
-            self.body["metadata"].get("uid"),
-            "Normal" if type_ == "Normal" else "Warning",
-            reason,
-            message,
-        )
-
-    def _finish(self, outcome: Outcome, reason: str, message: str) -> None:
-        now = datetime.now(UTC)
-        self.status.conditions = finished(
-            self.status.conditions, outcome, reason, message, self.generation, now
-        )
-        self.status.completion_time = now
-        self._write()
+    def _finished(self, outcome: Outcome) -> None:
         metrics.backup_finished(self.namespace, self.status, outcome)
-        self._event("Normal" if outcome == "Succeeded" else "Warning", reason, message)
-
-    def run(self) -> None:
-        if self.status.phase in TERMINAL:
-            return
-        try:
-            self._run()
-        except Exception as err:
-            # Never leave a Backup Running forever: an unexpected error ends the run.
-            log.exception("backup %s/%s failed unexpectedly", self.namespace, self.name)
-            self._finish("Failed", "InternalError", f"{type(err).__name__}: {err}")
 
     def _run(self) -> None:
         now = datetime.now(UTC)

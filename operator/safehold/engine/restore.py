@@ -34,11 +34,11 @@ from safehold.config import (
     operator_namespace,
     scratch_dir,
 )
-from safehold.engine.common import RunError, custom_path, load_location, write_status
+from safehold.engine.common import RunError, custom_path, load_location
 from safehold.engine.databases import restore_target
+from safehold.engine.runs import OneShotRun
 from safehold.engine.volumes import MoverContext, restore_volume, task_for_restore
 from safehold.kube.clients import Clients
-from safehold.kube.events import post_event
 from safehold.kube.locations import ResolvedLocation
 from safehold.kube.rest import ApiError, Rest, resource_path
 from safehold.planning.restore import (
@@ -53,7 +53,7 @@ from safehold.planning.restore import (
     skip_reason,
     sort_entries,
 )
-from safehold.planning.runs import TERMINAL, Outcome, finished, phase_of, running
+from safehold.planning.runs import running
 from safehold.planning.selection import Scope, SelectionError
 from safehold.storage import restic
 from safehold.storage.catalog import BackupManifest, read_manifest, write_json
@@ -136,48 +136,14 @@ def resolve_source(clients: Clients, namespace: str, spec: RestoreRequestSpec) -
     return Source(name, location, manifest)
 
 
-class RestoreRun:
+class RestoreRun(OneShotRun[RestoreRequestStatus]):
+    info = RESTORE
+    status_model = RestoreRequestStatus
+
     def __init__(self, clients: Clients, body: JSON) -> None:
-        self.clients = clients
-        self.body = body
-        meta = body["metadata"]
-        self.namespace, self.name = meta["namespace"], meta["name"]
-        self.generation = meta.get("generation")
+        super().__init__(clients, body)
         self.spec = RestoreRequestSpec.model_validate(body.get("spec") or {})
-        self.status = RestoreRequestStatus.model_validate(body.get("status") or {})
         self.scope = Scope(self.namespace, operator_namespace())
-
-    def _write(self) -> None:
-        self.status.phase = phase_of(self.status.conditions)
-        write_status(self.clients, RESTORE, self.namespace, self.name, self.status.to_wire())
-
-    def _finish(self, outcome: Outcome, reason: str, message: str) -> None:
-        now = datetime.now(UTC)
-        self.status.conditions = finished(
-            self.status.conditions, outcome, reason, message, self.generation, now
-        )
-        self.status.completion_time = now
-        self._write()
-        post_event(
-            self.clients.core,
-            RESTORE.kind,
-            self.namespace,
-            self.name,
-            self.body["metadata"].get("uid"),
-            "Normal" if outcome == "Succeeded" else "Warning",
-            reason,
-            message,
-        )
-
-    def run(self) -> None:
-        if self.status.phase in TERMINAL:
-            return
-        try:
-            self._run()
-        except Exception as err:
-            # Never leave a RestoreRequest Running forever: an unexpected error ends the run.
-            log.exception("restore %s/%s failed unexpectedly", self.namespace, self.name)
-            self._finish("Failed", "InternalError", f"{type(err).__name__}: {err}")
 
     def _run(self) -> None:
         now = datetime.now(UTC)

@@ -31,6 +31,21 @@ def mover_image() -> str:
     return os.environ.get("SAFEHOLD_MOVER_IMAGE", "safehold:dev")
 
 
+def mover_service_account() -> str | None:
+    """The ServiceAccount mover pods run as (the Helm chart sets it), or None for `default`."""
+    return os.environ.get("SAFEHOLD_MOVER_SERVICE_ACCOUNT") or None
+
+
+def build_service_account(name: str, namespace: str, labels: Mapping[str, str]) -> JSON:
+    """The movers' ServiceAccount: no token mounted, nothing bound to it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+        "automountServiceAccountToken": False,
+    }
+
+
 @dataclass(frozen=True)
 class VolumeMount:
     name: str
@@ -57,6 +72,7 @@ class MoverSpec:
     deadline_seconds: int = 6 * 3600
     ttl_seconds: int = 600
     has_ca: bool = False
+    service_account: str | None = field(default_factory=mover_service_account)
 
 
 def build_secret(
@@ -137,6 +153,8 @@ def build_job(spec: MoverSpec) -> JSON:
         "containers": [container],
         "volumes": volumes,
     }
+    if spec.service_account:
+        pod["serviceAccountName"] = spec.service_account
     if spec.node:
         pod["affinity"] = {
             "nodeAffinity": {
@@ -208,6 +226,13 @@ def run_mover(
     has passed; the result is read before that.
     """
     labels = {LABEL_COMPONENT: "mover", **spec.labels}
+    if spec.service_account:
+        rest.apply(
+            resource_path("", "v1", "serviceaccounts", spec.namespace, spec.service_account),
+            build_service_account(spec.service_account, spec.namespace, {LABEL_COMPONENT: "mover"}),
+            field_manager="safehold",
+            force=True,
+        )
     rest.apply(
         _secret_path(spec.namespace, spec.secret_name),
         build_secret(spec.secret_name, spec.namespace, secret_data, labels),

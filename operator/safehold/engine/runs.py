@@ -1,0 +1,73 @@
+"""The life of a one-shot run (Backup, RestoreRequest): status writes, the final conditions,
+the Event, and the rule that an unexpected error ends the run instead of leaving it Running."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, TypeVar
+
+from safehold.api.backup import BackupStatus
+from safehold.api.kinds import KindInfo
+from safehold.api.restore import RestoreRequestStatus
+from safehold.engine.common import write_status
+from safehold.kube.clients import Clients
+from safehold.kube.events import post_event
+from safehold.planning.runs import TERMINAL, Outcome, finished, phase_of
+
+log = logging.getLogger(__name__)
+JSON = dict[str, Any]
+StatusT = TypeVar("StatusT", BackupStatus, RestoreRequestStatus)
+
+
+class OneShotRun(Generic[StatusT]):
+    info: ClassVar[KindInfo]
+    status_model: ClassVar[type[BackupStatus] | type[RestoreRequestStatus]]
+
+    def __init__(self, clients: Clients, body: JSON) -> None:
+        self.clients = clients
+        self.body = body
+        meta = body["metadata"]
+        self.namespace: str = meta["namespace"]
+        self.name: str = meta["name"]
+        self.generation: int | None = meta.get("generation")
+        self.status: StatusT = self.status_model.model_validate(body.get("status") or {})  # type: ignore[assignment]
+
+    def _write(self) -> None:
+        self.status.phase = phase_of(self.status.conditions)
+        write_status(self.clients, self.info, self.namespace, self.name, self.status.to_wire())
+
+    def _finished(self, outcome: Outcome) -> None:
+        """Hook after the final status is written (metrics)."""
+
+    def _finish(self, outcome: Outcome, reason: str, message: str) -> None:
+        now = datetime.now(UTC)
+        self.status.conditions = finished(
+            self.status.conditions, outcome, reason, message, self.generation, now
+        )
+        self.status.completion_time = now
+        self._write()
+        self._finished(outcome)
+        post_event(
+            self.clients.core,
+            self.info.kind,
+            self.namespace,
+            self.name,
+            self.body["metadata"].get("uid"),
+            "Normal" if outcome == "Succeeded" else "Warning",
+            reason,
+            message,
+        )
+
+    def run(self) -> None:
+        if self.status.phase in TERMINAL:
+            return
+        try:
+            self._run()
+        except Exception as err:
+            # Never leave a run Running forever: an unexpected error ends it.
+            log.exception("%s %s/%s failed unexpectedly", self.info.kind, self.namespace, self.name)
+            self._finish("Failed", "InternalError", f"{type(err).__name__}: {err}")
+
+    def _run(self) -> None:
+        raise NotImplementedError
