@@ -3,13 +3,15 @@
 A local Kubernetes control plane and S3 object store come up, the operator starts, a
 BackupStorageLocation becomes Ready against the real bucket, and a misconfigured one explains
 what is wrong. Then an application namespace (configuration, RBAC, a CRD with custom
-resources) is backed up, destroyed together with its CRD, and restored; the summary proves the
-objects came back identical. PVC data and databases join the story with their capabilities.
+resources, a PVC full of files, a PostgreSQL database) is backed up, destroyed together with
+its CRD, storage and database, and restored from the bucket; the summary proves that objects,
+files (hash, mode, owner, mtime) and rows (count and checksum) came back identical.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from localcluster.cluster import LocalCluster
+from localcluster.databases import PostgreSQL
 from localcluster.helpers import kubectl, wait_for
 from localcluster.objects import TEST_REPOSITORY_PASSWORD, create_and_wait
 from localcluster.operator import OPERATOR_NAMESPACE, OperatorProcess, install_crds
@@ -33,6 +36,7 @@ from localcluster.sample_app import (
     restic_check,
     snapshot_objects,
 )
+from localcluster.trees import describe, make_tree
 
 NAMESPACE = OPERATOR_NAMESPACE
 APP = "shop"
@@ -133,41 +137,129 @@ def story(cluster: LocalCluster, check: Callable[[bool, str], None]) -> None:
     backup_and_restore(cluster, check)
 
 
+def add_data(cluster: LocalCluster, pg: PostgreSQL) -> tuple[dict[str, Any], str]:
+    """A PVC full of files and a PostgreSQL database with orders; returns their fingerprints."""
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "uploads", "labels": {"app": "shop"}},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "standard",
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    kubectl(cluster, "apply", "-n", APP, "-f", "-", stdin=yaml.safe_dump(pvc))
+    make_tree(cluster.pvc_path(APP, "uploads"), small_files=200, large_mib=16)
+    pg.psql("CREATE DATABASE shop;")
+    pg.psql(
+        "CREATE TABLE orders (id serial PRIMARY KEY, item text, price numeric(8,2));"
+        "INSERT INTO orders (item, price) SELECT 'Bücherregal Nr. ' || g, g % 500 + 0.99"
+        " FROM generate_series(1, 20000) g;",
+        "shop",
+    )
+    kubectl(
+        cluster,
+        "create",
+        "secret",
+        "generic",
+        "shop-db",
+        "-n",
+        NAMESPACE,
+        f"--from-literal=username={pg.user}",
+        f"--from-literal=password={pg.password}",
+    )
+    return describe(cluster.pvc_path(APP, "uploads")), orders_fingerprint(pg)
+
+
+def orders_fingerprint(pg: PostgreSQL) -> str:
+    return pg.psql(
+        "SELECT count(*) || ' rows, md5 ' || md5(string_agg(item || price, ',' ORDER BY id))"
+        " FROM orders;",
+        "shop",
+    ).strip()
+
+
 def backup_and_restore(cluster: LocalCluster, check: Callable[[bool, str], None]) -> None:
-    with step(f"Deploy the application namespace {APP!r}: config, RBAC, a CRD and widgets"):
+    with step(f"Deploy {APP!r}: config, RBAC, a CRD and widgets, a PVC with files, a database"):
         kubectl(cluster, "apply", "-f", "-", stdin=yaml.safe_dump(WIDGET_CRD))
         kubectl(cluster, "wait", "--for=condition=Established", f"crd/widgets.{CRD_GROUP}")
         cluster.create_namespace(APP)
         kubectl(cluster, "apply", "-n", APP, "-f", "-", stdin=yaml.safe_dump_all(app_objects(APP)))
+        pg = PostgreSQL().start()
+        files_before, rows_before = add_data(cluster, pg)
         before = snapshot_objects(cluster, APP)
-        show(cluster, "get", "-n", APP, "all,cm,secret,sa,role,rolebinding,widgets")
-    with step("Back it up (with the cluster-scoped objects it depends on)"):
+        show(cluster, "get", "-n", APP, "all,cm,secret,sa,role,rolebinding,widgets,pvc")
+        print(f"    PVC uploads: {len(files_before)} entries; database shop: {rows_before}")
+    try:
+        story_of_loss(cluster, check, pg, before, files_before, rows_before)
+    finally:
+        pg.stop()
+
+
+def story_of_loss(
+    cluster: LocalCluster,
+    check: Callable[[bool, str], None],
+    pg: PostgreSQL,
+    before: dict[str, Any],
+    files_before: dict[str, Any],
+    rows_before: str,
+) -> None:
+    with step("Back it up: objects, cluster-scoped dependencies, PVC data, database dump"):
         spec = {
             "storageLocation": "primary",
             "selection": {"namespaces": [APP], "includeClusterResources": True},
+            "volumes": {"rules": [{"mode": "filesystem"}]},
+            "databases": [
+                {
+                    "name": "shop-db",
+                    "type": "postgresql",
+                    "host": "127.0.0.1",
+                    "port": pg.port,
+                    "databases": ["shop"],
+                    "credentialsSecret": {"name": "shop-db"},
+                },
+            ],
         }
-        done = create_and_wait(cluster, NAMESPACE, "Backup", "shop-1", spec)
+        done = create_and_wait(cluster, NAMESPACE, "Backup", "shop-1", spec, timeout=300)
         show(cluster, "get", "-n", NAMESPACE, "backup", "shop-1", "-o", "wide")
+        status = done["status"]
         check(
-            done["status"]["phase"] == "Succeeded",
-            f"backup Succeeded: {done['status']['resources']['total']} objects, "
-            f"sha256 {done['status']['resources']['sha256'][:16]}…",
+            status["phase"] == "Succeeded",
+            f"backup {status['phase']}: {status['resources']['total']} objects, "
+            f"{len(status['volumes'])} PVC, {len(status['databases'])} database target; "
+            f"export sha256 {status['resources']['sha256'][:16]}…",
         )
-    with step(f"Disaster: delete namespace {APP!r} and the widgets CRD"):
+    with step(f"Disaster: delete namespace {APP!r}, its storage, the CRD, and drop the database"):
         kubectl(cluster, "delete", "crd", f"widgets.{CRD_GROUP}")
         delete_namespace_and_wait(cluster, APP)
+        shutil.rmtree(cluster.pvc_path(APP, "uploads"))
+        pg.psql("DROP DATABASE shop;")
         gone = kubectl(cluster, "get", "namespace", APP, check=False).returncode != 0
-        check(gone, f"namespace {APP!r} is gone")
-    with step("Restore it from the bucket"):
+        check(gone, f"namespace {APP!r}, its files and the database are gone")
+    with step("Restore everything from the bucket"):
         done = create_and_wait(
-            cluster, NAMESPACE, "RestoreRequest", "shop-1", {"backupRef": {"name": "shop-1"}}
+            cluster,
+            NAMESPACE,
+            "RestoreRequest",
+            "shop-1",
+            {"backupRef": {"name": "shop-1"}},
+            timeout=300,
         )
         show(cluster, "get", "-n", NAMESPACE, "restorerequest", "shop-1", "-o", "wide")
         check(done["status"]["phase"] == "Succeeded", f"restore {done['status']['phase']}")
-    with step("Prove it: compare every object with the original, check the repository"):
+    with step("Prove it: objects, every file's hash and metadata, row counts and checksums"):
         after = snapshot_objects(cluster, APP)
         same = sorted(k for k in before if before[k] == after.get(k))
         check(same == sorted(before), f"{len(same)}/{len(before)} objects identical after restore")
+        files_after = describe(cluster.pvc_path(APP, "uploads"))
+        check(
+            files_after == files_before,
+            f"PVC uploads: {len(files_after)} files, dirs and links identical (sha256, mode, "
+            "owner, mtime)",
+        )
+        rows_after = orders_fingerprint(pg)
+        check(rows_after == rows_before, f"database shop: {rows_after}")
         restic_check(cluster, BUCKET, NAMESPACE, prefix="cluster-1")
         check(True, "restic check: repository has no errors")
 

@@ -27,7 +27,7 @@ Everything the node creates is its own and is removed on `stop()`:
 - kube-scheduler on 127.0.0.1 with a client certificate for `system:kube-scheduler`;
 - the few fixed paths (FIXED_PATHS: the kubelet's symlinks in /var/log/containers and its
   device-plugin socket under /var/lib/kubelet, the shims' socket directory /run/containerd/s):
-  our symlinks always, the rest when this node created it (directories only when empty).
+  our symlinks, the socket when this node created it, and those directories once empty.
 
 Our machines give no process CAP_SYS_RESOURCE, not even root: nothing may lower its
 `oom_score_adj` (below its floor, 0 here) or raise an rlimit above the hard limit. The CRI asks for
@@ -658,19 +658,21 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             _run("umount", "-l", mount_point, check=False)
 
     def _remove_fixed_paths(self) -> None:
-        """Our log symlinks in /var/log/containers, and what of FIXED_PATHS we made."""
+        """Our log symlinks, the files of FIXED_PATHS we made, and its directories when empty.
+
+        An empty directory there serves nobody: a concurrent node's kubelet only logs that it
+        could not link a container log, and its shims make the socket directory again.
+        """
         prefix = str(self.root.resolve()) + "/"
         if KUBELET_LOG_LINKS.is_dir():
             for link in KUBELET_LOG_LINKS.iterdir():
                 if link.is_symlink() and os.readlink(link).startswith(prefix):
                     link.unlink()
         for path in sorted(FIXED_PATHS, key=lambda p: -len(p.parts)):
-            if path in self._preexisting:
-                continue
             with contextlib.suppress(OSError):
                 if path.is_dir() and not path.is_symlink():
-                    path.rmdir()  # only when empty: another node may be using it
-                else:
+                    path.rmdir()  # only when empty
+                elif path not in self._preexisting:
                     path.unlink()
 
     def _make_cgroups(self) -> None:
