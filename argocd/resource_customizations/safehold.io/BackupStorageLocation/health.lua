@@ -1,0 +1,22 @@
+-- Argo CD health of a long-lived Safehold object: Healthy when Ready is True for the current
+-- generation, Degraded when Ready is False, Progressing until the operator has looked at it.
+local hs = {}
+local ready = nil
+if obj.status ~= nil and obj.status.conditions ~= nil then
+  for _, c in ipairs(obj.status.conditions) do
+    if c.type == "Ready" then ready = c end
+  end
+end
+if ready == nil or (ready.observedGeneration ~= nil and obj.metadata.generation ~= nil
+    and ready.observedGeneration < obj.metadata.generation) then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the Safehold operator"
+  return hs
+end
+if ready.status == "True" then
+  hs.status = "Healthy"
+else
+  hs.status = "Degraded"
+end
+hs.message = ready.reason .. ": " .. (ready.message or "")
+return hs
