@@ -246,3 +246,40 @@ def test_mover_job_backs_up_a_pvc_to_seaweedfs(
     assert outcome.result["files"] == 2
     snaps = restic.snapshots(host_repo, [f"safehold.io/backup={ns}/b1"])
     assert [s["short_id"] for s in snaps] == [outcome.result["snapshotId"][:8]]
+
+
+def test_backup_hooks_exec_in_a_running_pod(node: RealNode) -> None:
+    """Hook execution goes through the real pods/exec API to the kubelet."""
+    from kubernetes import client
+
+    from safehold.kube.execs import run_exec
+    from safehold.planning.hooks import HookExec
+
+    kube = node.cluster.kube
+    _namespace(node, "hooks")
+    kube.post("/api/v1/namespaces/hooks/pods", _pod("app", "sleep 600", RESTRICTED_CONTAINER))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (
+            kube.get("/api/v1/namespaces/hooks/pods/app").get("status", {}).get("phase")
+            == "Running"
+        ):
+            break
+        time.sleep(0.5)
+    core = client.CoreV1Api(node.cluster.api_client())
+
+    def hook(command: list[str], timeout: int = 20) -> HookExec:
+        return HookExec("flush", "hooks", "app", "main", tuple(command), timeout, "Fail")
+
+    ok = run_exec(core, hook(["sh", "-c", "echo flushed > /tmp/marker && echo quiesced"]))
+    assert ok.ok, ok.message
+    assert "quiesced" in ok.message
+    check = run_exec(core, hook(["cat", "/tmp/marker"]))
+    assert check.ok
+    assert "flushed" in check.message
+    failed = run_exec(core, hook(["sh", "-c", "echo cannot flush >&2; exit 3"]))
+    assert not failed.ok
+    assert "cannot flush" in failed.message
+    slow = run_exec(core, hook(["sleep", "30"], timeout=2))
+    assert not slow.ok
+    assert "timed out after 2s" in slow.message

@@ -23,7 +23,7 @@ from safehold.api.backup import (
     ResourceSummary,
     VolumeResult,
 )
-from safehold.api.content import BackupContent, Volumes
+from safehold.api.content import BackupContent, Hook, Hooks, Volumes
 from safehold.api.kinds import BACKUP, POLICY
 from safehold.api.policy import BackupPolicySpec
 from safehold.config import LABEL_POLICY, operator_namespace, scratch_dir
@@ -33,11 +33,13 @@ from safehold.engine.runs import OneShotRun
 from safehold.engine.volumes import MoverContext, back_up_volumes, list_tasks
 from safehold.kube.clients import Clients
 from safehold.kube.discovery import discover
+from safehold.kube.execs import run_exec
 from safehold.kube.export import Exporter, ExportResult, custom_resource_types
 from safehold.kube.locations import ResolvedLocation
 from safehold.kube.rest import resource_path
 from safehold.planning.dependencies import Dependencies
 from safehold.planning.durations import parse_duration
+from safehold.planning.hooks import plan_hooks, verdict
 from safehold.planning.runs import Outcome, running
 from safehold.planning.selection import (
     Scope,
@@ -187,6 +189,14 @@ class BackupRun(OneShotRun[BackupStatus]):
             included_cluster_resources=plan.content.selection.include_cluster_resources,
         )
         s3 = make_client(plan.location.s3)
+        hooks = plan.content.hooks or Hooks()
+        pre_errors, hook_warnings = self._hooks(plan, hooks.pre)
+        if pre_errors:
+            post_errors, post_warnings = self._hooks(plan, hooks.post)  # post hooks always run
+            self.status.errors = pre_errors + post_errors
+            self.status.warnings = hook_warnings + post_warnings
+            self._finish("Failed", "HookFailed", "; ".join(pre_errors)[:1000])
+            return
         try:
             result = self._export(plan, root)
             exported = time.monotonic()
@@ -211,6 +221,8 @@ class BackupRun(OneShotRun[BackupStatus]):
             shutil.rmtree(root, ignore_errors=True)
         volumes = self._volumes(plan)
         databases = self._databases(plan)
+        post_errors, post_warnings = self._hooks(plan, hooks.post)
+        result.warnings += hook_warnings + post_warnings
         failed = [v for v in volumes if v.result == "Failed"]
         failed_dbs = [d for d in databases if d.result == "Failed"]
         done = time.monotonic()
@@ -222,8 +234,9 @@ class BackupRun(OneShotRun[BackupStatus]):
         )
         errors = [f"PVC {v.namespace}/{v.pvc}: {v.message}" for v in failed]
         errors += [f"database target {d.target}: {d.message}" for d in failed_dbs]
+        errors += post_errors
         volume_bytes = sum(v.bytes or 0 for v in volumes) + sum(d.bytes or 0 for d in databases)
-        outcome: Outcome = "PartiallyFailed" if failed or failed_dbs else "Succeeded"
+        outcome: Outcome = "PartiallyFailed" if errors else "Succeeded"
         manifest = manifest.model_copy(
             update={
                 "phase": outcome,
@@ -267,6 +280,21 @@ class BackupRun(OneShotRun[BackupStatus]):
             f"{result.total} objects from {len(plan.namespaces)} namespace(s){moved} backed up"
             f"{note} in {done - started:.1f}s{failures}"[:1000],
         )
+
+    def _hooks(self, plan: Plan, hooks: list[Hook]) -> tuple[list[str], list[str]]:
+        """Run hooks in the running pods they select: (errors, warnings)."""
+        if not hooks:
+            return [], []
+        pods = [
+            pod
+            for ns in plan.namespaces
+            for page in self.clients.rest.list_pages(resource_path("", "v1", "pods", ns))
+            for pod in page
+        ]
+        planned, warnings = plan_hooks(hooks, pods)
+        outcomes = [run_exec(self.clients.core, step) for step in planned]
+        errors, failed_softly = verdict(outcomes)
+        return errors, warnings + failed_softly
 
     def _mover_context(self, plan: Plan, volumes: Volumes | None = None) -> MoverContext:
         return MoverContext(
