@@ -265,3 +265,44 @@ def test_killed_mover_fails_its_pvc_only_and_the_next_backup_succeeds(
     assert again["status"]["phase"] == "Succeeded", again["status"]
     assert _restic_locks(local_cluster, ops_bucket) == []
     restic_check(local_cluster, ops_bucket, OPS)
+
+
+def test_pvc_that_does_not_exist_fails_by_name(
+    local_cluster: LocalCluster, ops_bucket: str, vol_ns: str
+) -> None:
+    """A PVC deleted between planning and moving (the only way a selected PVC can be missing)
+    fails with PVCNotFound and starts no mover."""
+    from safehold.api.content import Volumes
+    from safehold.engine.volumes import MoverContext, back_up_volume
+    from safehold.kube.clients import Clients
+    from safehold.kube.locations import resolve_location
+    from safehold.planning.volumes import VolumeTask
+
+    clients = Clients.from_api_client(local_cluster.api_client())
+    location = get(local_cluster, OPS, "backupstoragelocation", "main")
+    from safehold.api.location import BackupStorageLocationSpec
+
+    resolved = resolve_location(
+        clients.core, OPS, "main", BackupStorageLocationSpec.model_validate(location["spec"])
+    )
+    ctx = MoverContext(
+        clients.rest, resolved, OPS, f"{OPS}/ghost", "ghost", Volumes(), clients.core
+    )
+    task = VolumeTask(
+        vol_ns,
+        "ghost",
+        "filesystem",
+        None,
+        "1Gi",
+        "standard",
+        ("ReadWriteOnce",),
+        None,
+        65532,
+        65532,
+        None,
+    )
+    result = back_up_volume(ctx, task)
+    assert result.result == "Failed"
+    assert result.message == f"PVCNotFound: PVC {vol_ns}/ghost does not exist"
+    jobs = kubectl(local_cluster, "get", "jobs", "-n", vol_ns, "-o", "name").stdout
+    assert jobs.strip() == ""
