@@ -171,7 +171,16 @@ def test_mover_job_backs_up_a_pvc_to_seaweedfs(
     (data / "sub").mkdir(parents=True)
     (data / "hello.txt").write_text("hello from a real pod\n")
     (data / "sub" / "blob.bin").write_bytes(os.urandom(64 * 1024))
-    for path in (data, data / "sub", data / "hello.txt", data / "sub" / "blob.bin"):
+    with (data / "sub" / "large.bin").open("wb") as out:  # long enough to report progress
+        for _ in range(48):
+            out.write(os.urandom(8 << 20))
+    for path in (
+        data,
+        data / "sub",
+        data / "hello.txt",
+        data / "sub" / "blob.bin",
+        data / "sub" / "large.bin",
+    ):
         path.chmod(0o755 if path.is_dir() else 0o644)
     kube.post(
         "/api/v1/persistentvolumes",
@@ -222,6 +231,7 @@ def test_mover_job_backs_up_a_pvc_to_seaweedfs(
         restic.Repository(f"s3:{in_pod}/realnode/repo", env, options)
     )
 
+    reported: list[dict[str, Any]] = []
     outcome = run_mover(
         Rest(cluster.api_client()),
         MoverSpec(
@@ -241,9 +251,14 @@ def test_mover_job_backs_up_a_pvc_to_seaweedfs(
         ),
         secret,
         poll=0.5,
+        on_progress=reported.append,
     )
     assert outcome.ok, f"{outcome.reason}: {outcome.message}"
-    assert outcome.result["files"] == 2
+    assert outcome.result["files"] == 3
+    # Progress was read from the running pod's log while restic worked.
+    assert reported, "no progress read from the mover's log"
+    assert reported[-1]["totalBytes"] >= 384 << 20
+    assert 0 < reported[0]["bytesDone"] <= reported[-1]["bytesDone"]
     snaps = restic.snapshots(host_repo, [f"safehold.io/backup={ns}/b1"])
     assert [s["short_id"] for s in snaps] == [outcome.result["snapshotId"][:8]]
 

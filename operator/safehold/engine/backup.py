@@ -342,12 +342,14 @@ class BackupRun(OneShotRun[BackupStatus]):
             datetime.now(UTC),
         )
 
-        def progress(done: int) -> None:
-            self.status.progress = Progress(items_done=done, items_total=len(tasks))
+        def progress(done: int, moved: int) -> None:
+            self.status.progress = Progress(
+                items_done=done, items_total=len(tasks), bytes_done=moved
+            )
             with contextlib.suppress(Exception):
                 self._write()
 
-        progress(0)
+        progress(0, 0)
         return back_up_volumes(ctx, tasks, progress)
 
     def _export(self, plan: Plan, root: Any) -> ExportResult:

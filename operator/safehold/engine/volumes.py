@@ -8,6 +8,7 @@ removed whatever happens.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -65,6 +66,7 @@ class MoverContext:
         env: dict[str, str],
         suffix: str,
         delete_job: bool = False,
+        on_progress: Callable[[JSON], None] | None = None,
     ) -> JSON:
         data, options = self.secret_data()
         name = object_name("safehold", self.run_label, task.pvc, suffix)
@@ -91,7 +93,7 @@ class MoverContext:
             deadline_seconds=int(parse_duration(self.volumes.mover_timeout).total_seconds()),
             has_ca="ca.crt" in data,
         )
-        outcome = run_mover(self.rest, spec, data)
+        outcome = run_mover(self.rest, spec, data, on_progress=on_progress)
         if delete_job:  # its pod would keep a temporary PVC in use until the Job's TTL
             _delete(
                 self.rest,
@@ -199,7 +201,9 @@ def _delete(rest: Rest, path: str, propagation: str = "Background") -> None:
             log.warning("could not delete %s: %s", path, err)
 
 
-def back_up_volume(ctx: MoverContext, task: VolumeTask) -> VolumeResult:
+def back_up_volume(
+    ctx: MoverContext, task: VolumeTask, on_bytes: Callable[[str, int], None] | None = None
+) -> VolumeResult:
     base = VolumeResult(
         namespace=task.namespace,
         pvc=task.pvc,
@@ -218,7 +222,15 @@ def back_up_volume(ctx: MoverContext, task: VolumeTask) -> VolumeResult:
         if ctx.rest.get_or_none(_pvc_path(task.namespace, task.pvc)) is None:
             raise VolumeError("PVCNotFound", f"PVC {task.key} does not exist")
         if task.mode == "filesystem":
-            moved = ctx.run_job("volume-backup", task, task.pvc, True, {}, "bk")
+            moved = ctx.run_job(
+                "volume-backup",
+                task,
+                task.pvc,
+                True,
+                {},
+                "bk",
+                on_progress=_bytes_reporter(task, on_bytes),
+            )
             return _moved(base, moved, started)
         snap_name = object_name("safehold", ctx.run_label, task.pvc)
         snapshot = take_snapshot(ctx, task, snap_name)
@@ -237,7 +249,16 @@ def back_up_volume(ctx: MoverContext, task: VolumeTask) -> VolumeResult:
                 pvc_from_snapshot(task, temp, snap_name, size, {LABEL_BACKUP: ctx.run_label}),
             )
             wait_bound(ctx.rest, task.namespace, temp)
-            moved = ctx.run_job("volume-backup", task, temp, True, {}, "mv", delete_job=True)
+            moved = ctx.run_job(
+                "volume-backup",
+                task,
+                temp,
+                True,
+                {},
+                "mv",
+                delete_job=True,
+                on_progress=_bytes_reporter(task, on_bytes),
+            )
         finally:
             _delete(ctx.rest, _pvc_path(task.namespace, temp))
             _delete(ctx.rest, _snapshot_path(task.namespace, snap_name))
@@ -269,17 +290,45 @@ def _moved(base: VolumeResult, moved: JSON, started: float) -> VolumeResult:
     )
 
 
+def _bytes_reporter(
+    task: VolumeTask, on_bytes: Callable[[str, int], None] | None
+) -> Callable[[JSON], None] | None:
+    if on_bytes is None:
+        return None
+    return lambda progress: on_bytes(task.key, int(progress.get("bytesDone", 0)))
+
+
 def back_up_volumes(
-    ctx: MoverContext, tasks: Sequence[VolumeTask], progress: Callable[[int], None] | None = None
+    ctx: MoverContext,
+    tasks: Sequence[VolumeTask],
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[VolumeResult]:
-    """All PVCs, `parallelism` at a time, in the order of `tasks`."""
-    results: list[VolumeResult] = []
+    """All PVCs, `parallelism` at a time, in the order of `tasks`. `progress(done, bytes)` is
+    called as PVCs finish and as running movers report bytes read."""
+    lock = threading.Lock()
+    moved_bytes: dict[str, int] = {}
+    finished = 0
+
+    def report() -> None:
+        if progress is not None:
+            progress(finished, sum(moved_bytes.values()))
+
+    def on_bytes(key: str, done: int) -> None:
+        with lock:
+            moved_bytes[key] = done
+            report()
+
+    def one(task: VolumeTask) -> VolumeResult:
+        nonlocal finished
+        result = back_up_volume(ctx, task, on_bytes)
+        with lock:
+            finished += 1
+            moved_bytes[task.key] = result.bytes or moved_bytes.get(task.key, 0)
+            report()
+        return result
+
     with ThreadPoolExecutor(max_workers=ctx.volumes.parallelism) as pool:
-        for result in pool.map(lambda t: back_up_volume(ctx, t), tasks):
-            results.append(result)
-            if progress:
-                progress(len(results))
-    return results
+        return list(pool.map(one, tasks))
 
 
 def task_for_restore(result: VolumeResult, namespace: str) -> VolumeTask:

@@ -8,9 +8,10 @@ reach it only as Secret-backed environment variables.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +22,11 @@ from safehold.movers.env import TERMINATION_LOG as TERMINATION_LOG_ENV
 from safehold.movers.result import parse_result
 
 JSON = dict[str, Any]
+log = logging.getLogger(__name__)
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_BACKUP = "safehold.io/backup"
 CA_DIR = "/etc/safehold/ca"
+PROGRESS_POLL = 3.0  # seconds between reads of a running mover's progress
 SCRATCH = "/tmp"
 
 
@@ -217,8 +220,36 @@ def _terminated(rest: Rest, namespace: str, job: str) -> JSON | None:
     return None
 
 
+def latest_progress(rest: Rest, namespace: str, job: str) -> JSON | None:
+    """The newest progress line a running mover printed, read from its pod's log (needs a
+    kubelet; None when there is none yet or the log cannot be read)."""
+    try:
+        pods = rest.get(
+            resource_path("", "v1", "pods", namespace),
+            labelSelector=f"batch.kubernetes.io/job-name={job}",
+        ).get("items", [])
+        running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+        if not running:
+            return None
+        path = resource_path("", "v1", "pods", namespace, running[0]["metadata"]["name"])
+        text = rest.get_text(f"{path}/log", tailLines=5)
+    except ApiError as err:
+        log.debug("no progress from Job %s/%s: %s", namespace, job, err)
+        return None
+    doc = parse_result("\n".join(line for line in text.splitlines() if '"progress"' in line))
+    found: JSON | None = (doc or {}).get("progress")
+    return found
+
+
+ProgressFn = Callable[[JSON], None]
+
+
 def run_mover(
-    rest: Rest, spec: MoverSpec, secret_data: Mapping[str, str], poll: float = 1.0
+    rest: Rest,
+    spec: MoverSpec,
+    secret_data: Mapping[str, str],
+    poll: float = 1.0,
+    on_progress: ProgressFn | None = None,
 ) -> MoverOutcome:
     """Create the Secret and the Job, wait until the Job ends, return the mover's result.
 
@@ -260,6 +291,7 @@ def run_mover(
         _secret_path(spec.namespace, spec.secret_name), {"metadata": {"ownerReferences": [owner]}}
     )
     deadline = time.monotonic() + spec.deadline_seconds + 120
+    next_progress = time.monotonic()
     while time.monotonic() < deadline:
         current = rest.get_or_none(_job_path(spec.namespace, spec.name))
         if current is None:
@@ -273,6 +305,11 @@ def run_mover(
         }
         if "Complete" in conditions or "Failed" in conditions:
             return _outcome(rest, spec, conditions)
+        if on_progress is not None and time.monotonic() >= next_progress:
+            next_progress = time.monotonic() + PROGRESS_POLL
+            progress = latest_progress(rest, spec.namespace, spec.name)
+            if progress is not None:
+                on_progress(progress)
         time.sleep(poll)
     return MoverOutcome(
         False, "MoverTimeout", f"Job {spec.namespace}/{spec.name} did not finish in time"

@@ -89,6 +89,22 @@ class Rest:
             raise ApiError(method, path, resp.status, data or b"")
         return cast(JSON, json.loads(data)) if data else {}
 
+    def get_text(self, path: str, **query: str | int | bool | None) -> str:
+        """A plain-text endpoint such as pods/log."""
+        params = [(k, str(v)) for k, v in query.items() if v is not None]
+        serialized = self.api.param_serialize(
+            method="GET",
+            resource_path=path,
+            query_params=params,
+            header_params={"Accept": "*/*"},
+            auth_settings=["BearerToken"],
+        )
+        resp = self.api.call_api(*serialized, _request_timeout=30)
+        data = resp.read()  # type: ignore[no-untyped-call]
+        if not 200 <= resp.status <= 299:
+            raise ApiError("GET", path, resp.status, data or b"")
+        return str(data.decode(errors="replace"))
+
     def get(self, path: str, **query: str | int | bool | None) -> JSON:
         return self.request("GET", path, query=query)
 

@@ -14,6 +14,7 @@ Runs inside a mover Job. Everything comes from the environment (secrets from a S
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -25,6 +26,30 @@ from safehold.movers.result import write_result
 from safehold.storage import restic
 
 IGNORED_IN_EMPTY_CHECK = {"lost+found"}
+
+
+PROGRESS_INTERVAL = 2.0
+
+
+class _ProgressPrinter:
+    """Prints restic's progress as a compact JSON line at most every PROGRESS_INTERVAL seconds;
+    the operator reads the newest one from the pod's log while the Job runs."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def __call__(self, status: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_INTERVAL:
+            return
+        self.last = now
+        progress = {
+            "bytesDone": int(status.get("bytes_done", 0)),
+            "totalBytes": int(status.get("total_bytes", 0)),
+            "filesDone": int(status.get("files_done", 0)),
+            "totalFiles": int(status.get("total_files", 0)),
+        }
+        print(json.dumps({"progress": progress}, separators=(",", ":")), flush=True)
 
 
 def _fail(reason: str, message: str) -> int:
@@ -43,7 +68,7 @@ def volume_backup(environ: Mapping[str, str] = os.environ) -> int:
             f"safehold.io/pvc={environ.get('SAFEHOLD_PVC', '')}",
             "safehold.io/content=volume",
         ]
-        summary = restic.backup_directory(repo, path, tags)
+        summary = restic.backup_directory(repo, path, tags, on_status=_ProgressPrinter())
     except KeyError as err:
         return _fail("InvalidMoverEnvironment", f"{err.args[0]} is not set")
     except restic.ResticError as err:

@@ -6,13 +6,14 @@ command line. Every error text is redacted before it leaves this module.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -198,14 +199,28 @@ class BackupSummary:
     duration_seconds: float
 
 
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
 def backup_directory(
-    repo: Repository, directory: str, tags: Sequence[str], host: str = "safehold"
+    repo: Repository,
+    directory: str,
+    tags: Sequence[str],
+    host: str = "safehold",
+    on_status: ProgressFn | None = None,
 ) -> BackupSummary:
-    """Back up a directory (stored under its absolute path) and return restic's summary."""
+    """Back up a directory (stored under its absolute path) and return restic's summary.
+
+    With `on_status`, restic's status messages (bytes and files done, totals) are passed on
+    while it runs.
+    """
     # A prune holds the exclusive lock briefly: wait for it instead of failing.
-    args = ["backup", directory, "--host", host, "--json", "--quiet", "--retry-lock", "5m"]
+    args = ["backup", directory, "--host", host, "--json", "--retry-lock", "5m"]
     args += [a for t in tags for a in ("--tag", t)]
-    out = run(repo, args, timeout=6 * 3600).stdout
+    if on_status is None:
+        out = run(repo, [*args, "--quiet"], timeout=6 * 3600).stdout
+    else:
+        out = _run_streaming(repo, args, on_status)
     summary = _summary_line(out)
     return BackupSummary(
         snapshot_id=str(summary["snapshot_id"]),
@@ -214,6 +229,28 @@ def backup_directory(
         bytes_added=int(summary.get("data_added", 0)),
         duration_seconds=float(summary.get("total_duration", 0.0)),
     )
+
+
+def _run_streaming(repo: Repository, args: Sequence[str], on_status: ProgressFn) -> bytes:
+    """Run restic, handing each JSON status line to `on_status`; returns the other lines."""
+    cmd = [restic_binary(), *repo.options, *args]
+    kept: list[bytes] = []
+    with subprocess.Popen(
+        cmd, env=_child_env(repo), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(b'{"message_type":"status"'):
+                with contextlib.suppress(ValueError):
+                    on_status(json.loads(line))
+            else:
+                kept.append(line)
+        stderr = proc.stderr.read() if proc.stderr else b""
+        code = proc.wait()
+    if code != 0:
+        text = redact(stderr.decode(errors="replace").strip(), repo.secret_values)
+        raise ResticError(_reason(code, text), _last_lines(text), code)
+    return b"".join(kept)
 
 
 def _summary_line(out: bytes) -> dict[str, Any]:
