@@ -268,27 +268,41 @@ def _create(args: argparse.Namespace) -> int:
     return create_and_wait(args, BACKUPS, body, args.namespace)
 
 
-def _list(args: argparse.Namespace) -> int:
-    from safehold.cli.output import backup_table, now_utc
+def list_command(args: argparse.Namespace, kind: Any, noun: str, table: Any) -> int:
+    """Shared `list` of backups and restores: a table, or a note on stderr when empty."""
+    from safehold.cli.output import now_utc
 
     connection = connect(args)
     namespace = None if args.all_namespaces else connection.namespace
-    items = Objects(connection.custom_objects(), BACKUPS).list(namespace)
+    items = Objects(connection.custom_objects(), kind).list(namespace)
     if not items:
         where = "any namespace" if namespace is None else f"namespace {namespace}"
-        stderr(f"No backups found in {where}.")
+        stderr(f"No {noun} found in {where}.")
         return 0
-    sys.stdout.write(backup_table(items, now_utc(), args.all_namespaces))
+    sys.stdout.write(table(items, now_utc(), args.all_namespaces))
     return 0
+
+
+def describe_command(args: argparse.Namespace, kind: Any, render: Any) -> int:
+    """Shared `describe` of backups and restores."""
+    from safehold.cli.output import now_utc
+
+    connection = connect(args)
+    obj = Objects(connection.custom_objects(), kind).get(connection.namespace, args.name)
+    sys.stdout.write(render(obj, now_utc()))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from safehold.cli.output import backup_table
+
+    return list_command(args, BACKUPS, "backups", backup_table)
 
 
 def _describe(args: argparse.Namespace) -> int:
-    from safehold.cli.output import describe_backup, now_utc
+    from safehold.cli.output import describe_backup
 
-    connection = connect(args)
-    obj = Objects(connection.custom_objects(), BACKUPS).get(connection.namespace, args.name)
-    sys.stdout.write(describe_backup(obj, now_utc()))
-    return 0
+    return describe_command(args, BACKUPS, describe_backup)
 
 
 def _download(args: argparse.Namespace) -> int:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from safehold.cli.backup import RAW, _wait_and_output, connect, create_and_wait
+from safehold.cli.backup import (
+    RAW,
+    _wait_and_output,
+    create_and_wait,
+    describe_command,
+    list_command,
+)
 from safehold.cli.common import (
     RESTORES,
     CliError,
-    Objects,
     comma_list,
     connection_parent,
     label_selector,
     namespace_pair,
-    stderr,
 )
 
 CREATE_EPILOG = """examples:
@@ -167,23 +170,12 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from safehold.cli.output import now_utc, restore_table
+    from safehold.cli.output import restore_table
 
-    connection = connect(args)
-    namespace = None if args.all_namespaces else connection.namespace
-    items = Objects(connection.custom_objects(), RESTORES).list(namespace)
-    if not items:
-        where = "any namespace" if namespace is None else f"namespace {namespace}"
-        stderr(f"No restore requests found in {where}.")
-        return 0
-    sys.stdout.write(restore_table(items, now_utc(), args.all_namespaces))
-    return 0
+    return list_command(args, RESTORES, "restore requests", restore_table)
 
 
 def _describe(args: argparse.Namespace) -> int:
-    from safehold.cli.output import describe_restore, now_utc
+    from safehold.cli.output import describe_restore
 
-    connection = connect(args)
-    obj = Objects(connection.custom_objects(), RESTORES).get(connection.namespace, args.name)
-    sys.stdout.write(describe_restore(obj, now_utc()))
-    return 0
+    return describe_command(args, RESTORES, describe_restore)
