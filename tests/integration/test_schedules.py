@@ -326,3 +326,66 @@ def test_every_minute_schedule_starts_a_run_on_time(local_cluster: LocalCluster,
     assert "nextScheduleTime" not in obj["status"]
     assert obj["status"]["lastSuccessfulBackup"]["name"] == expected
     kubectl(local_cluster, "delete", "-n", OPS, "backuppolicy", name, "--wait=false")
+
+
+def test_forbid_skips_a_run_while_the_previous_one_runs(
+    local_cluster: LocalCluster, app: str, scheduler: Scheduler
+) -> None:
+    name = f"forbid-{app}"
+    apply(local_cluster, OPS, policy_doc(name, app, schedule="0 * * * *"))
+    wait_ready(local_cluster, name, "Scheduled")
+    # A run of this policy that is still going. Annotated as re-discovered from storage, so the
+    # operator leaves it alone and its phase stays what the test says.
+    inflight = f"{name}-inflight"
+    apply(
+        local_cluster,
+        OPS,
+        {
+            "apiVersion": API,
+            "kind": "Backup",
+            "metadata": {
+                "name": inflight,
+                "labels": {"safehold.io/policy": name},
+                "annotations": {"safehold.io/synced-from-storage": "test"},
+            },
+            "spec": {"storageLocation": "main"},
+        },
+    )
+
+    def set_phase(phase: str) -> None:
+        kubectl(
+            local_cluster,
+            "patch",
+            "-n",
+            OPS,
+            "backup",
+            inflight,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": {"phase": phase}}),
+        )
+
+    set_phase("Running")
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
+    assert scheduler.tick(hour + timedelta(seconds=20)).created == []
+    events = kubectl(
+        local_cluster,
+        "get",
+        "events",
+        "-n",
+        OPS,
+        "--field-selector",
+        f"involvedObject.name={name},reason=RunSkipped",
+        "-o",
+        "json",
+    ).stdout
+    assert "concurrencyPolicy Forbid" in events
+    assert [b["metadata"]["name"] for b in policy_backups(local_cluster, name)] == [inflight]
+
+    set_phase("Succeeded")
+    next_hour = hour + timedelta(hours=1)
+    created = scheduler.tick(next_hour + timedelta(seconds=20)).created
+    assert created == [f"{OPS}/{name}-{next_hour:%Y%m%d%H%M}"]
+    wait_complete(local_cluster, OPS, "backup", created[0].split("/")[1])
+    kubectl(local_cluster, "delete", "-n", OPS, "backuppolicy", name, "--wait=false")
