@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -169,12 +170,23 @@ def init(repo: Repository) -> None:
     run(repo, ["init"], timeout=120)
 
 
+_init_locks: dict[str, threading.Lock] = {}
+_init_locks_guard = threading.Lock()
+
+
 def ensure_initialized(repo: Repository) -> bool:
-    """Initialise the repository if missing; returns True if it was created now."""
-    if is_initialized(repo):
-        return False
-    init(repo)
-    return True
+    """Initialise the repository if missing; returns True if it was created now.
+
+    Serialised per repository: two concurrent `restic init`s (a location probe and a first
+    backup) would each write their own master key, leaving a repository no key can open.
+    """
+    with _init_locks_guard:
+        lock = _init_locks.setdefault(repo.url, threading.Lock())
+    with lock:
+        if is_initialized(repo):
+            return False
+        init(repo)
+        return True
 
 
 def check(repo: Repository, read_data: bool = False) -> None:
