@@ -77,8 +77,13 @@ COPY --from=restic /out/restic /usr/local/bin/restic
 COPY --from=python-build /opt/safehold /opt/safehold
 RUN restic version | grep -q "restic ${RESTIC_VERSION#v} " \
  || { echo "restic in the image is not ${RESTIC_VERSION}: $(restic version)" >&2; exit 1; }
+# A passwd entry for the default UID, and USER for any other UID a mover runs as: Kopf (via
+# getpass.getuser) fails at start-up when the process's user has no name.
+RUN groupadd --gid 65532 safehold \
+ && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin safehold
 ENV PATH=/opt/safehold/bin:/usr/lib/postgresql/${POSTGRESQL_MAJOR}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/tmp \
+    USER=safehold \
     TMPDIR=/tmp \
     XDG_CACHE_HOME=/tmp/.cache \
     RESTIC_CACHE_DIR=/tmp/.cache/restic \

@@ -165,6 +165,20 @@ def test_identity_inside_the_container() -> None:
     assert out.split() == [str(UID), str(UID), "/tmp"]
 
 
+def test_the_process_user_has_a_name() -> None:
+    """Kopf asks getpass.getuser() at start-up; it must not fail for the default UID (passwd
+    entry) nor for another UID a mover runs as (USER in the environment)."""
+    code = "import getpass, os, pwd; print(getpass.getuser()); print(pwd.getpwuid(os.getuid())[0])"
+    assert ok(run("python3", "-c", code, entrypoint="")).split() == ["safehold", "safehold"]
+    restricted_as_1000 = [o for o in RESTRICTED if not o.startswith("--user=")]
+    other = _podman(
+        "run", "--rm", *restricted_as_1000, "--user=1000:1000", "--entrypoint=", IMAGE,
+        "python3", "-c", "import getpass; print(getpass.getuser())",
+    )  # fmt: skip
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.strip() == "safehold"
+
+
 def test_operator_and_mover_code_imports() -> None:
     """The whole package imports with bytecode writes impossible (read-only root)."""
     code = (

@@ -695,3 +695,37 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             for d in [*dirs, top]:
                 with contextlib.suppress(OSError):
                     d.rmdir()
+
+
+WORKLOAD_CONTROLLERS = ("deployment-controller", "replicaset-controller")
+
+
+def start_workload_controllers(
+    node: RealNode, controllers: tuple[str, ...] = WORKLOAD_CONTROLLERS
+) -> ManagedProcess:
+    """A second kube-controller-manager running only `controllers` (Deployments by default).
+
+    The harness's controller manager runs just what the integration tier needs
+    (components.CONTROLLERS, no Deployments); the end-to-end round trip installs the operator
+    as a Deployment. It uses the cluster's admin kubeconfig, binds 127.0.0.1 and is stopped
+    with the node.
+    """
+    (port,) = free_ports(1)
+    proc = ManagedProcess(
+        "kube-controller-manager-workloads",
+        [
+            str(binaries.find("kube-controller-manager")),
+            f"--kubeconfig={node.cluster.kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--cert-dir={node.root / 'kcm-workloads-certs'}",
+            "--leader-elect=false",
+            f"--controllers={','.join(controllers)}",
+            "--profiling=false",
+            "--v=1",
+        ],
+        node.logs_dir / "kube-controller-manager-workloads.log",
+    )
+    proc.start()
+    node._processes.append(proc)
+    return proc
