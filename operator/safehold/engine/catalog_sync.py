@@ -15,9 +15,10 @@ from safehold import API_VERSION
 from safehold.api.backup import BackupStatus
 from safehold.api.kinds import BACKUP
 from safehold.config import ANNOTATION_SYNCED, LABEL_POLICY
-from safehold.engine.common import custom_path, write_status
+from safehold.engine.common import custom_path
 from safehold.kube.clients import Clients
 from safehold.kube.locations import ResolvedLocation
+from safehold.kube.resources import patch_status
 from safehold.kube.rest import ApiError
 from safehold.planning.runs import Outcome, finished
 from safehold.storage.catalog import BackupManifest, list_manifests
@@ -94,7 +95,7 @@ def sync_catalog(clients: Clients, location: ResolvedLocation) -> int:
         body, status = backup_from_manifest(manifest, location.name)
         try:
             clients.rest.create(custom_path(BACKUP.plural, namespace), body)
-            write_status(clients, BACKUP, namespace, manifest.name, status)
+            patch_status(clients.custom, BACKUP, namespace, manifest.name, status)
         except ApiError as err:
             if err.status != 409:  # created meanwhile by someone else: fine
                 log.warning("could not re-create Backup %s/%s: %s", namespace, manifest.name, err)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import functools
 import subprocess
-from typing import Any
 
 from safehold import GROUP, VERSION, __version__
-from safehold.api.kinds import LOCATION, KindInfo
+from safehold.api.kinds import LOCATION
 from safehold.api.location import BackupStorageLocationSpec, BackupStorageLocationStatus
 from safehold.kube.clients import Clients
 from safehold.kube.locations import ResolvedLocation, resolve_location
-from safehold.kube.resources import patch_status
 from safehold.kube.rest import resource_path
 from safehold.kube.secrets import SecretProblem
 from safehold.planning.conditions import get_condition
@@ -56,12 +54,6 @@ def load_location(
         return resolve_location(clients.core, namespace, name, spec)
     except SecretProblem as err:
         raise RunError(err.reason, str(err)) from None
-
-
-def write_status(
-    clients: Clients, info: KindInfo, namespace: str, name: str, status: dict[str, Any]
-) -> None:
-    patch_status(clients.custom, info, namespace, name, status)
 
 
 @functools.cache

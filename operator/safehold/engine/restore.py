@@ -234,6 +234,18 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
                 results.errors.append(f"PVC {vol.namespace}/{vol.pvc}: {vol.message}")
         self._record(source, results, time.monotonic() - started)
 
+    def _mover_context(self, source: Source) -> MoverContext:
+        """What the restore's mover Jobs (volumes and databases) share."""
+        return MoverContext(
+            self.clients.rest,
+            source.location,
+            self.namespace,
+            f"{self.namespace}/{self.name}",
+            self.name,
+            Volumes(parallelism=4),
+            self.clients.core,
+        )
+
     def _original_targets(self, source: Source) -> dict[str, DatabaseTarget]:
         """Where the backup's database targets lived, from its Backup (or policy) spec."""
         body = (
@@ -265,15 +277,7 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
             return
         originals = self._original_targets(source)
         overrides = {t.target: t for t in wanted.targets}
-        ctx = MoverContext(
-            self.clients.rest,
-            source.location,
-            self.namespace,
-            f"{self.namespace}/{self.name}",
-            self.name,
-            Volumes(),
-            self.clients.core,
-        )
+        ctx = self._mover_context(source)
         self.status.databases = [
             restore_target(ctx, self.namespace, d, originals.get(d.target), overrides.get(d.target))
             for d in dumped
@@ -303,14 +307,7 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
             ]
             return
         wanted = self.spec.volumes or VolumeRestore()
-        ctx = MoverContext(
-            self.clients.rest,
-            source.location,
-            self.namespace,
-            f"{self.namespace}/{self.name}",
-            self.name,
-            Volumes(parallelism=4),
-        )
+        ctx = self._mover_context(source)
         labels = {LABEL_RESTORED_BY: self.name}
         mapping = self.spec.namespace_mapping
 

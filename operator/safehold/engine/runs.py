@@ -10,9 +10,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 from safehold.api.backup import BackupStatus
 from safehold.api.kinds import KindInfo
 from safehold.api.restore import RestoreRequestStatus
-from safehold.engine.common import write_status
 from safehold.kube.clients import Clients
 from safehold.kube.events import post_event
+from safehold.kube.resources import patch_status
 from safehold.planning.runs import TERMINAL, Outcome, finished, phase_of
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,9 @@ class OneShotRun(Generic[StatusT]):
 
     def _write(self) -> None:
         self.status.phase = phase_of(self.status.conditions)
-        write_status(self.clients, self.info, self.namespace, self.name, self.status.to_wire())
+        patch_status(
+            self.clients.custom, self.info, self.namespace, self.name, self.status.to_wire()
+        )
 
     def _finished(self, outcome: Outcome) -> None:
         """Hook after the final status is written (metrics)."""

@@ -164,14 +164,25 @@ def take_snapshot(ctx: MoverContext, task: VolumeTask, name: str) -> JSON:
     )
 
 
-def pvc_from_snapshot(
-    task: VolumeTask, name: str, snapshot: str, size: str | None, labels: dict[str, str]
+def pvc_body(
+    task: VolumeTask,
+    name: str,
+    labels: dict[str, str],
+    size: str | None = None,
+    snapshot: str | None = None,
 ) -> JSON:
+    """A PVC shaped like the task's (access modes, class, size), optionally made from a
+    VolumeSnapshot."""
     spec: JSON = {
         "accessModes": list(task.access_modes) or ["ReadWriteOnce"],
         "resources": {"requests": {"storage": size or task.capacity or "1Gi"}},
-        "dataSource": {"apiGroup": SNAPSHOT_GROUP, "kind": "VolumeSnapshot", "name": snapshot},
     }
+    if snapshot is not None:
+        spec["dataSource"] = {
+            "apiGroup": SNAPSHOT_GROUP,
+            "kind": "VolumeSnapshot",
+            "name": snapshot,
+        }
     if task.storage_class:
         spec["storageClassName"] = task.storage_class
     return {
@@ -246,7 +257,7 @@ def back_up_volume(
             size = (snapshot.get("status") or {}).get("restoreSize")
             ctx.rest.create(
                 _pvc_path(task.namespace),
-                pvc_from_snapshot(task, temp, snap_name, size, {LABEL_BACKUP: ctx.run_label}),
+                pvc_body(task, temp, {LABEL_BACKUP: ctx.run_label}, size, snap_name),
             )
             wait_bound(ctx.rest, task.namespace, temp)
             moved = ctx.run_job(
@@ -349,23 +360,8 @@ def task_for_restore(result: VolumeResult, namespace: str) -> VolumeTask:
 
 
 def _ensure_pvc(rest: Rest, task: VolumeTask, labels: dict[str, str]) -> None:
-    if rest.get_or_none(_pvc_path(task.namespace, task.pvc)) is not None:
-        return
-    spec: JSON = {
-        "accessModes": list(task.access_modes) or ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": task.capacity or "1Gi"}},
-    }
-    if task.storage_class:
-        spec["storageClassName"] = task.storage_class
-    rest.create(
-        _pvc_path(task.namespace),
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": task.pvc, "namespace": task.namespace, "labels": labels},
-            "spec": spec,
-        },
-    )
+    if rest.get_or_none(_pvc_path(task.namespace, task.pvc)) is None:
+        rest.create(_pvc_path(task.namespace), pvc_body(task, task.pvc, labels))
 
 
 def restore_volume(
@@ -395,7 +391,7 @@ def restore_volume(
                 )
             ctx.rest.create(
                 _pvc_path(task.namespace),
-                pvc_from_snapshot(task, task.pvc, backed_up.volume_snapshot, task.capacity, labels),
+                pvc_body(task, task.pvc, labels, task.capacity, backed_up.volume_snapshot),
             )
             return base.model_copy(update={"volume_snapshot": backed_up.volume_snapshot})
         if not backed_up.snapshot_id:

@@ -124,9 +124,14 @@ def run(
             "RepositoryTimeout", f"restic {args[0]} did not finish in {timeout:.0f}s"
         ) from err
     if proc.returncode != 0:
-        stderr = redact(proc.stderr.decode(errors="replace").strip(), repo.secret_values)
-        raise ResticError(_reason(proc.returncode, stderr), _last_lines(stderr), proc.returncode)
+        raise _failure(proc.returncode, proc.stderr, repo.secret_values)
     return proc
+
+
+def _failure(code: int, stderr: bytes, secrets: Sequence[str]) -> ResticError:
+    """The error for a failed restic run: classified reason, redacted last lines."""
+    text = redact(stderr.decode(errors="replace").strip(), secrets)
+    return ResticError(_reason(code, text), _last_lines(text), code)
 
 
 def _reason(code: int, stderr: str) -> str:
@@ -260,8 +265,7 @@ def _run_streaming(repo: Repository, args: Sequence[str], on_status: ProgressFn)
         stderr = proc.stderr.read() if proc.stderr else b""
         code = proc.wait()
     if code != 0:
-        text = redact(stderr.decode(errors="replace").strip(), repo.secret_values)
-        raise ResticError(_reason(code, text), _last_lines(text), code)
+        raise _failure(code, stderr, repo.secret_values)
     return b"".join(kept)
 
 
@@ -288,8 +292,7 @@ def dump_archive(
         cmd, env=_child_env(repo), stdout=out, stderr=subprocess.PIPE, check=False
     )
     if proc.returncode != 0:
-        stderr = redact(proc.stderr.decode(errors="replace").strip(), repo.secret_values)
-        raise ResticError(_reason(proc.returncode, stderr), _last_lines(stderr), proc.returncode)
+        raise _failure(proc.returncode, proc.stderr, repo.secret_values)
 
 
 def snapshot_path(repo: Repository, snapshot_id: str) -> str:
@@ -409,8 +412,7 @@ def dump_file(repo: Repository, snapshot_id: str, path: str, out: BinaryIO) -> N
         cmd, env=_child_env(repo), stdout=out, stderr=subprocess.PIPE, check=False
     )
     if proc.returncode != 0:
-        stderr = redact(proc.stderr.decode(errors="replace").strip(), repo.secret_values)
-        raise ResticError(_reason(proc.returncode, stderr), _last_lines(stderr), proc.returncode)
+        raise _failure(proc.returncode, proc.stderr, repo.secret_values)
 
 
 def dump_into_command(
