@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help tools test lint unit integration e2e demo crds fmt clean image image-save image-test node-tools node-test
+.PHONY: help tools test lint unit integration e2e demo crds fmt clean image image-save image-test node-tools node-images node-test
 
 help:
 	@echo "make demo         local control plane, object store, operator: backup, disaster, restore"
@@ -13,7 +13,8 @@ help:
 	@echo "make e2e          opt-in end-to-end tier on kind (needs a Docker engine)"
 	@echo "make image        build localhost/safehold:dev with podman (tools/image; pins from tools/versions.env)"
 	@echo "make image-save   also write it as an OCI archive (build/image/safehold-oci.tar) for containerd"
-	@echo "make node-test    only the real-node tier: kubelet + containerd run pods of the image (root)"
+	@echo "make node-images  the PostgreSQL image of the end-to-end round trip (root; build/image/)"
+	@echo "make node-test    only the real-node tier, end-to-end round trip included (root)"
 
 tools:
 	tools/bootstrap all
@@ -37,7 +38,7 @@ unit: tools
 integration: tools
 	pytest tests/integration $(PYTEST_ARGS)
 
-test: tools lint image-save node-tools
+test: tools lint image-save node-tools node-images
 	pytest tests $(PYTEST_ARGS)
 
 # The image: podman + a debootstrap base (no registry here); cold about a minute, warm seconds.
@@ -55,7 +56,15 @@ image-test: image
 node-tools: tools
 	@if [ "$$(id -u)" = 0 ]; then tools/bootstrap node; else echo "not root: no real node"; fi
 
-node-test: image-save node-tools
+# The database image the end-to-end round trip runs (tools/images/postgres.Containerfile).
+node-images: tools
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory build/image/postgres-oci.tar; \
+	else echo "not root: no node images"; fi
+
+build/image/postgres-oci.tar: tools/images/postgres.Containerfile tools/versions.env
+	tools/image postgres $@
+
+node-test: image-save node-tools node-images
 	SAFEHOLD_REAL_NODE=1 pytest tests/node $(PYTEST_ARGS)
 
 e2e: tools

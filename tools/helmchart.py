@@ -40,6 +40,11 @@ def pinned_kubernetes() -> str:
     raise LookupError("KUBERNETES_VERSION not in tools/versions.env")
 
 
+class HelmError(subprocess.CalledProcessError):
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stderr}"
+
+
 def helm_binary() -> str | None:
     pinned = REPO / ".tools" / "bin" / "helm"
     if pinned.exists():
@@ -47,15 +52,19 @@ def helm_binary() -> str | None:
     return shutil.which("helm")
 
 
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def helm(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the pinned helm; with `check`, a non-zero exit raises showing helm's stderr."""
     binary = helm_binary()
     assert binary is not None, "helm is missing (tools/bootstrap helm)"
     env = {**os.environ, "HELM_CACHE_HOME": "/tmp/safehold-helm/cache"}
     env |= {"HELM_CONFIG_HOME": "/tmp/safehold-helm/config"}
     env |= {"HELM_DATA_HOME": "/tmp/safehold-helm/data"}
-    return subprocess.run(
-        [binary, *args], capture_output=True, text=True, check=check, timeout=120, env=env
+    result = subprocess.run(
+        [binary, *args], capture_output=True, text=True, check=False, timeout=timeout, env=env
     )
+    if check and result.returncode != 0:
+        raise HelmError(result.returncode, [binary, *args], result.stdout, result.stderr)
+    return result
 
 
 def render_text(

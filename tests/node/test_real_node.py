@@ -13,37 +13,19 @@ import os
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from localcluster import binaries
-from localcluster.cluster import LocalCluster
 from localcluster.kube import KubeError
-from localcluster.node import RealNode, unavailable_reason
+from localcluster.node import RealNode
+from node.tier import node_skip_reason, skip_unless_runnable
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/safehold:dev"
-ARCHIVE = REPO / "build" / "image" / "safehold-oci.tar"
-REQUESTED = os.environ.get("SAFEHOLD_REAL_NODE", "")
-
-
-def _skip_reason() -> str | None:
-    if REQUESTED == "0":
-        return "real-node tier turned off (SAFEHOLD_REAL_NODE=0)"
-    reason = unavailable_reason()
-    if reason:
-        return reason
-    if not ARCHIVE.is_file():
-        return f"{ARCHIVE} missing: run `make image-save`"
-    return None
-
-
-_REASON = _skip_reason()
-_SKIP = _REASON is not None and REQUESTED != "1"
-pytestmark = [pytest.mark.node, pytest.mark.skipif(_SKIP, reason=_REASON or "")]
+pytestmark = [pytest.mark.node, skip_unless_runnable(node_skip_reason())]
 
 RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
@@ -57,12 +39,8 @@ RESTRICTED_CONTAINER = {
 
 
 @pytest.fixture(scope="module")
-def node() -> Iterator[RealNode]:
-    if _REASON is not None:
-        pytest.fail(f"SAFEHOLD_REAL_NODE=1 but the real node cannot run: {_REASON}")
-    with LocalCluster(node_agent=False) as cluster, RealNode(cluster) as real:
-        real.import_image(ARCHIVE)
-        yield real
+def node(real_node: RealNode) -> RealNode:
+    return real_node
 
 
 def _namespace(node: RealNode, name: str) -> None:

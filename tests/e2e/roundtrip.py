@@ -1,0 +1,519 @@
+"""The end-to-end round trip, the same on every cluster that can run pods of our image.
+
+backup → delete the application namespace → restore, with the operator installed by
+`helm install` from charts/safehold and running from our image in a pod, mover Jobs running as
+restricted pods of the image, and:
+
+- configuration: a ConfigMap, a Secret, a Deployment (0 replicas) and a Service;
+- a PVC of the platform's dynamic StorageClass (reclaim `Delete`, so deleting the namespace
+  really loses the data), filled by a Job and read back by another (sha256 of every file);
+- PostgreSQL 15 in a pod (Debian's package, `tools/images/postgres.Containerfile`) running as
+  the postgres UID under the restricted profile, with a table checksummed before and after;
+- a pre-backup exec hook in the PostgreSQL pod (CHECKPOINT, then a marker file).
+
+Two platforms run it: the real node of `tools/localcluster` (tests/node/test_e2e_round_trip.py,
+in `make test` as root) and kind (tests/e2e/test_kind.py, opt-in `make e2e` where Docker runs).
+A `Platform` says what differs: the kubeconfig and kubectl, the StorageClass, the object store
+the pods reach, and whether Services resolve from pods (kind has cluster DNS and kube-proxy;
+the real node has neither, so there the database target names the pod IP and the restore runs
+in two steps: objects and volume, then the database at the new pod's IP).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from localcluster.helpers import wait_for
+
+JSON = dict[str, Any]
+API = "safehold.io/v1alpha1"
+IMAGE = "localhost/safehold:dev"
+PG_IMAGE = "localhost/safehold-postgres:15"
+OPS = "safehold-system"
+APP = "shop"
+PG_UID = 999
+PG_PASSWORD = "e2e-postgres-password"  # a throwaway server inside the test
+
+RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CHECKSUM_SQL = (
+    "SELECT count(*) || ' ' || md5(string_agg(id || ':' || payload, ',' ORDER BY id)) FROM items"
+)
+SEED = """set -e
+cd /data
+mkdir -p sub
+echo 'hello from the round trip' > hello.txt
+head -c 262144 /dev/urandom > sub/blob.bin
+head -c 8388608 /dev/urandom > sub/big.bin
+"""
+LIST = "cd /data && find . -type f | LC_ALL=C sort | xargs sha256sum"
+PG_START = """set -e
+export PGDATA=/var/lib/postgresql/data/pg
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  printf '%s\\n' "$POSTGRES_PASSWORD" > /tmp/pw
+  initdb -D "$PGDATA" -U postgres --pwfile=/tmp/pw --auth-local=trust \\
+    --auth-host=scram-sha-256 >/tmp/initdb.log
+  rm -f /tmp/pw
+  echo 'host all all 0.0.0.0/0 scram-sha-256' >> "$PGDATA/pg_hba.conf"
+fi
+exec postgres -D "$PGDATA" -c listen_addresses='*' -c unix_socket_directories=/var/run/postgresql
+"""
+HOOK = (
+    "psql -h /var/run/postgresql -U postgres -d shop -Atc CHECKPOINT >/dev/null"
+    " && date +%s > /tmp/safehold-pre-backup && echo checkpointed"
+)
+
+
+class Platform(Protocol):
+    """What the round trip needs from a cluster."""
+
+    kubeconfig: Path
+    storage_class: str
+    service_dns: bool
+    """Services resolve and route from pods (cluster DNS and kube-proxy)."""
+
+    def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
+        """Run kubectl against the cluster; stdout; raises on a non-zero exit."""
+        ...
+
+    def storage_location(self, name: str) -> list[JSON]:
+        """A fresh bucket the pods can reach, as a BackupStorageLocation and its Secrets."""
+        ...
+
+    def helm(self, *args: str) -> str:
+        """Run the pinned helm against the cluster; stdout; raises on a non-zero exit."""
+        ...
+
+
+# ------------------------------------------------------------------------------ kubectl helpers
+def apply(platform: Platform, namespace: str, *docs: JSON) -> None:
+    platform.kubectl(
+        "apply", "--server-side", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(docs)
+    )
+
+
+def get(platform: Platform, namespace: str, kind: str, name: str) -> JSON:
+    obj: JSON = json.loads(platform.kubectl("get", "-n", namespace, kind, name, "-o", "json"))
+    return obj
+
+
+def condition(obj: JSON, type_: str) -> JSON:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == type_), {})
+
+
+def wait_complete(platform: Platform, kind: str, name: str, timeout: float = 300) -> JSON:
+    def complete() -> JSON | None:
+        obj = get(platform, OPS, kind, name)
+        return obj if condition(obj, "Complete").get("status") == "True" else None
+
+    return wait_for(complete, timeout, f"{kind} {name} to complete", interval=1)
+
+
+def restricted_namespace(name: str) -> JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            },
+        },
+    }
+
+
+# ------------------------------------------------------------------------------ the application
+def _pod_spec(containers: list[JSON], volumes: list[JSON], uid: int = 65532) -> JSON:
+    return {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": uid,
+            "runAsGroup": uid,
+            "fsGroup": uid,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": containers,
+        "volumes": volumes,
+    }
+
+
+DATA_VOLUME = {"name": "data", "persistentVolumeClaim": {"claimName": "data"}}
+
+
+def _shell_job(name: str, script: str) -> JSON:
+    """A Job of our image running `script` with the data PVC at /data."""
+    container = {
+        "name": name,
+        "image": IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", script],
+        "securityContext": {**RESTRICTED, "readOnlyRootFilesystem": True},
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    }
+    spec = _pod_spec([container], [DATA_VOLUME])
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"spec": {**spec, "restartPolicy": "Never"}},
+        },
+    }
+
+
+def app_docs(storage_class: str) -> list[JSON]:
+    labels = {"app": "postgres"}
+    web = {
+        "name": "web",
+        "image": IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sleep", "infinity"],
+        "securityContext": RESTRICTED,
+        "envFrom": [{"configMapRef": {"name": "settings"}}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    }
+    postgres = {
+        "name": "postgres",
+        "image": PG_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", PG_START],
+        "env": [
+            {
+                "name": "POSTGRES_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": "postgres", "key": "password"}},
+            }
+        ],
+        "ports": [{"containerPort": 5432}],
+        "readinessProbe": {
+            "exec": {"command": ["pg_isready", "-h", "/var/run/postgresql"]},
+            "periodSeconds": 1,
+        },
+        "securityContext": RESTRICTED,
+        "volumeMounts": [
+            {"name": "pgdata", "mountPath": "/var/lib/postgresql/data"},
+            {"name": "run", "mountPath": "/var/run/postgresql"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    pg_volumes = [{"name": n, "emptyDir": {}} for n in ("pgdata", "run", "tmp")]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "settings"},
+            "data": {"mode": "production", "greeting": "hello from the round trip"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "postgres"},
+            "stringData": {"username": "postgres", "password": PG_PASSWORD},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": storage_class,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": _pod_spec([web], [DATA_VOLUME]),
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "postgres"},
+            "spec": {"selector": labels, "ports": [{"port": 5432, "targetPort": 5432}]},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "postgres"},
+            "spec": {
+                "replicas": 1,
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": _pod_spec([postgres], pg_volumes, uid=PG_UID),
+                },
+            },
+        },
+    ]
+
+
+def run_job(platform: Platform, name: str, script: str) -> str:
+    """Run a shell Job against the data PVC to completion; its log; the Job is then deleted
+    (with its pod), so that no Job of the test is part of the backup."""
+    apply(platform, APP, _shell_job(name, script))
+    platform.kubectl(
+        "-n", APP, "wait", "--for=condition=Complete", f"job/{name}", "--timeout=180s",
+        timeout=200,
+    )  # fmt: skip
+    log = platform.kubectl("-n", APP, "logs", f"job/{name}")
+    platform.kubectl(
+        "-n", APP, "delete", "job", name, "--cascade=foreground", "--wait=true", timeout=120
+    )
+    return log
+
+
+def postgres_pod(platform: Platform, timeout: float = 240) -> JSON:
+    """The running, ready PostgreSQL pod of the application namespace."""
+
+    def ready() -> JSON | None:
+        out = platform.kubectl("-n", APP, "get", "pods", "-l", "app=postgres", "-o", "json")
+        for pod in json.loads(out)["items"]:
+            status = pod.get("status", {})
+            if pod["metadata"].get("deletionTimestamp") or status.get("phase") != "Running":
+                continue
+            if condition(pod, "Ready").get("status") == "True":
+                return dict(pod)
+        return None
+
+    return wait_for(ready, timeout, "a ready PostgreSQL pod", interval=0.5)
+
+
+def psql(platform: Platform, pod: str, sql: str, db: str = "shop") -> str:
+    return platform.kubectl(
+        "-n", APP, "exec", pod, "-c", "postgres", "--", "psql", "-v", "ON_ERROR_STOP=1",
+        "-h", "/var/run/postgresql", "-U", "postgres", "-d", db, "-Atc", sql,
+    ).strip()  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ the operator
+def install_operator(platform: Platform, chart: Path, tmp: Path) -> JSON:
+    """`helm install` the chart into a restricted namespace; the operator pod once rolled out."""
+    platform.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(restricted_namespace(OPS)))
+    values = {
+        "image": {"repository": "localhost/safehold", "tag": "dev", "pullPolicy": "Never"},
+        "movers": {"image": IMAGE},
+        # Small enough for any test machine.
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+    }
+    values_file = tmp / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    platform.helm(
+        "install", "safehold", str(chart), "--namespace", OPS, "--values", str(values_file),
+        "--wait", "--timeout", "5m",
+    )  # fmt: skip
+    (pod,) = json.loads(
+        platform.kubectl("-n", OPS, "get", "pods", "-l", "app.kubernetes.io/name=safehold",
+                         "-o", "json")
+    )["items"]  # fmt: skip
+    return dict(pod)
+
+
+# ------------------------------------------------------------------------------ the round trip
+def _step(timings: dict[str, float], name: str, started: float) -> float:
+    now = time.monotonic()
+    timings[name] = round(now - started, 1)
+    return now
+
+
+def _hashes(listing: str) -> dict[str, str]:
+    pairs = (line.split(maxsplit=1) for line in listing.splitlines() if line.strip())
+    return {path: digest for digest, path in pairs}
+
+
+def _database_target(platform: Platform, pg_ip: str) -> JSON:
+    where: JSON = {"service": {"name": "postgres", "namespace": APP}}
+    if not platform.service_dns:
+        where = {"host": pg_ip}  # no cluster DNS or kube-proxy: the pod IP
+    return {
+        "name": "orders",
+        "type": "postgresql",
+        **where,
+        "credentialsSecret": {"name": "shop-postgres"},
+        "databases": ["shop"],
+        "tls": {"mode": "disable"},
+    }
+
+
+def _restore(platform: Platform, name: str, **spec: Any) -> JSON:
+    body = {"backupRef": {"name": "shop-e2e"}, "includedNamespaces": [APP], **spec}
+    apply(
+        platform,
+        OPS,
+        {"apiVersion": API, "kind": "RestoreRequest", "metadata": {"name": name}, "spec": body},
+    )
+    restore = wait_complete(platform, "restorerequest", name)
+    assert restore["status"]["phase"] == "Succeeded", json.dumps(restore["status"], indent=1)
+    return restore
+
+
+def run_round_trip(
+    platform: Platform,
+    chart: Path,
+    tmp: Path,
+    *,
+    volume_gone: Callable[[], bool] | None = None,
+) -> dict[str, float]:
+    """The whole story; returns the time each step took. `volume_gone`, when given, says
+    whether the volume's storage is really gone after the namespace was deleted."""
+    timings: dict[str, float] = {}
+    t = time.monotonic()
+
+    # ------------------------------------------------------------ the operator, from the chart
+    operator_pod = install_operator(platform, chart, tmp)
+    assert operator_pod["spec"]["serviceAccountName"] == "safehold"
+    assert operator_pod["spec"]["containers"][0]["image"] == IMAGE
+    t = _step(timings, "install operator (helm install)", t)
+    apply(platform, OPS, *platform.storage_location("primary"))
+
+    def location_ready() -> JSON | None:
+        loc = get(platform, OPS, "backupstoragelocation", "primary")
+        return loc if condition(loc, "Ready").get("status") == "True" else None
+
+    wait_for(location_ready, 180, "location primary Ready", interval=1)
+    t = _step(timings, "location Ready", t)
+
+    # ------------------------------------------------------------ the application
+    platform.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(restricted_namespace(APP)))
+    wait_for(
+        lambda: (
+            "default" in platform.kubectl("-n", APP, "get", "serviceaccounts", "-o", "name") or None
+        ),
+        60,
+        "the default ServiceAccount",
+    )
+    apply(platform, APP, *app_docs(platform.storage_class))
+    before_files = _hashes(run_job(platform, "seed", f"{SEED}\n{LIST}"))
+    assert set(before_files) == {"./hello.txt", "./sub/blob.bin", "./sub/big.bin"}, before_files
+    pg = postgres_pod(platform)
+    pg_name, pg_ip = pg["metadata"]["name"], pg["status"]["podIP"]
+    psql(platform, pg_name, "CREATE DATABASE shop", db="postgres")
+    psql(
+        platform,
+        pg_name,
+        "CREATE TABLE items (id int PRIMARY KEY, payload text NOT NULL);"
+        " INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 5000) g",
+    )
+    before_rows = psql(platform, pg_name, CHECKSUM_SQL)
+    assert before_rows.startswith("5000 ")
+    # The Backup's namespace holds the database credentials its target names.
+    apply(
+        platform,
+        OPS,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "shop-postgres"},
+            "stringData": {"username": "postgres", "password": PG_PASSWORD},
+        },
+    )
+    t = _step(timings, "application up", t)
+
+    # ------------------------------------------------------------ backup
+    hook = {
+        "name": "checkpoint",
+        "podSelector": {"matchLabels": {"app": "postgres"}},
+        "container": "postgres",
+        "command": ["sh", "-c", HOOK],
+        "timeoutSeconds": 60,
+        "onError": "Fail",
+    }
+    backup_spec = {
+        "storageLocation": "primary",
+        "selection": {"namespaces": [APP], "includeClusterResources": True},
+        "volumes": {"rules": [{"mode": "filesystem"}]},
+        "databases": [_database_target(platform, pg_ip)],
+        "hooks": {"pre": [hook]},
+    }
+    apply(
+        platform,
+        OPS,
+        {
+            "apiVersion": API,
+            "kind": "Backup",
+            "metadata": {"name": "shop-e2e"},
+            "spec": backup_spec,
+        },
+    )
+    backup = wait_complete(platform, "backup", "shop-e2e")
+    status = backup["status"]
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert not status.get("warnings"), status.get("warnings")
+    (vol,) = status["volumes"]
+    assert (vol["pvc"], vol["result"], vol["files"]) == ("data", "Succeeded", 3), vol
+    (db,) = status["databases"]
+    assert (db["target"], db["result"], db["databases"]) == ("orders", "Succeeded", ["shop"]), db
+    marker = platform.kubectl("-n", APP, "exec", pg_name, "--", "cat", "/tmp/safehold-pre-backup")
+    assert marker.strip().isdigit(), marker
+    t = _step(timings, "backup", t)
+
+    # ------------------------------------------------------------ disaster
+    pv_name = get(platform, APP, "pvc", "data")["spec"]["volumeName"]
+    platform.kubectl("delete", "namespace", APP, "--wait=true", "--timeout=240s", timeout=260)
+    wait_for(
+        lambda: pv_name not in platform.kubectl("get", "pv", "-o", "name") or None,
+        120,
+        f"the volume {pv_name} to be reclaimed (StorageClass reclaim policy Delete)",
+        interval=1,
+    )
+    if volume_gone is not None:
+        assert volume_gone(), "the deleted volume's data is still on disk"
+    t = _step(timings, "namespace deleted, volume reclaimed", t)
+
+    # ------------------------------------------------------------ restore
+    if platform.service_dns:
+        # One request: objects, then the volume, then the database once its server answers.
+        _restore(platform, "shop-e2e")
+    else:
+        # The restored server gets a new pod IP: objects and volume first, then the database.
+        _restore(platform, "shop-e2e-objects", databases={"enabled": False})
+    assert get(platform, APP, "configmap", "settings")["data"]["mode"] == "production"
+    assert get(platform, APP, "deployment", "web")["spec"]["replicas"] == 0
+    assert get(platform, APP, "service", "postgres")["spec"]["ports"][0]["port"] == 5432
+    assert get(platform, APP, "secret", "postgres")["data"]["password"]  # login checks value
+    assert get(platform, APP, "pvc", "data")["spec"]["volumeName"] != pv_name  # a new volume
+    assert _hashes(run_job(platform, "verify", LIST)) == before_files
+    t = _step(timings, "restore objects + volume", t)
+    pg = postgres_pod(platform)
+    pg_name, pg_ip = pg["metadata"]["name"], pg["status"]["podIP"]
+    if not platform.service_dns:
+        # The new server starts empty: the data must come from the repository.
+        exists = "SELECT 1 FROM pg_database WHERE datname='shop'"
+        assert not psql(platform, pg_name, exists, db="postgres")
+        _restore(
+            platform,
+            "shop-e2e-database",
+            includedResources=["configmaps"],
+            volumes={"enabled": False},
+            databases={"targets": [{"target": "orders", "host": pg_ip}]},
+        )
+    assert psql(platform, pg_name, CHECKSUM_SQL) == before_rows
+    # The operator pod did all this without restarting.
+    operator_pod = get(platform, OPS, "pod", operator_pod["metadata"]["name"])
+    assert operator_pod["status"]["containerStatuses"][0]["restartCount"] == 0
+    _step(timings, "restore database", t)
+    return timings
+
+
+def unique_bucket() -> str:
+    return f"e2e-{uuid.uuid4().hex[:8]}"
