@@ -8,7 +8,14 @@ from typing import Literal
 from pydantic import Field
 
 from safehold.api.backup import DatabaseResult, VolumeResult
-from safehold.api.base import ApiModel, Condition, DnsLabel, LabelSelector, LocalObjectReference
+from safehold.api.base import (
+    ApiModel,
+    Condition,
+    DnsLabel,
+    Duration,
+    LabelSelector,
+    LocalObjectReference,
+)
 
 RestorePhase = Literal["New", "Running", "Succeeded", "PartiallyFailed", "Failed"]
 
@@ -49,6 +56,9 @@ class DatabaseRestore(ApiModel):
     """Restore database dumps contained in the backup."""
     targets: list[DatabaseRestoreTarget] = Field(default_factory=list)
     """Per-target overrides; targets not listed restore to their original server."""
+    target_ready_timeout: Duration = "5m"
+    """How long a database restore waits for its server to accept connections (refused,
+    unreachable or starting up) before it fails with TargetNotReady; 0s = no waiting."""
 
 
 class RestoreRequestSpec(ApiModel):

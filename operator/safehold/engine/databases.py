@@ -184,8 +184,10 @@ def restore_target(
     dumped: DatabaseResult,
     original: DatabaseTarget | None,
     override: DatabaseRestoreTarget | None,
+    ready_timeout: str = "5m",
 ) -> DatabaseResult:
-    """Restore one dumped target into its original server or the override's."""
+    """Restore one dumped target into its original server or the override's; the mover
+    first waits up to `ready_timeout` for the server to accept connections."""
     started = time.monotonic()
     try:
         if original is None and (override is None or override.host is None):
@@ -217,6 +219,7 @@ def restore_target(
             if override.clean:
                 env[menv.DB_RESTORE_CLEAN] = "true"
         env.pop(menv.DB_DATABASES, None)
+        env[menv.DB_READY_TIMEOUT] = str(int(parse_duration(ready_timeout).total_seconds()))
         if dumped.snapshots:
             env[menv.DB_SNAPSHOT] = ",".join(dumped.snapshots)
         name = object_name("safehold", ctx.run_label, dumped.target, "dbr")

@@ -279,7 +279,14 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
         overrides = {t.target: t for t in wanted.targets}
         ctx = self._mover_context(source)
         self.status.databases = [
-            restore_target(ctx, self.namespace, d, originals.get(d.target), overrides.get(d.target))
+            restore_target(
+                ctx,
+                self.namespace,
+                d,
+                originals.get(d.target),
+                overrides.get(d.target),
+                wanted.target_ready_timeout,
+            )
             for d in dumped
         ]
 

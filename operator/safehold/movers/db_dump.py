@@ -9,6 +9,10 @@ Dump: every database becomes one restic snapshot holding one file (`postgresql/<
 non-zero leaves no snapshot. When any database of the target fails, the snapshots this run
 already made are forgotten as well, so a target is either wholly in the repository or not at
 all; the run exits 1 with a specific reason.
+
+Restore first waits (SAFEHOLD_DB_READY_TIMEOUT, default 300 s) until the target accepts
+connections: the server it restores into was often created moments before, with the objects
+of the same RestoreRequest.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from types import ModuleType
 
+from safehold.movers import dbtools
 from safehold.movers import env as menv
 from safehold.movers.result import INVALID_ENVIRONMENT, MoverError, Result
 from safehold.storage import restic
@@ -90,7 +95,15 @@ def db_dump(environ: Mapping[str, str] = os.environ) -> int:
     return 0 if result.ok else 1
 
 
+def _restore(engine: ModuleType, cfg: menv.DbConfig, repo: restic.Repository, res: Result) -> None:
+    # A restore often starts right after the objects were applied: wait for the server.
+    attempts = dbtools.wait_until_ready(engine.probe, cfg)
+    if attempts > 1:
+        res.warnings.append(f"the target accepted connections after {attempts} attempts")
+    engine.restore(cfg, repo, res)
+
+
 def db_restore(environ: Mapping[str, str] = os.environ) -> int:
-    result = _run("db-restore", environ, lambda m, c, r, res: m.restore(c, r, res))
+    result = _run("db-restore", environ, _restore)
     result.emit()
     return 0 if result.ok else 1

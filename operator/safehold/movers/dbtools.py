@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
 import subprocess
+import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from safehold.movers import env as menv
 from safehold.movers.result import (
     DUMP_FAILED,
+    HOST_UNREACHABLE,
     SNAPSHOT_NOT_FOUND,
+    TARGET_NOT_READY,
+    TARGET_STARTING,
     TOOL_NOT_FOUND,
     DatabaseResult,
     MoverError,
@@ -175,3 +180,47 @@ def restored(
             target=target,
         )
     )
+
+
+# Failures of a connection attempt that a server which is not up yet produces.
+NOT_YET = (HOST_UNREACHABLE, TARGET_STARTING)
+
+
+def wait_until_ready(
+    probe: Callable[[menv.DbConfig], object],
+    cfg: menv.DbConfig,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Call `probe(cfg)` until it succeeds or `cfg.ready_timeout` seconds have passed.
+
+    Only "not up yet" failures (refused, unreachable, unresolvable, starting up) are retried;
+    anything else, a rejected password first of all, is raised at once. Returns the number of
+    attempts; raises MoverError(TargetNotReady) when the time is up (with a timeout of 0, the
+    first failure itself).
+    """
+    deadline = time.monotonic() + cfg.ready_timeout
+    delay = 1.0
+    attempts = 0
+    while True:
+        attempts += 1
+        remaining = deadline - time.monotonic()
+        # One attempt never outlasts the deadline by more than a second.
+        timeout = max(1, min(cfg.connect_timeout, int(remaining) + 1))
+        try:
+            probe(dataclasses.replace(cfg, connect_timeout=timeout))
+            return attempts
+        except MoverError as err:
+            if err.reason not in NOT_YET or cfg.ready_timeout <= 0:
+                raise
+            last = err
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise MoverError(
+                TARGET_NOT_READY,
+                f"{cfg.host}:{cfg.port} did not accept connections within "
+                f"{cfg.ready_timeout} s ({attempts} attempts); last error: "
+                f"{last.reason}: {tail(str(last), 2)}",
+            )
+        sleep(min(delay, remaining))
+        delay = min(delay * 1.5, 5.0)

@@ -43,6 +43,11 @@ Restore only:
   with this backup and target is used (one snapshot per dumped file, see docs/databases.md).
 - ``SAFEHOLD_DB_MAPPING`` — comma list ``from:to`` renaming databases (``app:app_copy``); for
   Redis ``0:3`` maps logical database numbers.
+- ``SAFEHOLD_DB_READY_TIMEOUT`` — seconds a restore waits for the target to accept connections
+  with the given credentials before it starts (default 300; 0 = one attempt). Connection refused,
+  unreachable or unresolvable hosts and servers still starting up are retried; when the time is up
+  the run fails with ``TargetNotReady``. A rejected password fails at once
+  (``AuthenticationFailed``).
 - ``SAFEHOLD_DB_RESTORE_CLEAN`` — ``true`` restores over an existing database (PostgreSQL
   ``--clean --if-exists``, MySQL replays its ``DROP TABLE IF EXISTS``); default ``false``: a
   database that already exists is refused with ``DatabaseExists``.
@@ -83,6 +88,8 @@ DB_CONNECT_TIMEOUT = "SAFEHOLD_DB_CONNECT_TIMEOUT"
 DB_SNAPSHOT = "SAFEHOLD_DB_SNAPSHOT"
 DB_MAPPING = "SAFEHOLD_DB_MAPPING"
 DB_RESTORE_CLEAN = "SAFEHOLD_DB_RESTORE_CLEAN"
+DB_READY_TIMEOUT = "SAFEHOLD_DB_READY_TIMEOUT"
+DEFAULT_READY_TIMEOUT = 300
 PG_MAINTENANCE_DB = "SAFEHOLD_PG_MAINTENANCE_DB"
 PG_GLOBALS = "SAFEHOLD_PG_GLOBALS"
 PG_ROLE_PASSWORDS = "SAFEHOLD_PG_ROLE_PASSWORDS"
@@ -172,6 +179,7 @@ class DbConfig:
     snapshot: str = ""
     mapping: Mapping[str, str] = field(default_factory=dict)
     restore_clean: bool = False
+    ready_timeout: int = DEFAULT_READY_TIMEOUT
     scratch_dir: str = "/tmp"
 
     @property
@@ -240,5 +248,6 @@ def from_environment(environ: Mapping[str, str] | None = None) -> DbConfig:
         snapshot=env.get(DB_SNAPSHOT, "").strip(),
         mapping=parse_mapping(env.get(DB_MAPPING, "")),
         restore_clean=_flag(env, DB_RESTORE_CLEAN, False),
+        ready_timeout=max(0, _int(env, DB_READY_TIMEOUT, DEFAULT_READY_TIMEOUT)),
         scratch_dir=env.get(SCRATCH_DIR, "").strip() or env.get("TMPDIR", "") or "/tmp",
     )

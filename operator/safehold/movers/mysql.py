@@ -19,6 +19,7 @@ from safehold.movers.result import (
     DATABASE_NOT_FOUND,
     HOST_UNREACHABLE,
     RESTORE_FAILED,
+    TARGET_STARTING,
     MoverError,
     Result,
 )
@@ -32,6 +33,10 @@ _UNREACHABLE = re.compile(
     r"ERROR 200[2359]|Can't connect|Unknown (MySQL|MariaDB) server host|Got timeout"
 )
 _NO_DATABASE = re.compile(r"ERROR 1049|Unknown database")
+_STARTING = re.compile(
+    r"ERROR 2013 .*(handshake|initial communication packet)|ERROR 1053|"
+    r"Server shutdown in progress"
+)
 
 
 def classify(text: str, default: str) -> str:
@@ -39,6 +44,8 @@ def classify(text: str, default: str) -> str:
         return AUTHENTICATION_FAILED
     if _NO_DATABASE.search(text):
         return DATABASE_NOT_FOUND
+    if _STARTING.search(text):
+        return TARGET_STARTING
     if _UNREACHABLE.search(text) and "during query" not in text:
         return HOST_UNREACHABLE
     return default

@@ -20,6 +20,7 @@ from safehold.movers.result import (
     DATABASE_NOT_FOUND,
     HOST_UNREACHABLE,
     RESTORE_FAILED,
+    TARGET_STARTING,
     MoverError,
     Result,
 )
@@ -37,6 +38,10 @@ _UNREACHABLE = re.compile(
     r"Network is unreachable|Name or service not known|could not connect to server"
 )
 _NO_DATABASE = re.compile(r"database \".*\" does not exist")
+_STARTING = re.compile(
+    r"the database system is (starting up|shutting down|in recovery mode|"
+    r"not yet accepting connections)"
+)
 
 
 def classify(text: str, default: str) -> str:
@@ -44,6 +49,8 @@ def classify(text: str, default: str) -> str:
         return AUTHENTICATION_FAILED
     if _NO_DATABASE.search(text):
         return DATABASE_NOT_FOUND
+    if _STARTING.search(text):
+        return TARGET_STARTING
     if _UNREACHABLE.search(text) and "server closed the connection" not in text:
         return HOST_UNREACHABLE
     return default

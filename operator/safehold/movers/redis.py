@@ -33,6 +33,7 @@ from safehold.movers.result import (
     AUTHENTICATION_FAILED,
     HOST_UNREACHABLE,
     RESTORE_FAILED,
+    TARGET_STARTING,
     MoverError,
     Result,
 )
@@ -152,18 +153,26 @@ def _info(client: Resp, section: str) -> dict[str, str]:
 
 def probe(cfg: menv.DbConfig) -> tuple[str, list[int]]:
     """(server version, logical databases holding keys)."""
-    client = Resp.tcp(cfg)
+    try:
+        client = Resp.tcp(cfg)
+    except (OSError, ConnectionError) as err:  # closed or reset during AUTH
+        raise MoverError(HOST_UNREACHABLE, f"{cfg.host}:{cfg.port}: {err}") from None
     try:
         try:
             version = _info(client, "server").get("redis_version", "")
+            loading = _info(client, "persistence").get("loading", "0")
             keyspace = _info(client, "keyspace")
         except RespError as err:
             reason = AUTHENTICATION_FAILED if "NOAUTH" in str(err) else "DatabaseError"
+            if str(err).startswith("LOADING"):
+                reason = TARGET_STARTING
             raise MoverError(reason, _first_word(err)) from None
         except (OSError, ConnectionError) as err:
             raise MoverError(HOST_UNREACHABLE, str(err)) from None
     finally:
         client.close()
+    if loading != "0":
+        raise MoverError(TARGET_STARTING, "the server is still loading its dataset")
     dbs = sorted(int(k[2:]) for k in keyspace if re.fullmatch(r"db\d+", k))
     return version, dbs
 

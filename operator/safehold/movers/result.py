@@ -28,6 +28,8 @@ MAX_TERMINATION_BYTES = 4096
 # Failure reasons, most specific first in docs/databases.md.
 AUTHENTICATION_FAILED = "AuthenticationFailed"
 HOST_UNREACHABLE = "HostUnreachable"
+TARGET_STARTING = "TargetStarting"
+TARGET_NOT_READY = "TargetNotReady"
 DATABASE_NOT_FOUND = "DatabaseNotFound"
 DATABASE_EXISTS = "DatabaseExists"
 DUMP_FAILED = "DumpFailed"
