@@ -1,14 +1,34 @@
-"""Probe a resolved location: bucket, credentials, writability, repository password."""
+"""Probe a resolved location: bucket, credentials, writability, repository password.
+
+Opening a restic repository derives its key from the password (scrypt, about a second of CPU
+and 60 MiB in the restic process), and creating one costs twice that. A location is probed
+every syncPeriod, so the probe lets restic open a repository only when it has not yet seen
+this password open this exact repository: the `config` and key files are listed over S3
+first (two cheap requests), and a state already verified is trusted until the password, the
+config or any key file changes. A new repository is created only when its `config` object is
+absent.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from safehold.storage import restic
-from safehold.storage.s3 import make_client, probe_bucket
+from safehold.storage.s3 import (
+    ProbeResult,
+    RepositoryObjects,
+    make_client,
+    probe_bucket,
+    repository_objects,
+)
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
     from safehold.kube.locations import ResolvedLocation
 
 
@@ -20,25 +40,103 @@ class LocationProbe:
     repository_initialized: bool | None = None
 
 
+class _Verified:
+    """Fingerprints of (repository, password, config and key ETags) that restic opened.
+
+    Only digests are kept, in memory: a restart verifies each repository once more.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    @staticmethod
+    def fingerprint(url: str, password: str, objects: RepositoryObjects) -> str:
+        digest = hashlib.sha256()
+        for part in (url, password, *(f"{k}={v}" for k, v in objects.etags)):
+            digest.update(part.encode())
+            digest.update(b"\0")
+        return digest.hexdigest()
+
+    def __contains__(self, fingerprint: str) -> bool:
+        with self._lock:
+            if fingerprint in self._seen:
+                self._seen.move_to_end(fingerprint)
+                return True
+            return False
+
+    def add(self, fingerprint: str) -> None:
+        with self._lock:
+            self._seen[fingerprint] = None
+            self._seen.move_to_end(fingerprint)
+            while len(self._seen) > self._limit:
+                self._seen.popitem(last=False)
+
+
+VERIFIED = _Verified()
+
+
+class _StoreProblem(Exception):
+    def __init__(self, result: ProbeResult) -> None:
+        super().__init__(result.message)
+        self.result = result
+
+
+def _objects(client: S3Client, location: ResolvedLocation) -> RepositoryObjects:
+    found = repository_objects(client, location.s3, location.namespace)
+    if isinstance(found, ProbeResult):
+        raise _StoreProblem(found)
+    return found
+
+
 def probe_location(location: ResolvedLocation) -> LocationProbe:
     """Probe the bucket, then open (or lazily create) the namespace's repository.
 
     A ReadOnly location never writes: a missing repository there is reported, not created.
     """
-    bucket = probe_bucket(make_client(location.s3), location.s3, location.writable)
+    client = make_client(location.s3)
+    bucket = probe_bucket(client, location.s3, location.writable)
     if not bucket.ok:
         return LocationProbe(False, bucket.reason, bucket.message)
     repo = location.repository(location.namespace)
+    password = location.repository_password
     try:
-        if location.writable:
-            created = restic.ensure_initialized(repo)
-            note = "repository created" if created else "repository opened"
-            return LocationProbe(True, "Available", f"{bucket.message}; {note}", True)
-        if restic.is_initialized(repo):
+        objects = _objects(client, location)
+        if objects.present and VERIFIED.fingerprint(repo.url, password, objects) in VERIFIED:
             return LocationProbe(True, "Available", f"{bucket.message}; repository opened", True)
-        return LocationProbe(
-            True, "Available", f"{bucket.message}; no repository yet (read-only)", False
-        )
+        created = False
+        if not objects.present:
+            if not location.writable:
+                return LocationProbe(
+                    True, "Available", f"{bucket.message}; no repository yet (read-only)", False
+                )
+            created = restic.ensure_initialized(
+                repo, exists=lambda: _objects(client, location).present
+            )
+        if created:
+            after = _objects(client, location)
+        else:
+            # restic opens what it did not create: this derives the key and fails on a wrong
+            # password.
+            before = objects if objects.present else _objects(client, location)
+            if not restic.is_initialized(repo):
+                if location.writable:  # removed since it was listed: created on the next probe
+                    return LocationProbe(
+                        False, "RepositoryNotFound", "the repository disappeared while probing"
+                    )
+                return LocationProbe(
+                    True, "Available", f"{bucket.message}; no repository yet (read-only)", False
+                )
+            after = _objects(client, location)
+            if after != before:  # changed while restic opened it: verify again next time
+                after = RepositoryObjects(present=False)
+        if after.present:
+            VERIFIED.add(VERIFIED.fingerprint(repo.url, password, after))
+        note = "repository created" if created else "repository opened"
+        return LocationProbe(True, "Available", f"{bucket.message}; {note}", True)
+    except _StoreProblem as err:
+        return LocationProbe(False, err.result.reason, f"repository: {err.result.message}")
     except restic.ResticError as err:
         if err.reason == "RepositoryPasswordWrong":
             return LocationProbe(

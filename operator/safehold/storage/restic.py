@@ -179,16 +179,25 @@ _init_locks: dict[str, threading.Lock] = {}
 _init_locks_guard = threading.Lock()
 
 
-def ensure_initialized(repo: Repository) -> bool:
-    """Initialise the repository if missing; returns True if it was created now.
+def init_lock(repo: Repository) -> threading.Lock:
+    """The lock every creation of this repository in this process holds.
 
-    Serialised per repository: two concurrent `restic init`s (a location probe and a first
-    backup) would each write their own master key, leaving a repository no key can open.
+    Two concurrent `restic init`s (a location probe and a first backup) would each write their
+    own master key, leaving a repository no key can open.
     """
     with _init_locks_guard:
-        lock = _init_locks.setdefault(repo.url, threading.Lock())
-    with lock:
-        if is_initialized(repo):
+        return _init_locks.setdefault(repo.url, threading.Lock())
+
+
+def ensure_initialized(repo: Repository, exists: Callable[[], bool] | None = None) -> bool:
+    """Initialise the repository if missing; returns True if it was created now.
+
+    `exists` answers whether the repository is there without restic (the location probe
+    looks for its `config` object over S3); by default restic opens it, which also checks the
+    password.
+    """
+    with init_lock(repo):
+        if exists() if exists is not None else is_initialized(repo):
             return False
         init(repo)
         return True
