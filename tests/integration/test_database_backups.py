@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from localcluster.databases import DatabaseUnavailable, PostgreSQL
 from localcluster.helpers import kubectl
 from localcluster.objects import apply, create_and_wait, secret
 from localcluster.operator import OPERATOR_NAMESPACE as OPS
+from localcluster.pki import server_tls
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -108,3 +110,59 @@ def test_postgres_target_round_trip_and_a_failing_target(
         == checksum
     )
     assert postgres.psql("SELECT nextval('orders_id_seq');", copy).strip() == "5001"
+
+
+def test_tls_target_trusts_the_ca_from_its_secret(
+    local_cluster: LocalCluster, ops_bucket: str, tmp_path: Path
+) -> None:
+    """`tls.caSecret` reaches the mover as a file: verify-full with the server's CA dumps, with
+    an unrelated CA the target fails with TlsFailed."""
+    right, other = server_tls(tmp_path / "server"), server_tls(tmp_path / "other")
+    try:
+        server = PostgreSQL(tls=right).start()
+    except DatabaseUnavailable as err:
+        pytest.fail(f"PostgreSQL must run in the integration tier: {err}")
+    try:
+        db = f"tls_{uuid.uuid4().hex[:6]}"
+        server.psql(f"CREATE DATABASE {db};")
+        name = f"pgtls-{uuid.uuid4().hex[:6]}"
+        apply(
+            local_cluster,
+            OPS,
+            secret(f"{name}-creds", {"username": server.user, "password": server.password}),
+            secret(f"{name}-ca", {"ca.crt": right.ca_cert.read_text()}),
+            secret(f"{name}-other-ca", {"ca.crt": other.ca_cert.read_text()}),
+        )
+        targets = [
+            {
+                "name": target,
+                "type": "postgresql",
+                "host": "127.0.0.1",
+                "port": server.port,
+                "databases": [db],
+                "credentialsSecret": {"name": f"{name}-creds"},
+                "postgresql": {"includeGlobals": False},
+                "tls": {"mode": "verify-full", "caSecret": ca},
+            }
+            for target, ca in (("trusted", f"{name}-ca"), ("untrusted", f"{name}-other-ca"))
+        ]
+        done = create_and_wait(
+            local_cluster,
+            OPS,
+            "Backup",
+            name,
+            {
+                "storageLocation": "main",
+                "selection": {"includedResources": ["configmaps"]},
+                "databases": targets,
+            },
+            timeout=240,
+        )
+        results = {d["target"]: d for d in done["status"]["databases"]}
+        assert results["trusted"]["result"] == "Succeeded", done["status"]
+        assert results["trusted"]["databases"] == [db]
+        assert results["untrusted"]["result"] == "Failed"
+        assert results["untrusted"]["message"].startswith("TlsFailed"), results["untrusted"]
+        assert done["status"]["phase"] == "PartiallyFailed"
+    finally:
+        server.stop()

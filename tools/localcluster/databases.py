@@ -25,6 +25,7 @@ from pathlib import Path
 
 from localcluster import binaries
 from localcluster.components import LOCALHOST, SeaweedFS
+from localcluster.pki import ServerTls
 from localcluster.process import ManagedProcess, free_ports
 
 PG_BIN = Path(os.environ.get("SAFEHOLD_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -52,7 +53,7 @@ def _port_open(port: int) -> bool:
 class PostgreSQL:
     """`initdb` + `postgres` as the postgres OS user; superuser `postgres` with a password."""
 
-    def __init__(self, workdir: Path | None = None) -> None:
+    def __init__(self, workdir: Path | None = None, tls: ServerTls | None = None) -> None:
         if not (PG_BIN / "postgres").exists():
             raise DatabaseUnavailable(f"{PG_BIN}/postgres missing: run tools/bootstrap debian")
         self.workdir = workdir or _workdir("pg", PG_OS_USER)
@@ -61,6 +62,7 @@ class PostgreSQL:
         self.user = "postgres"
         self.password = secrets.token_urlsafe(16)
         self.data = self.workdir / "data"
+        self.tls = tls
         self.process: ManagedProcess | None = None
 
     def _as_postgres(self, *argv: str) -> list[str]:
@@ -112,12 +114,31 @@ class PostgreSQL:
             "max_wal_size=2GB",
             "-c",
             "shared_buffers=256MB",
+            *self._tls_options(entry.pw_uid, entry.pw_gid),
         )
         self.process = ManagedProcess(
             "postgres", argv, self.workdir / "postgres.log", cwd=self.workdir
         ).start()
         self.process.wait_ready(self._ready, timeout, what="accepting connections")
         return self
+
+    def _tls_options(self, uid: int, gid: int) -> list[str]:
+        """ssl=on with the given certificate (a copy the postgres user owns), if any."""
+        if self.tls is None:
+            return []
+        for source in (self.tls.cert, self.tls.key):
+            copy = self.workdir / f"tls-{source.name}"
+            shutil.copyfile(source, copy)
+            os.chown(copy, uid, gid)
+            copy.chmod(0o600)
+        return [
+            "-c",
+            "ssl=on",
+            "-c",
+            f"ssl_cert_file={self.workdir / f'tls-{self.tls.cert.name}'}",
+            "-c",
+            f"ssl_key_file={self.workdir / f'tls-{self.tls.key.name}'}",
+        ]
 
     def _ready(self) -> bool:
         return (
@@ -172,7 +193,7 @@ class MariaDB:
     """`mariadb-install-db` + `mariadbd --user=root`; user `safehold`@`%` with a password and
     every privilege (the anonymous and passwordless accounts are removed)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ServerTls | None = None) -> None:
         self.mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
         if not Path(self.mariadbd).exists() or not shutil.which("mariadb-install-db"):
             raise DatabaseUnavailable("mariadbd missing: run tools/bootstrap debian")
@@ -183,6 +204,7 @@ class MariaDB:
         self.password = secrets.token_urlsafe(16)
         self.data = self.workdir / "data"
         self.socket = self.workdir / "mariadb.sock"
+        self.tls = tls
         self.process: ManagedProcess | None = None
 
     def start(self, timeout: float = 90) -> MariaDB:
@@ -215,6 +237,12 @@ class MariaDB:
             "--collation-server=utf8mb4_unicode_ci",
             "--log-bin=0",
         ]
+        if self.tls is not None:
+            argv += [
+                f"--ssl-cert={self.tls.cert}",
+                f"--ssl-key={self.tls.key}",
+                f"--ssl-ca={self.tls.ca_cert}",
+            ]
         self.process = ManagedProcess(
             "mariadb", argv, self.workdir / "mariadb.log", cwd=self.workdir
         ).start()

@@ -90,3 +90,41 @@ def generate(directory: Path, service_cidr: str) -> Pki:
         sa_key=d / "sa.key",
         sa_pub=d / "sa.pub",
     )
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+
+def server_tls(directory: Path, sans: str = "IP:127.0.0.1,DNS:localhost") -> ServerTls:
+    """A throw-away CA and a serving certificate it signed, for a test database server."""
+    directory.mkdir(parents=True, exist_ok=True)
+    d = directory
+    _openssl(
+        "req", "-x509", "-newkey", "ec", *_CURVE, "-nodes",
+        "-keyout", "ca.key", "-out", "ca.crt", "-days", "30",
+        "-subj", f"/CN=safehold-test-ca-{d.name}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        cwd=d,
+    )  # fmt: skip
+    (d / "server.ext").write_text(
+        f"subjectAltName={sans}\nbasicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+    )
+    _openssl(
+        "req", "-new", "-newkey", "ec", *_CURVE, "-nodes",
+        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=safehold-test-db",
+        cwd=d,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "30", "-extfile", "server.ext", "-out", "server.crt",
+        cwd=d,
+    )  # fmt: skip
+    for key in ("ca.key", "server.key"):
+        (d / key).chmod(0o600)
+    return ServerTls(ca_cert=d / "ca.crt", cert=d / "server.crt", key=d / "server.key")

@@ -15,7 +15,7 @@ from safehold.api.backup import DatabaseResult
 from safehold.api.content import DatabaseTarget
 from safehold.api.restore import DatabaseRestoreTarget
 from safehold.engine.volumes import MoverContext
-from safehold.kube.jobs import LABEL_BACKUP, MoverSpec, run_mover
+from safehold.kube.jobs import FILES_DIR, LABEL_BACKUP, MoverSpec, run_mover
 from safehold.kube.rest import ApiError
 from safehold.kube.secrets import SecretProblem, read_secret_key
 from safehold.movers import env as menv
@@ -26,6 +26,7 @@ from safehold.storage import restic
 JSON = dict[str, Any]
 PARALLELISM = 2
 SCRATCH = "/tmp"
+DB_CA_KEY = "db-ca.crt"  # key of the mover Secret holding the database server's CA
 
 
 def _flag(value: bool) -> str:
@@ -49,6 +50,8 @@ def target_environment(target: DatabaseTarget, namespace: str) -> dict[str, str]
         env[menv.DB_DATABASES] = ",".join(target.databases)
     if target.tls is not None:
         env[menv.DB_TLS_MODE] = target.tls.mode
+        if target.tls.ca_secret:
+            env[menv.DB_TLS_CA_FILE] = f"{FILES_DIR}/{DB_CA_KEY}"
     if target.postgresql is not None:
         env[menv.PG_GLOBALS] = _flag(target.postgresql.include_globals)
         env[menv.PG_ROLE_PASSWORDS] = _flag(target.postgresql.globals_with_passwords)
@@ -77,6 +80,15 @@ def _credentials(
     return user, password
 
 
+def _tls_files(ctx: MoverContext, namespace: str, target: DatabaseTarget | None) -> dict[str, str]:
+    """The CA of the target's TLS settings, for the mover Secret (mounted as a file)."""
+    if target is None or target.tls is None or not target.tls.ca_secret:
+        return {}
+    return {
+        DB_CA_KEY: read_secret_key(ctx.location_core, namespace, target.tls.ca_secret, "ca.crt")
+    }
+
+
 def _run(
     ctx: MoverContext,
     verb: str,
@@ -85,11 +97,13 @@ def _run(
     env: dict[str, str],
     user: str,
     password: str,
+    files: dict[str, str],
     timeout: str = "6h",
 ) -> JSON:
     data, options = ctx.secret_data()
     if password:
         data[menv.DB_PASSWORD] = password
+    data |= files
     spec = MoverSpec(
         name=name,
         namespace=namespace,
@@ -101,10 +115,11 @@ def _run(
             **({menv.DB_USER: user} if user else {}),
         },
         secret_name=name,
-        secret_keys=[k for k in data if k != "ca.crt"],
+        secret_keys=[k for k in data if k != "ca.crt" and k not in files],
         labels={LABEL_BACKUP: ctx.run_label},
         deadline_seconds=int(parse_duration(timeout).total_seconds()),
         has_ca="ca.crt" in data,
+        file_keys=sorted(files),
     )
     outcome = run_mover(ctx.rest, spec, data)
     if not outcome.ok:
@@ -150,9 +165,9 @@ def dump_target(ctx: MoverContext, namespace: str, target: DatabaseTarget) -> Da
             else ("", "")
         )
         name = object_name("safehold", ctx.run_label, target.name, "db")
-        moved = _run(
-            ctx, "db-dump", namespace, name, target_environment(target, namespace), user, password
-        )
+        env = target_environment(target, namespace)
+        files = _tls_files(ctx, namespace, target)
+        moved = _run(ctx, "db-dump", namespace, name, env, user, password, files)
         return _result(target.name, target.type, started, moved)
     except (_TargetFailed, SecretProblem) as err:
         return DatabaseResult(
@@ -223,7 +238,8 @@ def restore_target(
         if dumped.snapshots:
             env[menv.DB_SNAPSHOT] = ",".join(dumped.snapshots)
         name = object_name("safehold", ctx.run_label, dumped.target, "dbr")
-        moved = _run(ctx, "db-restore", namespace, name, env, user, password)
+        files = _tls_files(ctx, namespace, original)
+        moved = _run(ctx, "db-restore", namespace, name, env, user, password, files)
         result = _result(dumped.target, dumped.type, started, moved)
         return result.model_copy(update={"snapshots": dumped.snapshots})
     except (_TargetFailed, SecretProblem) as err:

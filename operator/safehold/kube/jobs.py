@@ -3,7 +3,7 @@
 Every mover pod runs under the restricted Pod Security profile: non-root numeric UID, no
 privilege escalation, all capabilities dropped, RuntimeDefault seccomp, read-only root
 filesystem (an emptyDir holds /tmp and restic's cache), no service-account token. Secrets
-reach it only as Secret-backed environment variables.
+reach it only as Secret-backed environment variables or as files of its own Secret (a CA).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_BACKUP = "safehold.io/backup"
 CA_DIR = "/etc/safehold/ca"
+FILES_DIR = "/etc/safehold/files"  # Secret keys a mover reads as files (MoverSpec.file_keys)
 PROGRESS_POLL = 3.0  # seconds between reads of a running mover's progress
 SCRATCH = "/tmp"
 
@@ -75,6 +76,7 @@ class MoverSpec:
     deadline_seconds: int = 6 * 3600
     ttl_seconds: int = 600
     has_ca: bool = False
+    file_keys: Sequence[str] = ()  # keys of the Secret mounted as FILES_DIR/<key>, not env
     service_account: str | None = field(default_factory=mover_service_account)
 
 
@@ -123,6 +125,17 @@ def build_job(spec: MoverSpec) -> JSON:
             }
         )
         mounts.append({"name": "ca", "mountPath": CA_DIR, "readOnly": True})
+    if spec.file_keys:
+        volumes.append(
+            {
+                "name": "files",
+                "secret": {
+                    "secretName": spec.secret_name,
+                    "items": [{"key": k, "path": k} for k in spec.file_keys],
+                },
+            }
+        )
+        mounts.append({"name": "files", "mountPath": FILES_DIR, "readOnly": True})
     pod_security: JSON = {
         "runAsNonRoot": True,
         "runAsUser": spec.run_as_user,

@@ -20,6 +20,7 @@ from safehold.movers.result import (
     HOST_UNREACHABLE,
     RESTORE_FAILED,
     TARGET_STARTING,
+    TLS_FAILED,
     MoverError,
     Result,
 )
@@ -33,6 +34,7 @@ _UNREACHABLE = re.compile(
     r"ERROR 200[2359]|Can't connect|Unknown (MySQL|MariaDB) server host|Got timeout"
 )
 _NO_DATABASE = re.compile(r"ERROR 1049|Unknown database")
+_TLS = re.compile(r"ERROR 2026|SSL connection error|TLS/SSL error|SSL is required")
 _STARTING = re.compile(
     r"ERROR 2013 .*(handshake|initial communication packet)|ERROR 1053|"
     r"Server shutdown in progress"
@@ -46,6 +48,8 @@ def classify(text: str, default: str) -> str:
         return DATABASE_NOT_FOUND
     if _STARTING.search(text):
         return TARGET_STARTING
+    if _TLS.search(text):
+        return TLS_FAILED
     if _UNREACHABLE.search(text) and "during query" not in text:
         return HOST_UNREACHABLE
     return default

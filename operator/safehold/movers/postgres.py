@@ -21,6 +21,7 @@ from safehold.movers.result import (
     HOST_UNREACHABLE,
     RESTORE_FAILED,
     TARGET_STARTING,
+    TLS_FAILED,
     MoverError,
     Result,
 )
@@ -38,6 +39,11 @@ _UNREACHABLE = re.compile(
     r"Network is unreachable|Name or service not known|could not connect to server"
 )
 _NO_DATABASE = re.compile(r"database \".*\" does not exist")
+_TLS = re.compile(
+    r"certificate verify failed|does not match host name|root certificate file|"
+    r"server does not support SSL|SSL error: (tlsv1 alert|sslv3 alert|wrong version)|"
+    r"no pg_hba\.conf entry .* no encryption|could not (read|load) root certificate"
+)
 _STARTING = re.compile(
     r"the database system is (starting up|shutting down|in recovery mode|"
     r"not yet accepting connections)"
@@ -51,6 +57,8 @@ def classify(text: str, default: str) -> str:
         return DATABASE_NOT_FOUND
     if _STARTING.search(text):
         return TARGET_STARTING
+    if _TLS.search(text):
+        return TLS_FAILED
     if _UNREACHABLE.search(text) and "server closed the connection" not in text:
         return HOST_UNREACHABLE
     return default

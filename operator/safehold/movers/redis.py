@@ -34,6 +34,7 @@ from safehold.movers.result import (
     HOST_UNREACHABLE,
     RESTORE_FAILED,
     TARGET_STARTING,
+    TLS_FAILED,
     MoverError,
     Result,
 )
@@ -68,7 +69,11 @@ class Resp:
             context.check_hostname = cfg.tls_mode == "verify-full"
             if cfg.tls_mode == "require":
                 context.verify_mode = ssl.CERT_NONE
-            sock = context.wrap_socket(sock, server_hostname=cfg.host)
+            try:
+                sock = context.wrap_socket(sock, server_hostname=cfg.host)
+            except (ssl.SSLError, ssl.CertificateError) as err:
+                sock.close()
+                raise MoverError(TLS_FAILED, f"TLS with {cfg.host}:{cfg.port}: {err}") from None
         sock.settimeout(max(cfg.connect_timeout, 60))
         client = cls(sock)
         client.auth(cfg.user, cfg.password)
@@ -180,6 +185,8 @@ def probe(cfg: menv.DbConfig) -> tuple[str, list[int]]:
 def classify(text: str, default: str) -> str:
     if re.search(r"NOAUTH|WRONGPASS|invalid password|AUTH failed", text):
         return AUTHENTICATION_FAILED
+    if re.search(r"Could not negotiate a TLS|SSL_connect|certificate verify failed", text):
+        return TLS_FAILED
     if re.search(r"Could not connect|Connection refused", text):
         return HOST_UNREACHABLE
     return default
