@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,9 +29,34 @@ from safehold.storage.probe import LocationProbe, probe_location
 log = logging.getLogger(__name__)
 RESYNC_TICK_SECONDS = 10.0
 
+# Locations being probed right now: the create handler and the resync loop may pick up the
+# same new location at once, and a second concurrent probe would only repeat the first.
+_probing: set[tuple[str, str]] = set()
+_probing_lock = threading.Lock()
 
-def reconcile(clients: Clients, body: dict[str, Any]) -> LocationProbe:
-    """Probe one location and write its status; returns the probe outcome."""
+
+def reconcile(
+    clients: Clients, body: dict[str, Any], on_ready_changed: Callable[[], None] | None = None
+) -> LocationProbe | None:
+    """Probe one location and write its status; returns the probe outcome, or None when the
+    location is being probed already. `on_ready_changed` is called when Ready changed (the
+    scheduler re-evaluates the policies that use the location)."""
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    with _probing_lock:
+        if key in _probing:
+            return None
+        _probing.add(key)
+    try:
+        return _reconcile(clients, body, on_ready_changed)
+    finally:
+        with _probing_lock:
+            _probing.discard(key)
+
+
+def _reconcile(
+    clients: Clients, body: dict[str, Any], on_ready_changed: Callable[[], None] | None
+) -> LocationProbe:
     meta = body["metadata"]
     namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
     spec = BackupStorageLocationSpec.model_validate(body.get("spec", {}))
@@ -80,6 +107,8 @@ def reconcile(clients: Clients, body: dict[str, Any]) -> LocationProbe:
             outcome.message,
         )
         log.info("location %s/%s Ready=%s reason=%s", namespace, name, outcome.ok, outcome.reason)
+        if on_ready_changed is not None:
+            on_ready_changed()
     return outcome
 
 
@@ -95,10 +124,15 @@ def _sync(clients: Clients, resolved: ResolvedLocation) -> int | None:
 @kopf.on.create(GROUP, VERSION, LOCATION.plural)
 @kopf.on.update(GROUP, VERSION, LOCATION.plural, field="spec")
 def location_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    reconcile(memo.clients, dict(body))
+    scheduler = getattr(memo, "scheduler", None)
+    reconcile(memo.clients, dict(body), scheduler.wake if scheduler is not None else None)
 
 
-def resync_once(clients: Clients, now: datetime | None = None) -> int:
+def resync_once(
+    clients: Clients,
+    now: datetime | None = None,
+    on_ready_changed: Callable[[], None] | None = None,
+) -> int:
     """Probe every location whose sync period (or failing re-probe interval) has passed."""
     now = now or datetime.now(UTC)
     probed = 0
@@ -106,8 +140,9 @@ def resync_once(clients: Clients, now: datetime | None = None) -> int:
         try:
             spec = BackupStorageLocationSpec.model_validate(body.get("spec", {}))
             status = BackupStorageLocationStatus.model_validate(body.get("status") or {})
-            if probe_due(spec, status, body["metadata"].get("generation"), now):
-                reconcile(clients, body)
+            if probe_due(spec, status, body["metadata"].get("generation"), now) and reconcile(
+                clients, body, on_ready_changed
+            ):
                 probed += 1
         except Exception:  # one broken object must not stop the others' resync
             log.exception(
@@ -118,13 +153,15 @@ def resync_once(clients: Clients, now: datetime | None = None) -> int:
     return probed
 
 
-async def resync_loop(clients: Clients, stop: asyncio.Event) -> None:
+async def resync_loop(
+    clients: Clients, stop: asyncio.Event, on_ready_changed: Callable[[], None] | None = None
+) -> None:
     """Re-probe locations periodically. One loop for all objects, instead of a Kopf timer
     per object: timers force a finalizer onto every object, which blocks deletion whenever
     the operator is not running."""
     while not stop.is_set():
         try:
-            await asyncio.to_thread(resync_once, clients)
+            await asyncio.to_thread(resync_once, clients, None, on_ready_changed)
         except Exception:
             log.exception("location resync failed")
         with contextlib.suppress(TimeoutError):

@@ -31,8 +31,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     memo.clients = Clients.from_api_client(load_api_client())
     memo.stop_resync = asyncio.Event()
-    memo.resync_task = asyncio.create_task(location.resync_loop(memo.clients, memo.stop_resync))
     memo.scheduler = Scheduler(memo.clients)
+    memo.resync_task = asyncio.create_task(
+        location.resync_loop(memo.clients, memo.stop_resync, memo.scheduler.wake)
+    )
     memo.scheduler_task = asyncio.create_task(memo.scheduler.loop(memo.stop_resync))
 
 

@@ -118,6 +118,7 @@ class Scheduler:
         self.clients = clients
         self.clock = clock or (lambda: datetime.now(UTC))
         self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._pruned: dict[str, datetime] = {}
         self._pruning: set[str] = set()
         self._blocked: set[str] = set()
@@ -125,11 +126,23 @@ class Scheduler:
 
     # ---- the loop ---------------------------------------------------------------------
     def wake(self) -> None:
-        """Ask for a pass soon (called from Kopf event handlers on the event loop)."""
-        if self._wake is not None:
-            self._wake.set()
+        """Ask for a pass soon: from Kopf event handlers on the event loop, or from worker
+        threads (a location whose Ready changed)."""
+        wake, loop = self._wake, self._loop
+        if wake is None or loop is None:
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            wake.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to wake
+                loop.call_soon_threadsafe(wake.set)
 
     async def loop(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         while not stop.is_set():
             self._wake.clear()
