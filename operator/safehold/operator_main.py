@@ -7,6 +7,8 @@ import logging
 import kopf
 from prometheus_client import start_http_server
 
+from safehold.memory import limit_malloc_arenas
+
 log = logging.getLogger(__name__)
 
 
@@ -19,6 +21,7 @@ def run(
     bind_address: str = "0.0.0.0",  # noqa: S104 - probes and scrapes come from other pods
 ) -> int:
     """Run the operator until it is stopped; returns the exit code."""
+    limit_malloc_arenas()  # before any thread starts
     import safehold.controllers.registry  # noqa: F401 - registers the handlers
 
     kopf.configure(verbose=False, log_format=kopf.LogFormat.JSON, log_prefix=True)

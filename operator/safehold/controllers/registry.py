@@ -13,6 +13,7 @@ from safehold.controllers import backup, location, policy, restore
 from safehold.engine.scheduler import Scheduler
 from safehold.kube.client import load_api_client
 from safehold.kube.clients import Clients
+from safehold.memory import release_loop
 
 FINALIZER = f"operator.{GROUP}/finalizer"
 HANDLER_MODULES = (backup, location, policy, restore)  # imported for their registrations
@@ -36,6 +37,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         location.resync_loop(memo.clients, memo.stop_resync, memo.scheduler.wake)
     )
     memo.scheduler_task = asyncio.create_task(memo.scheduler.loop(memo.stop_resync))
+    memo.release_task = asyncio.create_task(release_loop(memo.stop_resync))
 
 
 @kopf.on.cleanup()
@@ -43,3 +45,4 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     memo.stop_resync.set()
     await memo.resync_task
     await memo.scheduler_task
+    await memo.release_task
