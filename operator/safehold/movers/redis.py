@@ -10,7 +10,8 @@ copied into the target with `DUMP` + `PTTL` → `RESTORE key ttl payload REPLACE
 A key of the same name in the target is replaced; every other key of the target stays unless
 SAFEHOLD_REDIS_FLUSH=true empties the target first (`FLUSHALL`). The target must run a Redis
 at least as new as the mover's `redis-server` (the DUMP payload format). Redis 7 functions
-are not copied.
+(`FUNCTION` libraries, part of the RDB) are copied too: `FUNCTION DUMP` from the private
+server, `FUNCTION RESTORE … REPLACE` into the target (a library of the same name is replaced).
 """
 
 from __future__ import annotations
@@ -290,6 +291,18 @@ def _copy_database(source: Resp, target: Resp, db: int, dest: int) -> int:
             return copied
 
 
+def _copy_functions(source: Resp, target: Resp) -> int:
+    """Copy the RDB's function libraries (Redis 7); returns how many there were."""
+    libraries = source.call("FUNCTION", "LIST")
+    if not libraries:
+        return 0
+    try:
+        target.call("FUNCTION", "RESTORE", source.call("FUNCTION", "DUMP"), "REPLACE")
+    except RespError as err:
+        raise MoverError(RESTORE_FAILED, f"FUNCTION RESTORE: {err}") from None
+    return len(libraries)
+
+
 def restore(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
     version, _ = probe(cfg)
     result.serverVersion = version
@@ -310,6 +323,7 @@ def restore(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None
             try:
                 if cfg.redis_flush:
                     target.call("FLUSHALL")
+                libraries = _copy_functions(source, target)
                 keys = 0
                 for db in dbs:
                     dest = int(cfg.mapping.get(str(db), str(db)))
@@ -320,4 +334,5 @@ def restore(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None
                 raise MoverError(RESTORE_FAILED, str(err)) from None
             finally:
                 target.close()
-    dbtools.restored(result, "rdb", f"{keys} keys", FILE, snap, time.monotonic() - started)
+    restored = f"{keys} keys" + (f", {libraries} function libraries" if libraries else "")
+    dbtools.restored(result, "rdb", restored, FILE, snap, time.monotonic() - started)

@@ -89,3 +89,29 @@ def test_redis_every_type_with_ttls(redis_server: Redis, repo: Repo) -> None:
     assert content(r, 0) == {}
     assert content(r, 5) == before0
     assert content(r, 1) == before1
+
+
+LIBRARY = """#!lua name=safehold_test
+redis.register_function('greet', function(keys, args) return 'Grüß ' .. args[1] end)
+"""
+
+
+def test_redis_functions_survive(redis_server: Redis, repo: Repo) -> None:
+    """Function libraries are part of the RDB; the restore loads them into the target."""
+    r = redis_server
+    r.cli("FUNCTION", "LOAD", "REPLACE", LIBRARY)
+    try:
+        r.cli("SET", "fn:key", "v")
+        code, dumped = repo.mover("db-dump", "redis", r, backup="shop/functions")
+        assert code == 0, dumped
+    finally:
+        r.cli("FUNCTION", "DELETE", "safehold_test")
+    other = Redis().start()
+    try:
+        code, restored = repo.mover("db-restore", "redis", other, backup="shop/functions")
+        assert code == 0, restored
+        assert "1 function libraries" in restored["databases"][0]["target"]
+        assert other.cli("FCALL", "greet", "0", "Welt").strip() == "Grüß Welt"
+        assert other.cli("GET", "fn:key").strip() == "v"
+    finally:
+        other.stop()
