@@ -8,9 +8,12 @@ tool never waits for a password prompt.
 from __future__ import annotations
 
 import re
+import subprocess
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from safehold.movers import dbtools
 from safehold.movers import env as menv
@@ -154,8 +157,7 @@ def _exists(cfg: menv.DbConfig, database: str) -> bool:
 def restore(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
     version, _ = probe(cfg)
     result.serverVersion = version
-    pg_restore = _bin("pg_restore")
-    result.toolVersion = dbtools.tool_version(pg_restore)
+    result.toolVersion = dbtools.tool_version(_bin("pg_restore"))
     files = dbtools.stored_files(cfg, repo)
     available = {
         dbtools.unquote_name(f[len(PREFIX) + 1 : -len(".dump")]): f
@@ -174,31 +176,52 @@ def restore(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None
         )
     if cfg.pg_restore_globals and GLOBALS_FILE in files:
         _restore_globals(cfg, repo, result, files[GLOBALS_FILE])
-    for name in names:
-        started = time.monotonic()
-        target = targets[name]
-        if target not in existing:
-            psql(cfg, 'CREATE DATABASE :"name" TEMPLATE template0;\n', name=target)
-        filename = available[name]
-        snap = files[filename]
-        cmd = [pg_restore, "-w", "--exit-on-error", "-d", _conninfo(target)]
-        if target in existing:
-            cmd += ["--clean", "--if-exists"]
-        env = dbtools.base_env(libpq_env(cfg, target))
-        if cfg.pg_restore_jobs > 1:
-            _restore_parallel(cfg, repo, snap, filename, cmd, env)
-        else:
-            proc = restic.dump_into_command(
-                repo,
-                str(snap["id"]),
-                "/" + filename,
-                [*cmd, "--single-transaction"],
-                command_env=env,
-            )
-            if proc.returncode != 0:
-                text = proc.stderr.decode(errors="replace")
-                raise MoverError(classify(text, RESTORE_FAILED), f"{name}: {dbtools.tail(text)}")
-        dbtools.restored(result, name, target, filename, snap, time.monotonic() - started)
+    with ThreadPoolExecutor(1) as side:
+        for name in names:
+            _restore_one(cfg, repo, result, side, name, targets[name], existing, available, files)
+
+
+def _restore_one(
+    cfg: menv.DbConfig,
+    repo: restic.Repository,
+    result: Result,
+    side: ThreadPoolExecutor,
+    name: str,
+    target: str,
+    existing: set[str],
+    available: dict[str, str],
+    files: dict[str, dict[str, Any]],
+) -> None:
+    """Restore one database; a database this run creates also gets the dumped one's owner,
+    comment, settings and privileges (what `pg_restore --create` would have set)."""
+    started = time.monotonic()
+    filename = available[name]
+    snap = files[filename]
+    properties: Future[list[str]] | None = None
+    if target not in existing:
+        psql(cfg, 'CREATE DATABASE :"name" TEMPLATE template0;\n', name=target)
+        # Owner, privileges and settings of the database itself: read beside the restore.
+        properties = side.submit(database_properties, repo, str(snap["id"]), filename, target)
+    cmd = [_bin("pg_restore"), "-w", "--exit-on-error", "-d", _conninfo(target)]
+    if target in existing:
+        cmd += ["--clean", "--if-exists"]
+    env = dbtools.base_env(libpq_env(cfg, target))
+    if cfg.pg_restore_jobs > 1:
+        _restore_parallel(cfg, repo, snap, filename, cmd, env)
+    else:
+        proc = restic.dump_into_command(
+            repo,
+            str(snap["id"]),
+            "/" + filename,
+            [*cmd, "--single-transaction"],
+            command_env=env,
+        )
+        if proc.returncode != 0:
+            text = proc.stderr.decode(errors="replace")
+            raise MoverError(classify(text, RESTORE_FAILED), f"{name}: {dbtools.tail(text)}")
+    if properties is not None:
+        _apply_properties(cfg, result, target, properties.result())
+    dbtools.restored(result, name, target, filename, snap, time.monotonic() - started)
 
 
 def _restore_parallel(
@@ -241,3 +264,80 @@ def _restore_globals(
     result.warnings += [f"globals: {ln.split('ERROR:', 1)[-1].strip()}" for ln in errors[:5]]
     if len(errors) > 5:
         result.warnings.append(f"globals: {len(errors)} statements failed in all")
+
+
+# Statements of a `pg_restore --create` script about the database itself. pg_restore applies
+# them only with --create (which would recreate the original name); a restore into a database
+# we created applies them to that database instead.
+_CREATE = re.compile(r"^CREATE DATABASE (.+?) WITH ")
+_PROPERTY = (
+    "ALTER DATABASE {db} OWNER TO ",
+    "ALTER DATABASE {db} SET ",
+    "COMMENT ON DATABASE {db} IS ",
+    " IN DATABASE {db} SET ",
+    " ON DATABASE {db} TO ",
+    " ON DATABASE {db} FROM ",
+)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def database_properties(
+    repo: restic.Repository, snapshot: str, filename: str, target: str
+) -> list[str]:
+    """Owner, comment, settings and privileges of the dumped database, as statements about
+    `target`. Only the archive's table of contents is read (its first bytes): pg_restore stops
+    there and restic's dump ends with a broken pipe, which is expected."""
+    restic_env = {"RESTIC_REPOSITORY": repo.url, **repo.env}
+    reader = subprocess.Popen(
+        # --no-lock: this reader is stopped half-way, and a read of one immutable snapshot
+        # needs no lock (a stopped restic would leave its lock behind).
+        [restic.restic_binary(), *repo.options, "--no-lock", "dump", snapshot, "/" + filename],
+        env=dbtools.base_env(restic_env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert reader.stdout is not None
+    try:
+        proc = subprocess.run(
+            [_bin("pg_restore"), "--create", "--section=pre-data", "-f", "-"],
+            env=dbtools.base_env(),
+            stdin=reader.stdout,
+            capture_output=True,
+            timeout=600,
+            check=False,
+        )
+    finally:
+        reader.terminate()
+        reader.stdout.close()
+        reader.wait()
+    if proc.returncode != 0:
+        return []
+    lines = proc.stdout.decode(errors="replace").splitlines()
+    original = next((m.group(1) for m in map(_CREATE.match, lines) if m), None)
+    if original is None:
+        return []
+    wanted = [p.format(db=original) for p in _PROPERTY]
+    return [
+        line.replace(f"DATABASE {original} ", f"DATABASE {_quote(target)} ", 1)
+        for line in lines
+        if line.endswith(";") and any(w in line for w in wanted)
+    ]
+
+
+def _apply_properties(
+    cfg: menv.DbConfig, result: Result, target: str, statements: list[str]
+) -> None:
+    """Apply them one by one; one that fails (a role missing on this server) is a warning."""
+    if not statements:
+        return
+    proc = dbtools.run_tool(
+        [_bin("psql"), "-X", "-w", "-q", "-f", "-"],
+        dbtools.base_env(libpq_env(cfg)),
+        input_bytes="\n".join(statements).encode() + b"\n",
+        timeout=cfg.connect_timeout + 60,
+    )
+    errors = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if "ERROR" in ln]
+    result.warnings += [f"{target}: {ln.split('ERROR:', 1)[-1].strip()}" for ln in errors[:5]]

@@ -139,3 +139,48 @@ def test_postgres_restore_under_another_name_in_parallel(postgres: PostgreSQL, r
     assert restored["databases"][0]["target"] == copy
     assert state(postgres, copy) == before
     assert state(postgres, db) == before  # the original is untouched
+
+
+def database_acl_state(pg: PostgreSQL, db: str) -> dict[str, str]:
+    """Owner, privileges, comment and settings of the database itself, and a table's grants."""
+    out = pg.psql(
+        "SELECT pg_get_userbyid(d.datdba), d.datacl::text, shobj_description(d.oid, 'pg_database'),"
+        " (SELECT string_agg(coalesce(r.rolname, '*') || '=' || array_to_string(s.setconfig, ';'),"
+        "   ',' ORDER BY r.rolname) FROM pg_db_role_setting s"
+        "   LEFT JOIN pg_roles r ON r.oid = s.setrole WHERE s.setdatabase = d.oid)"
+        " FROM pg_database d WHERE d.datname = current_database()",
+        db,
+    ).strip()
+    table = pg.psql("SELECT relacl::text FROM pg_class WHERE relname = 'orders'", db).strip()
+    return {"database": out, "table": table}
+
+
+def test_postgres_ownership_and_privileges_survive_a_new_name(
+    postgres: PostgreSQL, repo: Repo
+) -> None:
+    db, role = create_app(postgres)
+    reader = f"reader_{db[4:]}"
+    postgres.psql(
+        f"CREATE ROLE {reader};"
+        f"REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC;"
+        f"GRANT CONNECT ON DATABASE {db} TO {reader};"
+        f"ALTER DATABASE {db} SET work_mem = '8MB';"
+        f"ALTER ROLE {reader} IN DATABASE {db} SET statement_timeout = 5000;"
+        f"COMMENT ON DATABASE {db} IS 'Bestellungen ✓';"
+    )
+    postgres.psql(f"GRANT SELECT ON sales.orders TO {reader};", db)
+    before = database_acl_state(postgres, db)
+    assert before["database"].startswith(f"{role}|")
+    assert reader in before["database"]
+    assert reader in before["table"]
+
+    code, dumped = repo.mover(
+        "db-dump", "postgresql", postgres, db_databases=db, pg_globals="false"
+    )
+    assert code == 0, dumped
+    copy = f"{db}_Kopie"  # a name that needs quoting
+    code, restored = repo.mover("db-restore", "postgresql", postgres, db_mapping=f"{db}:{copy}")
+    assert code == 0, restored
+    assert restored.get("warnings", []) == []
+    after = database_acl_state(postgres, copy)
+    assert after == before
