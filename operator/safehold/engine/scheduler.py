@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -63,6 +65,7 @@ Clock = Callable[[], datetime]
 
 TICK_SECONDS = 10.0
 DEBOUNCE_SECONDS = 0.5
+WRITE_WORKERS = 8
 
 
 def _prune_interval() -> timedelta:
@@ -111,6 +114,8 @@ class TickResult:
     deleted: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     next_due: datetime | None = None
+    writes: list[Callable[[], None]] = field(default_factory=list)
+    """Status patches and events of the pass, made together at its end."""
 
 
 class Scheduler:
@@ -123,6 +128,7 @@ class Scheduler:
         self._pruning: set[str] = set()
         self._blocked: set[str] = set()
         self._mutex = threading.Lock()
+        self._writer: ThreadPoolExecutor | None = None
 
     # ---- the loop ---------------------------------------------------------------------
     def wake(self) -> None:
@@ -195,6 +201,7 @@ class Scheduler:
                 continue
             if due is not None and (result.next_due is None or due < result.next_due):
                 result.next_due = due
+        self._flush(result.writes)
         self._prune_due(locations, backups, now, result)
         return result
 
@@ -408,21 +415,49 @@ class Scheduler:
         if changed(before.conditions, status.conditions, "Ready"):
             events.append(("Normal" if ready[0] == "True" else "Warning", ready[1], ready[2]))
         wire, old = status.to_wire(), before.to_wire()
+        patch: JSON | None = None
         if wire != old:
-            cleared: JSON = {key: None for key in old if key not in wire}
-            patch_status(self.clients.custom, POLICY, namespace, name, wire | cleared)
+            patch = wire | {key: None for key in old if key not in wire}
+        if patch is not None or events:
+            result.writes.append(
+                functools.partial(self._write, namespace, name, meta.get("uid"), patch, events)
+            )
+        return decision.next_time
+
+    def _write(
+        self,
+        namespace: str,
+        name: str,
+        uid: str | None,
+        patch: JSON | None,
+        events: list[tuple[str, str, str]],
+    ) -> None:
+        if patch is not None:
+            patch_status(self.clients.custom, POLICY, namespace, name, patch)
         for type_, reason, message in events:
             post_event(
                 self.clients.core,
                 POLICY.kind,
                 namespace,
                 name,
-                meta.get("uid"),
+                uid,
                 "Normal" if type_ == "Normal" else "Warning",
                 reason,
                 message,
             )
-        return decision.next_time
+
+    def _flush(self, writes: list[Callable[[], None]]) -> None:
+        """Write the statuses and events of one pass in parallel: one at a time, a pass that
+        changes a thousand policies spends most of its time waiting for the API server."""
+        if not writes:
+            return
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="policy-status")
+        for future in [self._writer.submit(write) for write in writes]:
+            try:
+                future.result()
+            except Exception:  # one failed write must not stop the others
+                log.exception("writing a policy's status failed")
 
     def _create_backup(self, policy: JSON, name: str, annotations: dict[str, str]) -> bool:
         """Create the Backup of a run; False when it exists already (the run was started)."""
