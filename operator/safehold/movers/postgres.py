@@ -126,22 +126,37 @@ def dump(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
     missing = [d for d in wanted if d not in available]
     if missing:
         raise MoverError(DATABASE_NOT_FOUND, f"no such database: {', '.join(missing)}")
-    for name in wanted:
-        dbtools.store(
-            cfg,
-            repo,
-            result,
-            name,
-            f"{PREFIX}/{dbtools.quote_name(name)}.dump",
-            [pg_dump, "-w", "-Fc", "-Z0"],
-            libpq_env(cfg, name),
-            classify,
-        )
-    if cfg.pg_globals:
-        cmd = [_bin("pg_dumpall"), "-w", "--globals-only", "-l", cfg.pg_maintenance_db]
-        if not cfg.pg_role_passwords:
-            cmd.append("--no-role-passwords")
-        dbtools.store(cfg, repo, result, "globals", GLOBALS_FILE, cmd, libpq_env(cfg), classify)
+    # The globals are stored beside the databases (their own restic process): that hides one
+    # restic start, most of what a small target's dump costs.
+    side_result = Result(verb=result.verb)
+    with ThreadPoolExecutor(1) as side:
+        side_dump = side.submit(_dump_globals, cfg, repo, side_result) if cfg.pg_globals else None
+        try:
+            for name in wanted:
+                dbtools.store(
+                    cfg,
+                    repo,
+                    result,
+                    name,
+                    f"{PREFIX}/{dbtools.quote_name(name)}.dump",
+                    [pg_dump, "-w", "-Fc", "-Z0"],
+                    libpq_env(cfg, name),
+                    classify,
+                )
+        finally:
+            # Merged also when a database failed, so that the run forgets its snapshot too.
+            failed = side_dump.exception() if side_dump is not None else None
+            for item in side_result.databases:
+                result.add(item)
+    if failed is not None:
+        raise failed
+
+
+def _dump_globals(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
+    cmd = [_bin("pg_dumpall"), "-w", "--globals-only", "-l", cfg.pg_maintenance_db]
+    if not cfg.pg_role_passwords:
+        cmd.append("--no-role-passwords")
+    dbtools.store(cfg, repo, result, "globals", GLOBALS_FILE, cmd, libpq_env(cfg), classify)
 
 
 def _conninfo(database: str) -> str:
