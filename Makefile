@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: help tools test lint unit integration e2e demo crds fmt clean image image-save image-test node-tools node-images node-test
+.PHONY: help tools test lint unit integration e2e demo crds fmt clean image image-save image-test node-tools node-images node-test e2e-podman
 
 help:
 	@echo "make demo         local control plane, object store, operator: backup, disaster, restore"
@@ -11,6 +11,7 @@ help:
 	@echo "make tools        install pinned tools (cached in ~/.cache/safehold) and Python deps"
 	@echo "make crds         regenerate crds/ (and the chart's copy) from the models"
 	@echo "make e2e          opt-in end-to-end tier on kind (needs a Docker engine)"
+	@echo "make e2e-podman   the same tier on kind's podman provider, no Docker or registry (root)"
 	@echo "make image        build localhost/safehold:dev with podman (tools/image; pins from tools/versions.env)"
 	@echo "make image-save   also write it as an OCI archive (build/image/safehold-oci.tar) for containerd"
 	@echo "make node-images  PostgreSQL and SeaweedFS images of the end-to-end round trip (root)"
@@ -72,6 +73,10 @@ node-test: image-save node-tools node-images
 
 e2e: tools
 	SAFEHOLD_E2E_KIND=1 pytest tests/e2e $(PYTEST_ARGS)
+
+# kind without Docker: a node image built here, kind's podman provider (tools/kind/kind).
+e2e-podman: image node-tools
+	tools/kind/kind e2e $(PYTEST_ARGS)
 
 demo: tools
 	python tools/demo.py
