@@ -125,6 +125,9 @@ class MysqlOptions(ApiModel):
     """Dump scheduled events."""
     triggers: bool = True
     """Dump triggers."""
+    include_accounts: bool = False
+    """Also dump user accounts with their grants and password hashes (MariaDB's
+    mariadb-dump --system=users) as mysql-system/users.sql."""
 
 
 class DatabaseTarget(ApiModel):

@@ -63,6 +63,8 @@ def target_environment(target: DatabaseTarget, namespace: str) -> dict[str, str]
         ]
         if skips:
             env[menv.MYSQL_DUMP_OPTIONS] = " ".join(skips)
+        if target.mysql.include_accounts:
+            env[menv.MYSQL_ACCOUNTS] = "true"
     return env
 
 
@@ -140,11 +142,13 @@ def _result(target: str, type_: str, started: float, moved: JSON) -> DatabaseRes
         target=target,
         type=type_,
         result="Succeeded",
-        # The PostgreSQL globals (roles, tablespaces) are a file of the target, not a database.
+        # PostgreSQL's globals and MySQL's accounts are files of the target, not databases.
         databases=[
             str(d["name"])
             for d in dbs
-            if d.get("name") and not str(d.get("file", "")).endswith("globals.sql")
+            if d.get("name")
+            and not str(d.get("file", "")).endswith("globals.sql")
+            and not str(d.get("file", "")).startswith("mysql-system/")
         ],
         snapshot_id=snapshots[0] if snapshots else None,
         snapshots=snapshots,

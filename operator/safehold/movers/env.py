@@ -34,6 +34,11 @@ Per-type options:
 - ``SAFEHOLD_PG_RESTORE_GLOBALS`` — ``true`` replays ``globals.sql`` before the databases
   (errors such as "role already exists" are reported as warnings); default ``false``.
 - ``SAFEHOLD_MYSQL_DUMP_OPTIONS`` — extra ``mariadb-dump`` options (shell-quoted, no secrets).
+- ``SAFEHOLD_MYSQL_ACCOUNTS`` — ``true`` also dumps user accounts and grants
+  (``mariadb-dump --system=users``, MariaDB only) as ``mysql-system/users.sql``; default
+  ``false``.
+- ``SAFEHOLD_MYSQL_RESTORE_ACCOUNTS`` — ``true`` replays ``users.sql`` before the databases
+  (``CREATE USER IF NOT EXISTS``; failing statements are warnings); default ``false``.
 - ``SAFEHOLD_REDIS_FLUSH`` — ``true`` empties the target (``FLUSHALL``) before a restore;
   default ``false`` (keys of the dump replace keys of the same name, others stay).
 
@@ -96,6 +101,8 @@ PG_ROLE_PASSWORDS = "SAFEHOLD_PG_ROLE_PASSWORDS"
 PG_RESTORE_JOBS = "SAFEHOLD_PG_RESTORE_JOBS"
 PG_RESTORE_GLOBALS = "SAFEHOLD_PG_RESTORE_GLOBALS"
 MYSQL_DUMP_OPTIONS = "SAFEHOLD_MYSQL_DUMP_OPTIONS"
+MYSQL_ACCOUNTS = "SAFEHOLD_MYSQL_ACCOUNTS"
+MYSQL_RESTORE_ACCOUNTS = "SAFEHOLD_MYSQL_RESTORE_ACCOUNTS"
 REDIS_FLUSH = "SAFEHOLD_REDIS_FLUSH"
 SCRATCH_DIR = "SAFEHOLD_SCRATCH_DIR"
 BACKUP = "SAFEHOLD_BACKUP"
@@ -175,6 +182,8 @@ class DbConfig:
     pg_restore_jobs: int = 1
     pg_restore_globals: bool = False
     mysql_dump_options: tuple[str, ...] = ()
+    mysql_accounts: bool = False
+    mysql_restore_accounts: bool = False
     redis_flush: bool = False
     snapshot: str = ""
     mapping: Mapping[str, str] = field(default_factory=dict)
@@ -244,6 +253,8 @@ def from_environment(environ: Mapping[str, str] | None = None) -> DbConfig:
         pg_restore_jobs=max(1, _int(env, PG_RESTORE_JOBS, 1)),
         pg_restore_globals=_flag(env, PG_RESTORE_GLOBALS, False),
         mysql_dump_options=tuple(shlex.split(env.get(MYSQL_DUMP_OPTIONS, ""))),
+        mysql_accounts=_flag(env, MYSQL_ACCOUNTS, False),
+        mysql_restore_accounts=_flag(env, MYSQL_RESTORE_ACCOUNTS, False),
         redis_flush=_flag(env, REDIS_FLUSH, False),
         snapshot=env.get(DB_SNAPSHOT, "").strip(),
         mapping=parse_mapping(env.get(DB_MAPPING, "")),

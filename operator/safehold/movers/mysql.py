@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 from safehold.movers import dbtools
 from safehold.movers import env as menv
@@ -27,6 +28,7 @@ from safehold.movers.result import (
 from safehold.storage import restic
 
 PREFIX = "mysql"
+ACCOUNTS_FILE = "mysql-system/users.sql"  # outside mysql/: no database name can collide
 SYSTEM_DATABASES = {"mysql", "sys", "information_schema", "performance_schema"}
 
 _AUTH = re.compile(r"ERROR 1045|ERROR 1044|Access denied|ERROR 1698")
@@ -148,6 +150,16 @@ def dump(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
             tool_env(cfg),
             classify,
         )
+    if cfg.mysql_accounts:
+        # CREATE USER IF NOT EXISTS + GRANT for every account (password hashes included).
+        cmd = [
+            dumper,
+            "--no-defaults",
+            *connection_args(cfg, client=False),
+            "--system=users",
+            "--insert-ignore",
+        ]
+        dbtools.store(cfg, repo, result, "accounts", ACCOUNTS_FILE, cmd, tool_env(cfg), classify)
 
 
 def restore(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
@@ -170,6 +182,8 @@ def restore(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None
             f"already exist: {', '.join(sorted(existing))}; set {menv.DB_RESTORE_CLEAN}=true"
             " to restore over them",
         )
+    if cfg.mysql_restore_accounts and ACCOUNTS_FILE in files:
+        _restore_accounts(cfg, repo, result, files[ACCOUNTS_FILE])
     for name in names:
         started = time.monotonic()
         target = targets[name]
@@ -199,3 +213,22 @@ def restore(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None
             text = proc.stderr.decode(errors="replace")
             raise MoverError(classify(text, RESTORE_FAILED), f"{name}: {dbtools.tail(text)}")
         dbtools.restored(result, name, target, filename, snap, time.monotonic() - started)
+
+
+def _restore_accounts(
+    cfg: menv.DbConfig, repo: restic.Repository, result: Result, snap: dict[str, Any]
+) -> None:
+    """Replay the accounts; a statement that fails is a warning, the rest still run."""
+    cmd = [_client(), "--no-defaults", *connection_args(cfg), "--force", "--binary-mode"]
+    proc = restic.dump_into_command(
+        repo,
+        str(snap["id"]),
+        "/" + ACCOUNTS_FILE,
+        cmd,
+        command_env=dbtools.base_env(tool_env(cfg)),
+    )
+    errors = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if "ERROR" in ln]
+    if proc.returncode != 0 and not errors:
+        text = proc.stderr.decode(errors="replace")
+        raise MoverError(classify(text, RESTORE_FAILED), f"accounts: {dbtools.tail(text)}")
+    result.warnings += [f"accounts: {ln}" for ln in errors[:5]]

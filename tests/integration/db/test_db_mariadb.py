@@ -3,6 +3,8 @@ dump, drop and restore; restore under another name."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
 
 from conftest import Repo
@@ -101,3 +103,40 @@ def test_mariadb_dump_drop_restore(mariadb: MariaDB, repo: Repo) -> None:
     assert state(mariadb, copy) == before | {"auto_increment": before["auto_increment"]}
     code, refused = repo.mover("db-restore", "mysql", mariadb)
     assert (code, refused["reason"]) == (1, "DatabaseExists")
+
+
+def test_mariadb_accounts_dumped_and_replayed_on_request(mariadb: MariaDB, repo: Repo) -> None:
+    """SAFEHOLD_MYSQL_ACCOUNTS=true stores the accounts and grants; a restore with
+    SAFEHOLD_MYSQL_RESTORE_ACCOUNTS=true brings back a dropped account that can log in."""
+    suffix = uuid.uuid4().hex[:6]
+    db, user, secret = f"acc_{suffix}", f"shop_{suffix}", f"pw-{uuid.uuid4().hex}"
+    mariadb.sql(f"CREATE DATABASE {db};")
+    mariadb.sql("CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (7);", db)
+    mariadb.sql(
+        f"CREATE USER '{user}'@'%' IDENTIFIED BY '{secret}';GRANT SELECT ON {db}.* TO '{user}'@'%';"
+    )
+    backup = f"shop/{db}"
+    code, dumped = repo.mover(
+        "db-dump", "mysql", mariadb, backup=backup, db_databases=db, mysql_accounts="true"
+    )
+    assert code == 0, dumped
+    files = {d["file"]: d["snapshot"] for d in dumped["databases"]}
+    assert set(files) == {f"mysql/{db}.sql", "mysql-system/users.sql"}
+    users_sql = repo.restic("dump", files["mysql-system/users.sql"], "/mysql-system/users.sql")
+    assert f"CREATE USER IF NOT EXISTS `{user}`@`%`" in users_sql
+    assert secret not in users_sql  # a hash, not the password
+
+    mariadb.sql(f"DROP USER '{user}'@'%'; DROP DATABASE {db};")
+    code, restored = repo.mover(
+        "db-restore", "mysql", mariadb, backup=backup, mysql_restore_accounts="true"
+    )
+    assert code == 0, restored
+    assert [d["target"] for d in restored["databases"]] == [db]
+    login = subprocess.run(
+        ["mariadb", "--no-defaults", "--protocol=TCP", f"--host={mariadb.host}",
+         f"--port={mariadb.port}", f"--user={user}", "--batch", "-N", f"--database={db}"],
+        input="SELECT id FROM t;",
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MYSQL_PWD": secret},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (login.returncode, login.stdout.strip()) == (0, "7"), login.stderr
