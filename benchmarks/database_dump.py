@@ -10,6 +10,12 @@ prints, side by side in one run, on the same database:
 - `safehold mover db-restore` (streamed, one job; and with SAFEHOLD_PG_RESTORE_JOBS=2) vs
   `pg_restore -j2` from the local file (goal: within 1.3x).
 
+Side by side, to show where the time goes: `pg_dump -Fc -Z0` alone (to /dev/null), restic
+alone storing the same custom-format stream read from a local file (`restic backup --stdin`,
+a fresh repository, so no deduplication helps it), the mover's fixed cost (an empty database),
+and for the restore `restic dump` alone (to /dev/null) and a streamed single-job `pg_restore`
+from the local file.
+
 Usage: python benchmarks/database_dump.py [--size-mb 200]
 """
 
@@ -22,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +37,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from localcluster.databases import PG_BIN, PostgreSQL, S3Store, restic
 
 
-def timed(fn: Any) -> tuple[float, Any]:
-    start = time.monotonic()
+@dataclass(frozen=True)
+class Measured:
+    """Wall time, and CPU time (user + system) of the client processes it waited for: the
+    dump/restore tools, restic and the mover, not the PostgreSQL server. CPU time hardly
+    depends on what else the machine runs, wall time does."""
+
+    wall: float
+    cpu: float
+
+    def __str__(self) -> str:
+        return f"{self.wall:.1f} s (cpu {self.cpu:.1f} s)"
+
+    def __truediv__(self, other: Measured) -> str:
+        return f"{self.wall / other.wall:.2f}x wall, {self.cpu / other.cpu:.2f}x cpu"
+
+
+def _children_cpu() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def timed(fn: Any) -> tuple[Measured, Any]:
+    start, cpu = time.monotonic(), _children_cpu()
     value = fn()
-    return time.monotonic() - start, value
+    return Measured(time.monotonic() - start, _children_cpu() - cpu), value
 
 
 def mover(verb: str, pg: PostgreSQL, repo_env: dict[str, str], **extra: str) -> dict[str, Any]:
@@ -73,10 +101,18 @@ def mover(verb: str, pg: PostgreSQL, repo_env: dict[str, str], **extra: str) -> 
     return result
 
 
-def shell(cmd: str, pg: PostgreSQL, database: str = "bench") -> float:
-    start = time.monotonic()
-    subprocess.run(["bash", "-o", "pipefail", "-c", cmd], env=pg.env(database), check=True)
-    return time.monotonic() - start
+def shell(cmd: str, pg: PostgreSQL, database: str = "bench") -> Measured:
+    argv = ["bash", "-o", "pipefail", "-c", cmd]
+    return timed(lambda: subprocess.run(argv, env=pg.env(database), check=True))[0]
+
+
+def restic_shell(repo_env: dict[str, str], args: str) -> str:
+    """A shell command running restic against `repo_env`'s repository (env, then restic)."""
+    env = dict(repo_env)
+    options = env.pop("SAFEHOLD_RESTIC_OPTIONS")
+    binary = env.pop("SAFEHOLD_RESTIC")
+    exports = " ".join(f"{k}={v}" for k, v in env.items())
+    return f"env {exports} {binary} {options} {args}"
 
 
 def populate(pg: PostgreSQL, size_mb: int) -> str:
@@ -101,6 +137,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=200, help="approximate table data size")
     args = parser.parse_args()
+    load = os.getloadavg()
     pg = PostgreSQL().start()
     s3 = S3Store().start()
     work = Path(tempfile.mkdtemp(prefix="safehold-dbbench-files-"))
@@ -112,10 +149,24 @@ def main() -> int:
         pg_dump = PG_BIN / "pg_dump"
         t_fc = shell(f"{pg_dump} -Fc -Z1 -f {fc}", pg)
         t_zstd = shell(f"{pg_dump} | zstd -1 -q -o {work / 'bench.sql.zst'}", pg)
+        t_z0 = shell(f"{pg_dump} -Fc -Z0 > /dev/null", pg)
+        z0 = work / "bench-z0.dump"
+        shell(f"{pg_dump} -Fc -Z0 -f {z0}", pg)
+        alone_env = s3.restic_env("bench-restic-alone")
+        restic(alone_env, "init")
+        store = "backup --stdin --stdin-filename bench.dump --quiet"
+        t_alone = shell(f"{restic_shell(alone_env, store)} < {z0}", pg)
         t_first, first = timed(lambda: mover("db-dump", pg, repo_env))
         t_second, second = timed(lambda: mover("db-dump", pg, repo_env))
+        pg.psql("CREATE DATABASE empty;")
+        t_empty, _ = timed(lambda: mover("db-dump", pg, repo_env, db_databases="empty"))
         restore_cmd = f"{PG_BIN / 'pg_restore'} -j2 -d bench_local {fc}"
         t_local = shell(f"{PG_BIN / 'createdb'} bench_local && {restore_cmd}", pg, "postgres")
+        stream_cmd = f"{PG_BIN / 'pg_restore'} --single-transaction -d bench_stream_local"
+        t_local_stream = shell(
+            f"{PG_BIN / 'createdb'} bench_stream_local && {stream_cmd} < {z0}", pg, "postgres"
+        )
+        t_read = shell(f"{restic_shell(alone_env, 'dump latest /bench.dump')} > /dev/null", pg)
         t_restore, _ = timed(
             lambda: mover(
                 "db-restore",
@@ -141,32 +192,45 @@ def main() -> int:
         added = 100 * second["bytesAdded"] / first["bytesAdded"]
         rows = [
             ("database size", size, ""),
-            ("pg_dump -Fc -Z1 to a local file", f"{t_fc:.1f} s ({fc_mib:.0f} MiB)", ""),
-            ("pg_dump | zstd -1 (baseline)", f"{t_zstd:.1f} s ({zst_mib:.0f} MiB)", ""),
+            ("pg_dump -Fc -Z1 to a local file", f"{t_fc}; {fc_mib:.0f} MiB", ""),
+            ("pg_dump | zstd -1 (baseline)", f"{t_zstd}; {zst_mib:.0f} MiB", ""),
+            ("pg_dump -Fc -Z0 to /dev/null (the dump tool alone)", f"{t_z0}", ""),
+            (
+                "restic alone: the same -Fc -Z0 stream from a local file, `backup --stdin`",
+                f"{t_alone} = {t_alone / t_zstd} of zstd",
+                "",
+            ),
             (
                 "Safehold dump into the repository",
-                f"{t_first:.1f} s ({t_first / t_zstd:.2f}x zstd, {t_first / t_fc:.2f}x -Fc -Z1);"
-                f" {first['bytesProcessed'] / mib:.0f} MiB dumped,"
-                f" {first['bytesAdded'] / mib:.0f} MiB new",
+                f"{t_first} = **{t_first / t_zstd}** of zstd; {t_first / t_alone} of restic"
+                f" alone; {first['bytesProcessed'] / mib:.0f} MiB dumped",
                 "<= 1.2x zstd",
             ),
+            ("Safehold dump of an empty database (fixed cost per run)", f"{t_empty}", ""),
             (
                 "second dump, database unchanged",
-                f"{t_second:.1f} s; {second['bytesAdded'] / mib:.2f} MiB new ({added:.1f} %)",
+                f"{t_second}; {second['bytesAdded'] / mib:.2f} MiB new ({added:.1f} %)",
                 "< 10 %",
             ),
-            ("pg_restore -j2 from the local file (baseline)", f"{t_local:.1f} s", ""),
+            ("pg_restore -j2 from the local file (baseline)", f"{t_local}", ""),
+            (
+                "pg_restore --single-transaction streamed from a local -Z0 file (one job)",
+                f"{t_local_stream} = {t_local_stream / t_local} of -j2",
+                "",
+            ),
+            ("restic dump of the archive to /dev/null (restic alone)", f"{t_read}", ""),
             (
                 "Safehold restore, streamed (one job)",
-                f"{t_restore:.1f} s ({t_restore / t_local:.2f}x)",
+                f"{t_restore} = **{t_restore / t_local}** of -j2",
                 "<= 1.3x",
             ),
             (
                 "Safehold restore, SAFEHOLD_PG_RESTORE_JOBS=2",
-                f"{t_restore_j2:.1f} s ({t_restore_j2 / t_local:.2f}x)",
+                f"{t_restore_j2} = {t_restore_j2 / t_local} of -j2",
                 "<= 1.3x",
             ),
         ]
+        print(f"load before: {load}; after: {os.getloadavg()}")
         print("| measurement | result | goal |\n|---|---|---|")
         for name, value, goal in rows:
             print(f"| {name} | {value} | {goal} |")
