@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 
 from safehold.movers import dbtools
@@ -96,11 +97,14 @@ def db_dump(environ: Mapping[str, str] = os.environ) -> int:
 
 
 def _restore(engine: ModuleType, cfg: menv.DbConfig, repo: restic.Repository, res: Result) -> None:
-    # A restore often starts right after the objects were applied: wait for the server.
-    attempts = dbtools.wait_until_ready(engine.probe, cfg)
-    if attempts > 1:
-        res.warnings.append(f"the target accepted connections after {attempts} attempts")
-    engine.restore(cfg, repo, res)
+    with ThreadPoolExecutor(1) as side:
+        # Finding the dumped files (a restic start) overlaps the wait for the server.
+        listing = side.submit(dbtools.stored_files, cfg, repo)
+        # A restore often starts right after the objects were applied: wait for the server.
+        attempts = dbtools.wait_until_ready(engine.probe, cfg)
+        if attempts > 1:
+            res.warnings.append(f"the target accepted connections after {attempts} attempts")
+        engine.restore(cfg, repo, res, files=listing.result())
 
 
 def db_restore(environ: Mapping[str, str] = os.environ) -> int:

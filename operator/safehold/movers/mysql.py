@@ -162,12 +162,17 @@ def dump(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
         dbtools.store(cfg, repo, result, "accounts", ACCOUNTS_FILE, cmd, tool_env(cfg), classify)
 
 
-def restore(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
+def restore(
+    cfg: menv.DbConfig,
+    repo: restic.Repository,
+    result: Result,
+    files: dict[str, dict[str, Any]] | None = None,
+) -> None:
     version, available_now = probe(cfg)
     result.serverVersion = version
     client = _client()
     result.toolVersion = dbtools.tool_version(client)
-    files = dbtools.stored_files(cfg, repo)
+    files = dbtools.stored_files(cfg, repo) if files is None else files
     stored = {
         dbtools.unquote_name(f[len(PREFIX) + 1 : -len(".sql")]): f
         for f in files

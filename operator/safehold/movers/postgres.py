@@ -169,11 +169,16 @@ def _exists(cfg: menv.DbConfig, database: str) -> bool:
     return out.strip() == "1"
 
 
-def restore(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
+def restore(
+    cfg: menv.DbConfig,
+    repo: restic.Repository,
+    result: Result,
+    files: dict[str, dict[str, Any]] | None = None,
+) -> None:
     version, _ = probe(cfg)
     result.serverVersion = version
     result.toolVersion = dbtools.tool_version(_bin("pg_restore"))
-    files = dbtools.stored_files(cfg, repo)
+    files = dbtools.stored_files(cfg, repo) if files is None else files
     available = {
         dbtools.unquote_name(f[len(PREFIX) + 1 : -len(".dump")]): f
         for f in files

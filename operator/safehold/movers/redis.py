@@ -303,11 +303,16 @@ def _copy_functions(source: Resp, target: Resp) -> int:
     return len(libraries)
 
 
-def restore(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
+def restore(
+    cfg: menv.DbConfig,
+    repo: restic.Repository,
+    result: Result,
+    files: dict[str, dict[str, Any]] | None = None,
+) -> None:
     version, _ = probe(cfg)
     result.serverVersion = version
     result.toolVersion = dbtools.tool_version(dbtools.which("redis-server"))
-    files = dbtools.stored_files(cfg, repo)
+    files = dbtools.stored_files(cfg, repo) if files is None else files
     if FILE not in files:
         raise MoverError("SnapshotNotFound", f"{FILE} is not in the backup")
     snap = files[FILE]
