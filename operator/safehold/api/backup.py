@@ -56,7 +56,8 @@ class VolumeResult(ApiModel):
     bytes: int | None = None
     """Bytes processed."""
     bytes_added: int | None = None
-    """New bytes stored in the repository after deduplication."""
+    """New data after deduplication, before compression (restic's data_added): the repository
+    grows by less when the data compresses."""
     duration_seconds: float | None = None
     """Duration of the move."""
     message: str | None = None
