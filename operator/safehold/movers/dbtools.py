@@ -16,6 +16,7 @@ from safehold.movers import env as menv
 from safehold.movers.result import (
     DUMP_FAILED,
     HOST_UNREACHABLE,
+    RESTORE_FAILED,
     SNAPSHOT_NOT_FOUND,
     TARGET_NOT_READY,
     TARGET_STARTING,
@@ -126,6 +127,31 @@ def store(
     )
     result.add(item)
     return item
+
+
+def replay_script(
+    repo: restic.Repository,
+    snap: Mapping[str, Any],
+    filename: str,
+    command: Sequence[str],
+    command_env: Mapping[str, str],
+    classify: Callable[[str, str], str],
+    what: str,
+    result: Result,
+) -> None:
+    """Feed a stored SQL script (roles, accounts) to a client; failing statements (an account
+    that exists) become warnings, at most five named; no statement run at all is an error."""
+    proc = restic.dump_into_command(
+        repo, str(snap["id"]), "/" + filename, command, command_env=command_env
+    )
+    lines = proc.stderr.decode(errors="replace").splitlines()
+    errors = [ln.split("ERROR", 1)[-1].lstrip(": ").strip() for ln in lines if "ERROR" in ln]
+    if proc.returncode != 0 and not errors:
+        text = "\n".join(lines)
+        raise MoverError(classify(text, RESTORE_FAILED), f"{what}: {tail(text)}")
+    result.warnings += [f"{what}: {e}" for e in errors[:5]]
+    if len(errors) > 5:
+        result.warnings.append(f"{what}: {len(errors)} statements failed in all")
 
 
 def stored_files(cfg: menv.DbConfig, repo: restic.Repository) -> dict[str, dict[str, Any]]:

@@ -225,15 +225,5 @@ def _restore_accounts(
 ) -> None:
     """Replay the accounts; a statement that fails is a warning, the rest still run."""
     cmd = [_client(), "--no-defaults", *connection_args(cfg), "--force", "--binary-mode"]
-    proc = restic.dump_into_command(
-        repo,
-        str(snap["id"]),
-        "/" + ACCOUNTS_FILE,
-        cmd,
-        command_env=dbtools.base_env(tool_env(cfg)),
-    )
-    errors = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if "ERROR" in ln]
-    if proc.returncode != 0 and not errors:
-        text = proc.stderr.decode(errors="replace")
-        raise MoverError(classify(text, RESTORE_FAILED), f"accounts: {dbtools.tail(text)}")
-    result.warnings += [f"accounts: {ln}" for ln in errors[:5]]
+    env = dbtools.base_env(tool_env(cfg))
+    dbtools.replay_script(repo, snap, ACCOUNTS_FILE, cmd, env, classify, "accounts", result)

@@ -270,20 +270,8 @@ def _restore_globals(
 ) -> None:
     """Replay roles and tablespaces; statements that fail (a role that exists) are warnings."""
     cmd = [_bin("psql"), "-X", "-w", "-q", "-f", "-"]
-    proc = restic.dump_into_command(
-        repo,
-        str(snap["id"]),
-        "/" + GLOBALS_FILE,
-        cmd,
-        command_env=dbtools.base_env(libpq_env(cfg)),
-    )
-    errors = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if "ERROR" in ln]
-    if proc.returncode != 0 and not errors:
-        text = proc.stderr.decode(errors="replace")
-        raise MoverError(classify(text, RESTORE_FAILED), f"globals: {dbtools.tail(text)}")
-    result.warnings += [f"globals: {ln.split('ERROR:', 1)[-1].strip()}" for ln in errors[:5]]
-    if len(errors) > 5:
-        result.warnings.append(f"globals: {len(errors)} statements failed in all")
+    env = dbtools.base_env(libpq_env(cfg))
+    dbtools.replay_script(repo, snap, GLOBALS_FILE, cmd, env, classify, "globals", result)
 
 
 # Statements of a `pg_restore --create` script about the database itself. pg_restore applies
