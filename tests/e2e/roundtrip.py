@@ -185,8 +185,30 @@ def _shell_job(name: str, script: str) -> JSON:
     }
 
 
+def _served(name: str, port: int, pod_spec: JSON, *, recreate: bool = False) -> list[JSON]:
+    """A one-replica Deployment labelled app=`name` and a Service in front of `port`."""
+    labels = {"app": name}
+    deployment: JSON = {"replicas": 1, "selector": {"matchLabels": labels}}
+    if recreate:
+        deployment["strategy"] = {"type": "Recreate"}
+    deployment["template"] = {"metadata": {"labels": labels}, "spec": pod_spec}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"selector": labels, "ports": [{"port": port, "targetPort": port}]},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": deployment,
+        },
+    ]
+
+
 def app_docs(storage_class: str) -> list[JSON]:
-    labels = {"app": "postgres"}
     web = {
         "name": "web",
         "image": IMAGE,
@@ -256,26 +278,7 @@ def app_docs(storage_class: str) -> list[JSON]:
                 },
             },
         },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "postgres"},
-            "spec": {"selector": labels, "ports": [{"port": 5432, "targetPort": 5432}]},
-        },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "postgres"},
-            "spec": {
-                "replicas": 1,
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": _pod_spec([postgres], pg_volumes, uid=PG_UID),
-                },
-            },
-        },
+        *_served("postgres", 5432, _pod_spec([postgres], pg_volumes, uid=PG_UID), recreate=True),
     ]
 
 
@@ -336,7 +339,6 @@ def _seaweedfs_docs(access_key: str, secret_key: str) -> list[JSON]:
         {"name": "tmp", "emptyDir": {}},
         {"name": "config", "secret": {"secretName": "seaweedfs-config"}},
     ]
-    labels = {"app": "seaweedfs"}
     return [
         {
             "apiVersion": "v1",
@@ -344,25 +346,7 @@ def _seaweedfs_docs(access_key: str, secret_key: str) -> list[JSON]:
             "metadata": {"name": "seaweedfs-config"},
             "stringData": {"s3.json": json.dumps({"identities": [identity]})},
         },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "seaweedfs"},
-            "spec": {"selector": labels, "ports": [{"port": 8333, "targetPort": 8333}]},
-        },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "seaweedfs"},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": _pod_spec([container], volumes),
-                },
-            },
-        },
+        *_served("seaweedfs", 8333, _pod_spec([container], volumes)),
     ]
 
 

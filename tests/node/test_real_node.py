@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from e2e.roundtrip import restricted_namespace
 from localcluster import binaries
 from localcluster.kube import KubeError
 from localcluster.node import RealNode
@@ -44,20 +45,7 @@ def node(real_node: RealNode) -> RealNode:
 
 
 def _namespace(node: RealNode, name: str) -> None:
-    node.cluster.kube.post(
-        "/api/v1/namespaces",
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {
-                "name": name,
-                "labels": {
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                    "pod-security.kubernetes.io/enforce-version": "latest",
-                },
-            },
-        },
-    )
+    node.cluster.kube.post("/api/v1/namespaces", restricted_namespace(name))
     node.cluster.wait_for_service_account(name, "default")
 
 
