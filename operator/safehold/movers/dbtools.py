@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -14,12 +15,15 @@ from typing import Any
 
 from safehold.movers import env as menv
 from safehold.movers.result import (
+    AUTHENTICATION_FAILED,
+    DATABASE_NOT_FOUND,
     DUMP_FAILED,
     HOST_UNREACHABLE,
     RESTORE_FAILED,
     SNAPSHOT_NOT_FOUND,
     TARGET_NOT_READY,
     TARGET_STARTING,
+    TLS_FAILED,
     TOOL_NOT_FOUND,
     DatabaseResult,
     MoverError,
@@ -28,6 +32,39 @@ from safehold.movers.result import (
 from safehold.storage import restic
 
 _KEEP_ENV = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorPatterns:
+    """How one engine's client tools word each failure, turned into a status reason.
+
+    Checked in one order for every engine: authentication, missing database, server starting,
+    TLS, unreachable; the first match names the reason. An unreachable match does not count
+    when `lost_mid_work` also appears: the server was reached and dropped the connection.
+    """
+
+    auth: re.Pattern[str]
+    unreachable: re.Pattern[str]
+    no_database: re.Pattern[str] | None = None
+    starting: re.Pattern[str] | None = None
+    tls: re.Pattern[str] | None = None
+    lost_mid_work: str | None = None
+
+    def classify(self, text: str, default: str) -> str:
+        checks = (
+            (self.auth, AUTHENTICATION_FAILED),
+            (self.no_database, DATABASE_NOT_FOUND),
+            (self.starting, TARGET_STARTING),
+            (self.tls, TLS_FAILED),
+        )
+        for pattern, reason in checks:
+            if pattern is not None and pattern.search(text):
+                return reason
+        if self.unreachable.search(text) and not (
+            self.lost_mid_work and self.lost_mid_work in text
+        ):
+            return HOST_UNREACHABLE
+        return default
 
 
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -18,13 +18,9 @@ from typing import Any
 from safehold.movers import dbtools
 from safehold.movers import env as menv
 from safehold.movers.result import (
-    AUTHENTICATION_FAILED,
     DATABASE_EXISTS,
     DATABASE_NOT_FOUND,
-    HOST_UNREACHABLE,
     RESTORE_FAILED,
-    TARGET_STARTING,
-    TLS_FAILED,
     MoverError,
     Result,
 )
@@ -53,18 +49,14 @@ _STARTING = re.compile(
 )
 
 
-def classify(text: str, default: str) -> str:
-    if _AUTH.search(text):
-        return AUTHENTICATION_FAILED
-    if _NO_DATABASE.search(text):
-        return DATABASE_NOT_FOUND
-    if _STARTING.search(text):
-        return TARGET_STARTING
-    if _TLS.search(text):
-        return TLS_FAILED
-    if _UNREACHABLE.search(text) and "server closed the connection" not in text:
-        return HOST_UNREACHABLE
-    return default
+classify = dbtools.ErrorPatterns(
+    auth=_AUTH,
+    unreachable=_UNREACHABLE,
+    no_database=_NO_DATABASE,
+    starting=_STARTING,
+    tls=_TLS,
+    lost_mid_work="server closed the connection",
+).classify
 
 
 def libpq_env(cfg: menv.DbConfig, database: str | None = None) -> dict[str, str]:

@@ -183,14 +183,11 @@ def probe(cfg: menv.DbConfig) -> tuple[str, list[int]]:
     return version, dbs
 
 
-def classify(text: str, default: str) -> str:
-    if re.search(r"NOAUTH|WRONGPASS|invalid password|AUTH failed", text):
-        return AUTHENTICATION_FAILED
-    if re.search(r"Could not negotiate a TLS|SSL_connect|certificate verify failed", text):
-        return TLS_FAILED
-    if re.search(r"Could not connect|Connection refused", text):
-        return HOST_UNREACHABLE
-    return default
+classify = dbtools.ErrorPatterns(
+    auth=re.compile(r"NOAUTH|WRONGPASS|invalid password|AUTH failed"),
+    tls=re.compile(r"Could not negotiate a TLS|SSL_connect|certificate verify failed"),
+    unreachable=re.compile(r"Could not connect|Connection refused"),
+).classify
 
 
 def cli_args(cfg: menv.DbConfig) -> list[str]:
