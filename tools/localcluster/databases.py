@@ -50,7 +50,45 @@ def _port_open(port: int) -> bool:
         return s.connect_ex((LOCALHOST, port)) == 0
 
 
-class PostgreSQL:
+class _Server:
+    """A database server process of the harness in a work directory of its own."""
+
+    STOP_GRACE = 15.0  # seconds from SIGTERM to SIGKILL
+    process: ManagedProcess | None
+    workdir: Path
+
+    def kill(self) -> None:
+        """SIGKILL the server and its children (a crash, not a shutdown)."""
+        if self.process is not None:
+            self.process.signal_group(9)
+            self.process.wait(30)
+
+    def stop(self, keep: bool = False) -> None:
+        if self.process is not None:
+            self.process.stop(grace=self.STOP_GRACE)
+        if not keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _client(
+    what: str, cmd: list[str], sql: str, env: Mapping[str, str] | None, timeout: float
+) -> str:
+    """Run a SQL client with `sql` on stdin; its stdout, or RuntimeError with its stderr."""
+    result = subprocess.run(
+        cmd,
+        input=sql,
+        env=None if env is None else dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+class PostgreSQL(_Server):
     """`initdb` + `postgres` as the postgres OS user; superuser `postgres` with a password."""
 
     def __init__(self, workdir: Path | None = None, tls: ServerTls | None = None) -> None:
@@ -163,35 +201,15 @@ class PostgreSQL:
 
     def psql(self, sql: str, database: str = "postgres", timeout: float = 600) -> str:
         """Run SQL through psql (stops at the first error); returns unaligned output."""
-        result = subprocess.run(
-            [str(PG_BIN / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"],
-            input=sql,
-            env=self.env(database),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"psql failed: {result.stderr.strip()}")
-        return result.stdout
-
-    def kill(self) -> None:
-        """SIGKILL the postmaster and every backend (a crash, not a shutdown)."""
-        if self.process is not None:
-            self.process.signal_group(9)
-            self.process.wait(30)
-
-    def stop(self, keep: bool = False) -> None:
-        if self.process is not None:
-            self.process.stop(grace=15)
-        if not keep:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        cmd = [str(PG_BIN / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"]
+        return _client("psql", cmd, sql, self.env(database), timeout)
 
 
-class MariaDB:
+class MariaDB(_Server):
     """`mariadb-install-db` + `mariadbd --user=root`; user `safehold`@`%` with a password and
     every privilege (the anonymous and passwordless accounts are removed)."""
+
+    STOP_GRACE = 20.0
 
     def __init__(self, tls: ServerTls | None = None) -> None:
         self.mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
@@ -258,17 +276,8 @@ class MariaDB:
         return self
 
     def root_sql(self, sql: str) -> str:
-        result = subprocess.run(
-            ["mariadb", "--no-defaults", f"--socket={self.socket}", "-uroot", "--batch", "-N"],
-            input=sql,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"mariadb failed: {result.stderr.strip()}")
-        return result.stdout
+        cmd = ["mariadb", "--no-defaults", f"--socket={self.socket}", "-uroot", "--batch", "-N"]
+        return _client("mariadb", cmd, sql, None, 120)
 
     def sql(self, sql: str, database: str = "", timeout: float = 600) -> str:
         """Run SQL over TCP as the password user."""
@@ -285,33 +294,14 @@ class MariaDB:
         ]
         if database:
             cmd.append(f"--database={database}")
-        result = subprocess.run(
-            cmd,
-            input=sql,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MYSQL_PWD": self.password},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"mariadb failed: {result.stderr.strip()}")
-        return result.stdout
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.signal_group(9)
-            self.process.wait(30)
-
-    def stop(self, keep: bool = False) -> None:
-        if self.process is not None:
-            self.process.stop(grace=20)
-        if not keep:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MYSQL_PWD": self.password}
+        return _client("mariadb", cmd, sql, env, timeout)
 
 
-class Redis:
+class Redis(_Server):
     """`redis-server` on 127.0.0.1 with `requirepass`, no persistence."""
+
+    STOP_GRACE = 10.0
 
     def __init__(self) -> None:
         self.binary = shutil.which("redis-server")
@@ -350,12 +340,6 @@ class Redis:
         if result.returncode != 0 or result.stdout.startswith(("ERR", "WRONGTYPE", "NOAUTH")):
             raise RuntimeError(f"redis-cli {args[0]} failed: {result.stdout}{result.stderr}")
         return result.stdout
-
-    def stop(self, keep: bool = False) -> None:
-        if self.process is not None:
-            self.process.stop(grace=10)
-        if not keep:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class S3Store:
