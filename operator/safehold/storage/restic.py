@@ -225,6 +225,18 @@ class BackupSummary:
     duration_seconds: float
 
 
+def _backup_summary(output: bytes) -> BackupSummary:
+    """The summary message of `restic backup --json` output."""
+    summary = _summary_line(output)
+    return BackupSummary(
+        snapshot_id=str(summary["snapshot_id"]),
+        files=int(summary.get("total_files_processed", 0)),
+        bytes_processed=int(summary.get("total_bytes_processed", 0)),
+        bytes_added=int(summary.get("data_added", 0)),
+        duration_seconds=float(summary.get("total_duration", 0.0)),
+    )
+
+
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
@@ -247,14 +259,7 @@ def backup_directory(
         out = run(repo, [*args, "--quiet"], timeout=6 * 3600).stdout
     else:
         out = _run_streaming(repo, args, on_status)
-    summary = _summary_line(out)
-    return BackupSummary(
-        snapshot_id=str(summary["snapshot_id"]),
-        files=int(summary.get("total_files_processed", 0)),
-        bytes_processed=int(summary.get("total_bytes_processed", 0)),
-        bytes_added=int(summary.get("data_added", 0)),
-        duration_seconds=float(summary.get("total_duration", 0.0)),
-    )
+    return _backup_summary(out)
 
 
 def _run_streaming(repo: Repository, args: Sequence[str], on_status: ProgressFn) -> bytes:
@@ -399,14 +404,7 @@ def backup_from_command(
             lines = [ln for ln in stderr.splitlines() if not ln.startswith("{")]
             raise ResticError("CommandFailed", _last_lines("\n".join(lines), 8), proc.returncode)
         raise ResticError(_reason(proc.returncode, stderr), _last_lines(stderr), proc.returncode)
-    summary = _summary_line(proc.stdout)
-    return BackupSummary(
-        snapshot_id=str(summary["snapshot_id"]),
-        files=int(summary.get("total_files_processed", 0)),
-        bytes_processed=int(summary.get("total_bytes_processed", 0)),
-        bytes_added=int(summary.get("data_added", 0)),
-        duration_seconds=float(summary.get("total_duration", 0.0)),
-    )
+    return _backup_summary(proc.stdout)
 
 
 def _is_secret_name(name: str) -> bool:
