@@ -34,6 +34,7 @@ import yaml
 
 from localcluster.binaries import pinned_versions
 from localcluster.helpers import wait_for
+from localcluster.objects import condition
 
 JSON = dict[str, Any]
 API = "safehold.io/v1alpha1"
@@ -108,15 +109,14 @@ def get(platform: Platform, namespace: str, kind: str, name: str) -> JSON:
     return obj
 
 
-def condition(obj: JSON, type_: str) -> JSON:
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c["type"] == type_), {})
+def condition_true(obj: JSON, type_: str) -> bool:
+    return (condition(obj, type_) or {}).get("status") == "True"
 
 
 def wait_complete(platform: Platform, kind: str, name: str, timeout: float = 300) -> JSON:
     def complete() -> JSON | None:
         obj = get(platform, OPS, kind, name)
-        return obj if condition(obj, "Complete").get("status") == "True" else None
+        return obj if condition_true(obj, "Complete") else None
 
     return wait_for(complete, timeout, f"{kind} {name} to complete", interval=1)
 
@@ -349,7 +349,7 @@ def ready_pod(platform: Platform, namespace: str, app: str, timeout: float = 240
             status = pod.get("status", {})
             if pod["metadata"].get("deletionTimestamp") or status.get("phase") != "Running":
                 continue
-            if condition(pod, "Ready").get("status") == "True":
+            if condition_true(pod, "Ready"):
                 return dict(pod)
         return None
 
@@ -485,7 +485,7 @@ def run_round_trip(
 
     def location_ready() -> JSON | None:
         loc = get(platform, OPS, "backupstoragelocation", "primary")
-        return loc if condition(loc, "Ready").get("status") == "True" else None
+        return loc if condition_true(loc, "Ready") else None
 
     wait_for(location_ready, 180, "location primary Ready", interval=1)
     t = _step(timings, "object store up, location Ready", t)
