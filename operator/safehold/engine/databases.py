@@ -135,6 +135,14 @@ class _TargetFailed(Exception):
         self.reason = reason
 
 
+def _failed(target: str, type_: str, message: str, started: float | None = None) -> DatabaseResult:
+    """A target that failed; with `started`, how long it ran before it did."""
+    seconds = None if started is None else round(time.monotonic() - started, 3)
+    return DatabaseResult(
+        target=target, type=type_, result="Failed", message=message, duration_seconds=seconds
+    )
+
+
 def _result(target: str, type_: str, started: float, moved: JSON) -> DatabaseResult:
     dbs = moved.get("databases") or []
     snapshots = [str(d["snapshot"]) for d in dbs if d.get("snapshot")]
@@ -174,20 +182,9 @@ def dump_target(ctx: MoverContext, namespace: str, target: DatabaseTarget) -> Da
         moved = _run(ctx, "db-dump", namespace, name, env, user, password, files)
         return _result(target.name, target.type, started, moved)
     except (_TargetFailed, SecretProblem) as err:
-        return DatabaseResult(
-            target=target.name,
-            type=target.type,
-            result="Failed",
-            message=f"{err.reason}: {err}",
-            duration_seconds=round(time.monotonic() - started, 3),
-        )
+        return _failed(target.name, target.type, f"{err.reason}: {err}", started)
     except ApiError as err:
-        return DatabaseResult(
-            target=target.name,
-            type=target.type,
-            result="Failed",
-            message=f"{err.reason}: {err.message}",
-        )
+        return _failed(target.name, target.type, f"{err.reason}: {err.message}")
 
 
 def dump_targets(
@@ -247,13 +244,6 @@ def restore_target(
         result = _result(dumped.target, dumped.type, started, moved)
         return result.model_copy(update={"snapshots": dumped.snapshots})
     except (_TargetFailed, SecretProblem) as err:
-        return DatabaseResult(
-            target=dumped.target, type=dumped.type, result="Failed", message=f"{err.reason}: {err}"
-        )
+        return _failed(dumped.target, dumped.type, f"{err.reason}: {err}")
     except ApiError as err:
-        return DatabaseResult(
-            target=dumped.target,
-            type=dumped.type,
-            result="Failed",
-            message=f"{err.reason}: {err.message}",
-        )
+        return _failed(dumped.target, dumped.type, f"{err.reason}: {err.message}")
