@@ -8,7 +8,9 @@ prints, side by side in one run, on the same database:
 - a second dump of the unchanged database: bytes added to the repository (goal: < 10 % of the
   first);
 - `safehold mover db-restore` (streamed, one job; and with SAFEHOLD_PG_RESTORE_JOBS=2) vs
-  `pg_restore -j2` from the local file (goal: within 1.3x).
+  `pg_restore -j2` from the local file (goal: within 1.3x). The mover is given the dumped files
+  as the operator gives them (SAFEHOLD_DB_FILES, from the Backup's status). Baseline and mover
+  alternate twice, each after a CHECKPOINT with its target dropped; the best of each counts.
 
 Side by side, to show where the time goes: `pg_dump -Fc -Z0` alone (to /dev/null), restic
 alone storing the same custom-format stream read from a local file (`restic backup --stdin`,
@@ -35,6 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 from localcluster.databases import PG_BIN, PostgreSQL, S3Store, restic
+from safehold.movers.env import encode_files
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ class Measured:
 
     def __truediv__(self, other: Measured) -> str:
         return f"{self.wall / other.wall:.2f}x wall, {self.cpu / other.cpu:.2f}x cpu"
+
+
+ROUNDS = 2  # restores: baseline and Safehold alternate; the best of each counts
 
 
 def _children_cpu() -> float:
@@ -160,32 +166,39 @@ def main() -> int:
         t_second, second = timed(lambda: mover("db-dump", pg, repo_env))
         pg.psql("CREATE DATABASE empty;")
         t_empty, _ = timed(lambda: mover("db-dump", pg, repo_env, db_databases="empty"))
-        restore_cmd = f"{PG_BIN / 'pg_restore'} -j2 -d bench_local {fc}"
-        t_local = shell(f"{PG_BIN / 'createdb'} bench_local && {restore_cmd}", pg, "postgres")
+        # The files as the operator names them from the Backup's status (no listing).
+        named = encode_files(
+            {d["file"]: (d["snapshot"], d["bytesProcessed"]) for d in first["databases"]}
+        )
+
+        def fresh(database: str) -> None:
+            # Every restore starts from the same server state: its target gone and the dirty
+            # buffers of the previous one written out.
+            pg.psql(f"DROP DATABASE IF EXISTS {database}; CHECKPOINT;")
+
+        def local_restore() -> Measured:
+            fresh("bench_local")
+            restore_cmd = f"{PG_BIN / 'pg_restore'} -j2 -d bench_local {fc}"
+            return shell(f"{PG_BIN / 'createdb'} bench_local && {restore_cmd}", pg, "postgres")
+
+        def safehold_restore(**extra: str) -> Measured:
+            fresh("bench_stream")
+            return timed(
+                lambda: mover("db-restore", pg, repo_env, db_mapping="bench:bench_stream", **extra)
+            )[0]
+
+        # Baseline and Safehold alternate, ROUNDS times; the best of each is reported.
+        t_local = t_restore = Measured(float("inf"), 0)
+        for _ in range(ROUNDS):
+            t_local = min(t_local, local_restore(), key=lambda m: m.wall)
+            t_restore = min(t_restore, safehold_restore(db_files=named), key=lambda m: m.wall)
+        fresh("bench_stream_local")
         stream_cmd = f"{PG_BIN / 'pg_restore'} --single-transaction -d bench_stream_local"
         t_local_stream = shell(
             f"{PG_BIN / 'createdb'} bench_stream_local && {stream_cmd} < {z0}", pg, "postgres"
         )
         t_read = shell(f"{restic_shell(alone_env, 'dump latest /bench.dump')} > /dev/null", pg)
-        t_restore, _ = timed(
-            lambda: mover(
-                "db-restore",
-                pg,
-                repo_env,
-                db_mapping="bench:bench_stream",
-                db_snapshot=first["databases"][0]["snapshot"],
-            )
-        )
-        t_restore_j2, _ = timed(
-            lambda: mover(
-                "db-restore",
-                pg,
-                repo_env,
-                db_mapping="bench:bench_j2",
-                db_snapshot=first["databases"][0]["snapshot"],
-                pg_restore_jobs="2",
-            )
-        )
+        t_restore_j2 = safehold_restore(db_files=named, pg_restore_jobs="2")
         mib = 1024 * 1024
         fc_mib = fc.stat().st_size / mib
         zst_mib = (work / "bench.sql.zst").stat().st_size / mib
@@ -212,7 +225,7 @@ def main() -> int:
                 f"{t_second}; {second['bytesAdded'] / mib:.2f} MiB new ({added:.1f} %)",
                 "< 10 %",
             ),
-            ("pg_restore -j2 from the local file (baseline)", f"{t_local}", ""),
+            (f"pg_restore -j2 from the local file (baseline, best of {ROUNDS})", f"{t_local}", ""),
             (
                 "pg_restore --single-transaction streamed from a local -Z0 file (one job)",
                 f"{t_local_stream} = {t_local_stream / t_local} of -j2",
@@ -220,7 +233,7 @@ def main() -> int:
             ),
             ("restic dump of the archive to /dev/null (restic alone)", f"{t_read}", ""),
             (
-                "Safehold restore, streamed (one job)",
+                f"Safehold restore, streamed (one job; best of {ROUNDS})",
                 f"{t_restore} = **{t_restore / t_local}** of -j2",
                 "<= 1.3x",
             ),

@@ -96,3 +96,50 @@ def test_no_tls_no_files_volume() -> None:
 )
 def test_classification(engine: object, text: str, reason: str) -> None:
     assert engine.classify(text, "Other") == reason  # type: ignore[attr-defined]
+
+
+SNAP = "0123456789abcdef" * 4
+
+
+def test_dumped_files_survive_the_environment() -> None:
+    files = {"postgresql/app%2Fx.dump": (SNAP, 1234), "postgresql/globals.sql": (SNAP[:8], 0)}
+    assert menv.parse_files(menv.encode_files(files)) == files
+    assert menv.parse_files("") == {}
+
+
+@pytest.mark.parametrize(
+    ("raw", "complaint"),
+    [
+        ("not json", "is not JSON"),
+        ("[]", "non-empty JSON object"),
+        ("{}", "non-empty JSON object"),
+        ('{"a.dump": "abc"}', "no valid restic snapshot id"),
+        ('{"a.dump": {"snapshot": "--help"}}', "no valid restic snapshot id"),
+        (f'{{"a.dump": {{"snapshot": "{SNAP}", "bytes": -1}}}}', "invalid size"),
+        (f'{{"a.dump": {{"snapshot": "{SNAP}", "bytes": true}}}}', "invalid size"),
+        (f'{{"/etc/passwd": {{"snapshot": "{SNAP}"}}}}', "not a relative path"),
+        (f'{{"a/../../b": {{"snapshot": "{SNAP}"}}}}', "not a relative path"),
+    ],
+)
+def test_bad_dumped_files_are_refused(raw: str, complaint: str) -> None:
+    with pytest.raises(menv.ConfigError, match=complaint):
+        menv.parse_files(raw)
+
+
+def test_named_files_need_no_listing() -> None:
+    """With SAFEHOLD_DB_FILES the mover knows its files without starting restic (the
+    repository here does not exist: a listing would fail)."""
+    from safehold.movers import dbtools
+    from safehold.storage import restic
+
+    env = {
+        menv.DB_TYPE: "postgresql",
+        menv.DB_HOST: "db",
+        menv.BACKUP: "shop/nightly",
+        menv.TARGET: "main",
+        menv.DB_FILES: menv.encode_files({"postgresql/app.dump": (SNAP, 42)}),
+    }
+    cfg = menv.from_environment(env)
+    nowhere = restic.Repository(url="/nonexistent/safehold-repo", env={}, options=())
+    files = dbtools.stored_files(cfg, nowhere)
+    assert files == {"postgresql/app.dump": {"id": SNAP, "summary": {"total_bytes_processed": 42}}}

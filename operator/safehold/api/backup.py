@@ -76,6 +76,17 @@ class VolumeResult(ApiModel):
     """GID the mover read the data as."""
 
 
+class DumpedFile(ApiModel):
+    """One file of a database target in the repository (each is its own restic snapshot)."""
+
+    path: str
+    """Path inside the snapshot, e.g. `postgresql/app.dump`."""
+    snapshot: str
+    """restic snapshot id holding it."""
+    bytes: int | None = None
+    """Size of the file."""
+
+
 class DatabaseResult(ApiModel):
     """Result of one database target."""
 
@@ -91,6 +102,9 @@ class DatabaseResult(ApiModel):
     """restic snapshot id of the first dump file."""
     snapshots: list[str] = Field(default_factory=list)
     """restic snapshot ids of every dump file (one per database, plus globals)."""
+    files: list[DumpedFile] = Field(default_factory=list)
+    """Every dump file and its snapshot, so that a restore reads them without listing the
+    repository first (absent in backups made before Safehold recorded it)."""
     bytes: int | None = None
     """Size of the dumps."""
     server_version: str | None = None

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from safehold.api.backup import DatabaseResult
+from safehold.api.backup import DatabaseResult, DumpedFile
 from safehold.api.content import DatabaseTarget
 from safehold.api.restore import DatabaseRestoreTarget
 from safehold.engine.volumes import MoverContext
@@ -160,6 +160,15 @@ def _result(target: str, type_: str, started: float, moved: JSON) -> DatabaseRes
         ],
         snapshot_id=snapshots[0] if snapshots else None,
         snapshots=snapshots,
+        files=[
+            DumpedFile(
+                path=str(d["file"]),
+                snapshot=str(d["snapshot"]),
+                bytes=d.get("bytesProcessed"),
+            )
+            for d in dbs
+            if d.get("file") and d.get("snapshot")
+        ],
         bytes=moved.get("bytesProcessed"),
         server_version=moved.get("serverVersion"),
         tool_version=moved.get("toolVersion"),
@@ -236,7 +245,11 @@ def restore_target(
                 env[menv.DB_RESTORE_CLEAN] = "true"
         env.pop(menv.DB_DATABASES, None)
         env[menv.DB_READY_TIMEOUT] = str(int(parse_duration(ready_timeout).total_seconds()))
-        if dumped.snapshots:
+        if dumped.files:
+            env[menv.DB_FILES] = menv.encode_files(
+                {f.path: (f.snapshot, f.bytes or 0) for f in dumped.files}
+            )
+        elif dumped.snapshots:
             env[menv.DB_SNAPSHOT] = ",".join(dumped.snapshots)
         name = object_name("safehold", ctx.run_label, dumped.target, "dbr")
         files = _tls_files(ctx, namespace, original)

@@ -166,6 +166,16 @@ def store(
     return item
 
 
+def drop_created(drop: Callable[[], object], target: str) -> str:
+    """Drop a database this run created and could not fill (nothing else is ever dropped);
+    the sentence to add to the failure's message."""
+    try:
+        drop()
+    except MoverError as err:
+        return f" (the database {target} it had created is left: {err.reason})"
+    return f" (the database {target} it had created was dropped again)"
+
+
 def replay_script(
     repo: restic.Repository,
     snap: Mapping[str, Any],
@@ -194,9 +204,15 @@ def replay_script(
 def stored_files(cfg: menv.DbConfig, repo: restic.Repository) -> dict[str, dict[str, Any]]:
     """file path inside the snapshot (no leading /) → the newest snapshot holding it.
 
-    With SAFEHOLD_DB_SNAPSHOT (comma list of ids) only those snapshots count; otherwise every
-    snapshot tagged with this backup and target (all tags at once: restic ANDs a comma list).
+    SAFEHOLD_DB_FILES names them outright (no restic start). Otherwise, with
+    SAFEHOLD_DB_SNAPSHOT (comma list of ids) only those snapshots count, else every snapshot
+    tagged with this backup and target (all tags at once: restic ANDs a comma list).
     """
+    if cfg.files:
+        return {
+            path: {"id": snap, "summary": {"total_bytes_processed": size}}
+            for path, (snap, size) in cfg.files.items()
+        }
     if cfg.snapshot:
         ids = [s.strip() for s in cfg.snapshot.split(",") if s.strip()]
         try:

@@ -44,6 +44,10 @@ Per-type options:
 
 Restore only:
 
+- ``SAFEHOLD_DB_FILES`` — the dumped files and their snapshots, as the operator recorded them in
+  the backup: a JSON object ``{"postgresql/app.dump": {"snapshot": "<id>", "bytes": 123}}``.
+  With it the mover reads the files at once, without listing the repository first; without it,
+  ``SAFEHOLD_DB_SNAPSHOT`` and the tags say where to look.
 - ``SAFEHOLD_DB_SNAPSHOT`` — restic snapshot id to read; when empty the newest snapshot tagged
   with this backup and target is used (one snapshot per dumped file, see docs/databases.md).
 - ``SAFEHOLD_DB_MAPPING`` — comma list ``from:to`` renaming databases (``app:app_copy``); for
@@ -74,7 +78,9 @@ Identity and repository (both verbs):
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -91,6 +97,7 @@ DB_TLS_MODE = "SAFEHOLD_DB_TLS_MODE"
 DB_TLS_CA_FILE = "SAFEHOLD_DB_TLS_CA_FILE"
 DB_CONNECT_TIMEOUT = "SAFEHOLD_DB_CONNECT_TIMEOUT"
 DB_SNAPSHOT = "SAFEHOLD_DB_SNAPSHOT"
+DB_FILES = "SAFEHOLD_DB_FILES"
 DB_MAPPING = "SAFEHOLD_DB_MAPPING"
 DB_RESTORE_CLEAN = "SAFEHOLD_DB_RESTORE_CLEAN"
 DB_READY_TIMEOUT = "SAFEHOLD_DB_READY_TIMEOUT"
@@ -161,6 +168,42 @@ def parse_mapping(raw: str) -> dict[str, str]:
     return mapping
 
 
+_SNAPSHOT_ID = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+def encode_files(files: Mapping[str, tuple[str, int]]) -> str:
+    """{path: (snapshot id, bytes)} as the value of SAFEHOLD_DB_FILES."""
+    return json.dumps(
+        {path: {"snapshot": snap, "bytes": size} for path, (snap, size) in files.items()},
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+
+
+def parse_files(raw: str) -> dict[str, tuple[str, int]]:
+    """The value of SAFEHOLD_DB_FILES → {path: (snapshot id, bytes)}; empty when unset."""
+    if not raw.strip():
+        return {}
+    try:
+        decoded = json.loads(raw)
+    except ValueError:
+        raise ConfigError(f"{DB_FILES} is not JSON") from None
+    if not isinstance(decoded, dict) or not decoded:
+        raise ConfigError(f"{DB_FILES} must be a non-empty JSON object of path to snapshot")
+    files: dict[str, tuple[str, int]] = {}
+    for path, item in decoded.items():
+        snap = item.get("snapshot") if isinstance(item, dict) else None
+        size = item.get("bytes", 0) if isinstance(item, dict) else None
+        if not isinstance(snap, str) or not _SNAPSHOT_ID.match(snap):
+            raise ConfigError(f"{DB_FILES}: {path!r} has no valid restic snapshot id")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ConfigError(f"{DB_FILES}: {path!r} has an invalid size")
+        if not path or path.startswith("/") or ".." in path.split("/"):
+            raise ConfigError(f"{DB_FILES}: {path!r} is not a relative path")
+        files[path] = (snap, size)
+    return files
+
+
 @dataclass(frozen=True)
 class DbConfig:
     """Everything the database mover needs, read from the environment. Holds the password."""
@@ -186,6 +229,7 @@ class DbConfig:
     mysql_restore_accounts: bool = False
     redis_flush: bool = False
     snapshot: str = ""
+    files: Mapping[str, tuple[str, int]] = field(default_factory=dict)
     mapping: Mapping[str, str] = field(default_factory=dict)
     restore_clean: bool = False
     ready_timeout: int = DEFAULT_READY_TIMEOUT
@@ -257,6 +301,7 @@ def from_environment(environ: Mapping[str, str] | None = None) -> DbConfig:
         mysql_restore_accounts=_flag(env, MYSQL_RESTORE_ACCOUNTS, False),
         redis_flush=_flag(env, REDIS_FLUSH, False),
         snapshot=env.get(DB_SNAPSHOT, "").strip(),
+        files=parse_files(env.get(DB_FILES, "")),
         mapping=parse_mapping(env.get(DB_MAPPING, "")),
         restore_clean=_flag(env, DB_RESTORE_CLEAN, False),
         ready_timeout=max(0, _int(env, DB_READY_TIMEOUT, DEFAULT_READY_TIMEOUT)),

@@ -8,6 +8,7 @@ included. The password reaches the tools through `MYSQL_PWD`, never the command 
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from typing import Any
@@ -199,16 +200,24 @@ def restore(
             "--binary-mode",
             f"--database={target}",
         ]
-        proc = restic.dump_into_command(
-            repo,
-            str(snap["id"]),
-            "/" + filename,
-            cmd,
-            command_env=dbtools.base_env(tool_env(cfg)),
-        )
-        if proc.returncode != 0:
-            text = proc.stderr.decode(errors="replace")
-            raise MoverError(classify(text, RESTORE_FAILED), f"{name}: {dbtools.tail(text)}")
+        try:
+            proc = restic.dump_into_command(
+                repo,
+                str(snap["id"]),
+                "/" + filename,
+                cmd,
+                command_env=dbtools.base_env(tool_env(cfg)),
+            )
+            if proc.returncode != 0:
+                text = proc.stderr.decode(errors="replace")
+                raise MoverError(classify(text, RESTORE_FAILED), f"{name}: {dbtools.tail(text)}")
+        except (MoverError, restic.ResticError) as err:
+            if target in existing:
+                raise
+            # What this run created and could not fill goes again; nothing else is touched.
+            drop = f"DROP DATABASE IF EXISTS {identifier(target)};\n"
+            dropped = dbtools.drop_created(functools.partial(sql, cfg, drop), target)
+            raise MoverError(err.reason, f"{err}{dropped}") from None
         dbtools.restored(result, name, target, filename, snap, time.monotonic() - started)
 
 

@@ -7,6 +7,7 @@ tool never waits for a password prompt.
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import tempfile
@@ -167,9 +168,6 @@ def restore(
     result: Result,
     files: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    version, _ = probe(cfg)
-    result.serverVersion = version
-    result.toolVersion = dbtools.tool_version(_bin("pg_restore"))
     files = dbtools.stored_files(cfg, repo) if files is None else files
     available = {
         dbtools.unquote_name(f[len(PREFIX) + 1 : -len(".dump")]): f
@@ -177,20 +175,50 @@ def restore(
         if f.startswith(PREFIX + "/") and f.endswith(".dump")
     }
     names = dbtools.selected(cfg, sorted(available))
-    # Refuse before touching anything when a target exists and clean was not asked for.
-    targets = {name: cfg.mapped(name) for name in names}
-    existing = {t for t in targets.values() if _exists(cfg, t)}
-    if existing and not cfg.restore_clean:
-        raise MoverError(
-            DATABASE_EXISTS,
-            f"already exist: {', '.join(sorted(existing))}; set {menv.DB_RESTORE_CLEAN}=true"
-            " to restore over them",
-        )
-    if cfg.pg_restore_globals and GLOBALS_FILE in files:
-        _restore_globals(cfg, repo, result, files[GLOBALS_FILE])
-    with ThreadPoolExecutor(1) as side:
-        for name in names:
-            _restore_one(cfg, repo, result, side, name, targets[name], existing, available, files)
+    readers: dict[str, restic.FileDump] = {}
+    try:
+        if names and cfg.pg_restore_jobs == 1:
+            # The first database's bytes are on their way while the target is checked.
+            readers[names[0]] = _reader(repo, files, available[names[0]])
+        version, _ = probe(cfg)
+        result.serverVersion = version
+        result.toolVersion = dbtools.tool_version(_bin("pg_restore"))
+        # Refuse before touching anything when a target exists and clean was not asked for.
+        targets = {name: cfg.mapped(name) for name in names}
+        existing = {t for t in targets.values() if _exists(cfg, t)}
+        if existing and not cfg.restore_clean:
+            raise MoverError(
+                DATABASE_EXISTS,
+                f"already exist: {', '.join(sorted(existing))}; set {menv.DB_RESTORE_CLEAN}=true"
+                " to restore over them",
+            )
+        if cfg.pg_restore_globals and GLOBALS_FILE in files:
+            _restore_globals(cfg, repo, result, files[GLOBALS_FILE])
+        with ThreadPoolExecutor(1) as side:
+            for name in names:
+                if cfg.pg_restore_jobs == 1 and name not in readers:
+                    readers[name] = _reader(repo, files, available[name])
+                _restore_one(
+                    cfg,
+                    repo,
+                    result,
+                    side,
+                    name,
+                    targets[name],
+                    existing,
+                    available,
+                    files,
+                    readers.get(name),
+                )
+    finally:
+        for reader in readers.values():
+            reader.cancel()
+
+
+def _reader(
+    repo: restic.Repository, files: dict[str, dict[str, Any]], path: str
+) -> restic.FileDump:
+    return restic.FileDump(repo, str(files[path]["id"]), "/" + path)
 
 
 def _restore_one(
@@ -203,34 +231,38 @@ def _restore_one(
     existing: set[str],
     available: dict[str, str],
     files: dict[str, dict[str, Any]],
+    reader: restic.FileDump | None,
 ) -> None:
-    """Restore one database; a database this run creates also gets the dumped one's owner,
-    comment, settings and privileges (what `pg_restore --create` would have set)."""
+    """Restore one database (streamed from `reader`, else through a scratch file for
+    parallel jobs); a database this run creates also gets the dumped one's owner, comment,
+    settings and privileges (what `pg_restore --create` would have set)."""
     started = time.monotonic()
     filename = available[name]
     snap = files[filename]
     properties: Future[list[str]] | None = None
-    if target not in existing:
+    created = target not in existing
+    if created:
         psql(cfg, 'CREATE DATABASE :"name" TEMPLATE template0;\n', name=target)
         # Owner, privileges and settings of the database itself: read beside the restore.
         properties = side.submit(database_properties, repo, str(snap["id"]), filename, target)
     cmd = [_bin("pg_restore"), "-w", "--exit-on-error", "-d", _conninfo(target)]
-    if target in existing:
+    if not created:
         cmd += ["--clean", "--if-exists"]
     env = dbtools.base_env(libpq_env(cfg, target))
-    if cfg.pg_restore_jobs > 1:
-        _restore_parallel(cfg, repo, snap, filename, cmd, env)
-    else:
-        proc = restic.dump_into_command(
-            repo,
-            str(snap["id"]),
-            "/" + filename,
-            [*cmd, "--single-transaction"],
-            command_env=env,
-        )
-        if proc.returncode != 0:
-            text = proc.stderr.decode(errors="replace")
-            raise MoverError(classify(text, RESTORE_FAILED), f"{name}: {dbtools.tail(text)}")
+    try:
+        if reader is None:
+            _restore_parallel(cfg, repo, snap, filename, cmd, env)
+        else:
+            proc = reader.into([*cmd, "--single-transaction"], command_env=env)
+            if proc.returncode != 0:
+                text = proc.stderr.decode(errors="replace")
+                raise MoverError(classify(text, RESTORE_FAILED), f"{name}: {dbtools.tail(text)}")
+    except (MoverError, restic.ResticError) as err:
+        if not created:
+            raise
+        # What this run created and could not fill goes again; nothing else is touched.
+        drop = functools.partial(psql, cfg, 'DROP DATABASE IF EXISTS :"name";\n', name=target)
+        raise MoverError(err.reason, f"{err}{dbtools.drop_created(drop, target)}") from None
     if properties is not None:
         _apply_properties(cfg, result, target, properties.result())
     dbtools.restored(result, name, target, filename, snap, time.monotonic() - started)

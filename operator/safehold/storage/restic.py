@@ -7,10 +7,12 @@ command line. Every error text is redacted before it leaves this module.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -143,6 +145,10 @@ def _reason(code: int, stderr: str) -> str:
         return "RepositoryLocked"
     if "dial tcp" in stderr or "connection refused" in stderr or "no such host" in stderr:
         return "EndpointUnreachable"
+    if any(
+        m in stderr for m in ("failed to find snapshot", "no matching ID", "not found in snapshot")
+    ):
+        return "SnapshotNotFound"
     return "RepositoryError"
 
 
@@ -434,44 +440,102 @@ def dump_into_command(
     """Pipe one file of a snapshot (`restic dump`) into the stdin of `command`.
 
     Returns the command's CompletedProcess (stdout, stderr, returncode) for the caller to
-    judge; raises ResticError when restic itself failed while the command did not.
+    judge; raises ResticError when restic itself failed (for a reason other than the command
+    having stopped reading).
     `command_env` is the command's whole environment (None: inherit).
     """
-    with tempfile.TemporaryFile() as restic_err:
-        reader = subprocess.Popen(
+    return FileDump(repo, snapshot_id, path).into(command, command_env=command_env, timeout=timeout)
+
+
+# Pipes of 1 MiB (the unprivileged maximum) instead of 64 KiB: fewer wake-ups between restic
+# and the tool that reads it.
+_PIPE_SIZE = 1 << 20
+
+
+def _widen_pipe(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+
+
+class FileDump:
+    """`restic dump` of one file, started when constructed: restic's own start (the key's
+    scrypt, the index) then overlaps whatever the caller prepares before it consumes the
+    bytes with `into` (or gives up with `cancel`)."""
+
+    def __init__(self, repo: Repository, snapshot_id: str, path: str) -> None:
+        self._repo, self._path = repo, path
+        # Closed by into() or cancel(), whichever ends the dump.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        self._proc = subprocess.Popen(
             [restic_binary(), *repo.options, "dump", snapshot_id, path],
             env=_child_env(repo),
             stdout=subprocess.PIPE,
-            stderr=restic_err,
+            stderr=self._stderr,
         )
-        assert reader.stdout is not None
+        assert self._proc.stdout is not None
+        _widen_pipe(self._proc.stdout.fileno())
+
+    def cancel(self) -> None:
+        """Stop restic (SIGINT: it removes its lock) and forget the bytes; nothing once the
+        dump was consumed or cancelled."""
+        if self._stderr.closed:
+            return
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
+        self._close()
+
+    def _close(self) -> str:
+        """Wait for restic; its stderr, redacted."""
+        assert self._proc.stdout is not None
+        self._proc.stdout.close()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        with self._stderr:
+            self._stderr.seek(0)
+            text = self._stderr.read().decode(errors="replace")
+        return redact(text, self._repo.secret_values)
+
+    def into(
+        self,
+        command: Sequence[str],
+        *,
+        command_env: Mapping[str, str] | None = None,
+        timeout: float = 24 * 3600,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Feed the file to `command`'s stdin (restic's pipe handed over, no copy by us);
+        the same contract as `dump_into_command`."""
+        assert self._proc.stdout is not None
         try:
             consumer = subprocess.Popen(
                 list(command),
                 env=None if command_env is None else dict(command_env),
-                stdin=reader.stdout,
+                stdin=self._proc.stdout,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
         except OSError:
-            reader.kill()
-            reader.wait()
+            self._proc.kill()
+            self._close()
             raise
-        reader.stdout.close()  # the consumer holds the only read end now
+        self._proc.stdout.close()  # the consumer holds the only read end now
         try:
             out, err = consumer.communicate(timeout=timeout)
         except subprocess.TimeoutExpired as expired:
             consumer.kill()
-            reader.kill()
+            self._proc.kill()
             consumer.communicate()
-            reader.wait()
+            self._close()
             raise ResticError(
-                "RepositoryTimeout", f"{path}: not restored in {timeout:.0f}s"
+                "RepositoryTimeout", f"{self._path}: not restored in {timeout:.0f}s"
             ) from expired
-        code = reader.wait()
-        restic_err.seek(0)
-        restic_stderr = redact(restic_err.read().decode(errors="replace"), repo.secret_values)
-    result = subprocess.CompletedProcess(list(command), consumer.returncode, out, err)
-    if code != 0 and consumer.returncode == 0:
-        raise ResticError(_reason(code, restic_stderr), _last_lines(restic_stderr), code)
-    return result
+        restic_stderr = self._close()
+        code = self._proc.returncode
+        # restic's own failure wins, unless it only lost its reader (the consumer stopped
+        # first: then the consumer's stderr says why).
+        lost_reader = code == -signal.SIGPIPE or "broken pipe" in restic_stderr
+        if code != 0 and (consumer.returncode == 0 or not lost_reader):
+            raise ResticError(_reason(code, restic_stderr), _last_lines(restic_stderr), code)
+        return subprocess.CompletedProcess(list(command), consumer.returncode, out, err)

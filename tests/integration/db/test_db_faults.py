@@ -14,6 +14,7 @@ import pytest
 from conftest import Repo
 from localcluster.databases import MariaDB, PostgreSQL, Redis
 from localcluster.process import free_ports
+from safehold.movers import env as menv
 
 ENGINES = {"postgresql": "postgres", "mysql": "mariadb", "redis": "redis_server"}
 
@@ -54,6 +55,27 @@ def test_missing_database(db_type: str, repo: Repo, request: pytest.FixtureReque
 def test_restore_of_missing_snapshot(repo: Repo, redis_server: Redis) -> None:
     code, doc = repo.mover("db-restore", "redis", redis_server, backup="shop/never-taken")
     assert (code, doc["reason"]) == (1, "SnapshotNotFound")
+
+
+@pytest.mark.parametrize("db_type", ["postgresql", "mysql"])
+def test_restore_from_a_snapshot_that_is_gone(
+    db_type: str, repo: Repo, request: pytest.FixtureRequest
+) -> None:
+    """The files named by the operator point at a snapshot no longer in the repository: the
+    restore fails with SnapshotNotFound and drops the database it had created for it."""
+    server: PostgreSQL | MariaDB = request.getfixturevalue(ENGINES[db_type])
+    target = f"gone_{uuid.uuid4().hex[:6]}"
+    prefix, suffix = ("postgresql", ".dump") if db_type == "postgresql" else ("mysql", ".sql")
+    gone = menv.encode_files({f"{prefix}/app{suffix}": ("0123abcd" * 8, 10)})
+    code, doc = repo.mover("db-restore", db_type, server, db_files=gone, db_mapping=f"app:{target}")
+    assert (code, doc["reason"]) == (1, "SnapshotNotFound"), doc
+    assert f"{target} it had created was dropped again" in doc["message"]
+    listed = (
+        server.psql("SELECT datname FROM pg_database")
+        if isinstance(server, PostgreSQL)
+        else server.sql("SHOW DATABASES")
+    )
+    assert target not in listed
 
 
 def test_server_killed_mid_dump(repo: Repo) -> None:

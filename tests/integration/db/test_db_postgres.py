@@ -7,6 +7,7 @@ import uuid
 
 from conftest import Repo
 from localcluster.databases import PostgreSQL
+from safehold.movers import env as menv
 
 SCHEMA = """
 CREATE SCHEMA sales AUTHORIZATION {role};
@@ -92,11 +93,18 @@ def test_postgres_dump_drop_restore(postgres: PostgreSQL, repo: Repo) -> None:
     assert f"CREATE ROLE {role}" in globals_sql
     assert "role-secret" not in globals_sql  # --no-role-passwords
 
-    # Lose the database and its role, then restore both (globals first).
+    # Lose the database and its role, then restore both (globals first), naming the files
+    # as the operator does from the Backup's status (no listing of the repository).
     postgres.psql(f"DROP DATABASE {db};")
     postgres.psql(f"DROP ROLE {role};")
+    named = {f: (d["snapshot"], d["bytesProcessed"]) for f, d in files.items()}
     code, restored = repo.mover(
-        "db-restore", "postgresql", postgres, db_databases=db, pg_restore_globals="true"
+        "db-restore",
+        "postgresql",
+        postgres,
+        db_databases=db,
+        pg_restore_globals="true",
+        db_files=menv.encode_files(named),
     )
     assert code == 0, restored
     assert [d["target"] for d in restored["databases"]] == [db]
