@@ -25,12 +25,19 @@ ARG RESTIC_BUILDER_IMAGE
 # image instead, since the binary comes from the build context and no Go is needed.
 FROM ${RESTIC_BUILDER_IMAGE} AS restic
 ARG RESTIC_VERSION
+ARG RESTIC_MODULE_SUM
 # versions.env is listed so the COPY never has zero sources; restic* may match nothing.
 COPY tools/versions.env build/image/restic* /ctx/
+# The module is checked against the pinned hash (as tools/bootstrap does), its go.sum then
+# checks the dependencies.
 RUN set -e; test -n "$RESTIC_VERSION"; mkdir -p /out; \
     if [ -x /ctx/restic ]; then cp /ctx/restic /out/restic; \
-    else CGO_ENABLED=0 GOBIN=/out go install -trimpath -ldflags "-s -w" \
-           "github.com/restic/restic/cmd/restic@${RESTIC_VERSION}"; fi
+    else export GONOSUMDB=github.com/restic/restic; \
+      sum=$(go mod download -json "github.com/restic/restic@${RESTIC_VERSION}" \
+        | sed -n 's/^[[:space:]]*"Sum": "\(.*\)",$/\1/p'); \
+      test "$sum" = "$RESTIC_MODULE_SUM" || { echo "restic module hash $sum is not the pinned one" >&2; exit 1; }; \
+      CGO_ENABLED=0 GOBIN=/out go install -trimpath -ldflags "-s -w" \
+        "github.com/restic/restic/cmd/restic@${RESTIC_VERSION}"; fi
 
 # ---------------------------------------------------------------- Python environment
 FROM ${BASE_IMAGE} AS python-build

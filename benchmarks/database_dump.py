@@ -13,8 +13,9 @@ prints, side by side in one run, on the same database:
   alternate twice, each after a CHECKPOINT with its target dropped; the best of each counts.
 
 Side by side, to show where the time goes: `pg_dump -Fc -Z0` alone (to /dev/null), restic
-alone storing the same custom-format stream read from a local file (`restic backup --stdin`,
-a fresh repository, so no deduplication helps it), the mover's fixed cost (an empty database),
+alone storing the same custom-format stream read from a local file (`restic backup --stdin`
+with the mover's compression level, a fresh repository, so no deduplication helps it), the
+mover's fixed cost (an empty database),
 and for the restore `restic dump` alone (to /dev/null) and a streamed single-job `pg_restore`
 from the local file.
 
@@ -38,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 from localcluster.databases import PG_BIN, PostgreSQL, S3Store, restic
 from safehold.movers.env import encode_files
+from safehold.storage.restic import STREAM_COMPRESSION
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,9 @@ def main() -> int:
         shell(f"{pg_dump} -Fc -Z0 -f {z0}", pg)
         alone_env = s3.restic_env("bench-restic-alone")
         restic(alone_env, "init")
-        store = "backup --stdin --stdin-filename bench.dump --quiet"
+        store = (
+            f"backup --stdin --stdin-filename bench.dump --quiet --compression {STREAM_COMPRESSION}"
+        )
         t_alone = shell(f"{restic_shell(alone_env, store)} < {z0}", pg)
         t_first, first = timed(lambda: mover("db-dump", pg, repo_env))
         t_second, second = timed(lambda: mover("db-dump", pg, repo_env))
