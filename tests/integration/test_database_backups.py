@@ -33,13 +33,15 @@ def postgres() -> Iterator[PostgreSQL]:
 def test_postgres_target_round_trip_and_a_failing_target(
     local_cluster: LocalCluster, ops_bucket: str, postgres: PostgreSQL
 ) -> None:
-    db = f"shop_{uuid.uuid4().hex[:6]}"
-    postgres.psql(f"CREATE DATABASE {db};")
+    suffix = uuid.uuid4().hex[:6]
+    db, clerk = f"shop_{suffix}", f"clerk_{suffix}"
+    postgres.psql(f"CREATE DATABASE {db}; CREATE ROLE {clerk};")
     postgres.psql(
         "CREATE TABLE orders (id serial PRIMARY KEY, item text);"
         "INSERT INTO orders (item) SELECT 'Bücher ' || g FROM generate_series(1, 5000) g;",
         db,
     )
+    postgres.psql(f"GRANT SELECT ON orders TO {clerk};", db)
     checksum = postgres.psql("SELECT md5(string_agg(item, ',' ORDER BY id)) FROM orders;", db)
     name = f"pg-{uuid.uuid4().hex[:6]}"
     apply(
@@ -96,20 +98,24 @@ def test_postgres_target_round_trip_and_a_failing_target(
     assert postgres.password not in str(status)
     assert "db-password" not in logs  # nothing named after the password leaks into names
 
+    # The role is lost as well: the restore replays the stored roles first (restoreAccounts),
+    # else the dump's GRANT to it would fail.
+    postgres.psql(f"DROP OWNED BY {clerk};", db)
+    postgres.psql(f"DROP ROLE {clerk};")
     copy = f"{db}_copy"
+    main = {"target": "main", "databaseMapping": {db: copy}, "restoreAccounts": True}
     restored = create_and_wait(
         local_cluster,
         OPS,
         "RestoreRequest",
         name,
-        {
-            "backupRef": {"name": name},
-            "databases": {"targets": [{"target": "main", "databaseMapping": {db: copy}}]},
-        },
+        {"backupRef": {"name": name}, "databases": {"targets": [main]}},
         timeout=240,
     )
     dbs = {d["target"]: d for d in restored["status"]["databases"]}
     assert dbs["main"]["result"] == "Succeeded", restored["status"]
+    grant = f"SELECT has_table_privilege('{clerk}', 'orders', 'SELECT');"
+    assert postgres.psql(grant, copy).strip() == "t"
     assert (
         postgres.psql("SELECT md5(string_agg(item, ',' ORDER BY id)) FROM orders;", copy)
         == checksum

@@ -47,6 +47,10 @@ class DatabaseRestoreTarget(ApiModel):
     clean: bool = False
     """Drop existing objects before restoring (PostgreSQL --clean); otherwise the database
     must be empty."""
+    restore_accounts: bool = False
+    """Also replay the stored accounts before the databases: PostgreSQL roles and tablespaces
+    (globals.sql), MySQL/MariaDB users and grants (users.sql, when the backup has them).
+    Statements that fail, such as a role that exists, become warnings. Ignored for Redis."""
 
 
 class DatabaseRestore(ApiModel):

@@ -143,6 +143,10 @@ def _failed(target: str, type_: str, message: str, started: float | None = None)
     )
 
 
+# The mover switch that replays a target's stored accounts, by engine.
+ACCOUNTS_SWITCH = {"postgresql": menv.PG_RESTORE_GLOBALS, "mysql": menv.MYSQL_RESTORE_ACCOUNTS}
+
+
 def _result(target: str, type_: str, started: float, moved: JSON) -> DatabaseResult:
     dbs = moved.get("databases") or []
     snapshots = [str(d["snapshot"]) for d in dbs if d.get("snapshot")]
@@ -243,6 +247,8 @@ def restore_target(
                 )
             if override.clean:
                 env[menv.DB_RESTORE_CLEAN] = "true"
+            if override.restore_accounts and dumped.type in ACCOUNTS_SWITCH:
+                env[ACCOUNTS_SWITCH[dumped.type]] = "true"
         env.pop(menv.DB_DATABASES, None)
         env[menv.DB_READY_TIMEOUT] = str(int(parse_duration(ready_timeout).total_seconds()))
         if dumped.files:
