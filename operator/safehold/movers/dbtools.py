@@ -16,6 +16,7 @@ from typing import Any
 from safehold.movers import env as menv
 from safehold.movers.result import (
     AUTHENTICATION_FAILED,
+    DATABASE_EXISTS,
     DATABASE_NOT_FOUND,
     DUMP_FAILED,
     HOST_UNREACHABLE,
@@ -164,6 +165,17 @@ def store(
     )
     result.add(item)
     return item
+
+
+def refuse_existing(cfg: menv.DbConfig, existing: set[str]) -> None:
+    """Refuse before touching anything when a target database exists and clean was not
+    asked for."""
+    if existing and not cfg.restore_clean:
+        raise MoverError(
+            DATABASE_EXISTS,
+            f"already exist: {', '.join(sorted(existing))}; set {menv.DB_RESTORE_CLEAN}=true"
+            " to restore over them",
+        )
 
 
 def drop_created(drop: Callable[[], object], target: str) -> str:

@@ -16,7 +16,6 @@ from typing import Any
 from safehold.movers import dbtools
 from safehold.movers import env as menv
 from safehold.movers.result import (
-    DATABASE_EXISTS,
     DATABASE_NOT_FOUND,
     RESTORE_FAILED,
     MoverError,
@@ -174,12 +173,7 @@ def restore(
     names = dbtools.selected(cfg, sorted(stored))
     targets = {name: cfg.mapped(name) for name in names}
     existing = {t for t in targets.values() if t in available_now}
-    if existing and not cfg.restore_clean:
-        raise MoverError(
-            DATABASE_EXISTS,
-            f"already exist: {', '.join(sorted(existing))}; set {menv.DB_RESTORE_CLEAN}=true"
-            " to restore over them",
-        )
+    dbtools.refuse_existing(cfg, existing)
     if cfg.mysql_restore_accounts and ACCOUNTS_FILE in files:
         _restore_accounts(cfg, repo, result, files[ACCOUNTS_FILE])
     for name in names:

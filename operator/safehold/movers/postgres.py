@@ -19,7 +19,6 @@ from typing import Any
 from safehold.movers import dbtools
 from safehold.movers import env as menv
 from safehold.movers.result import (
-    DATABASE_EXISTS,
     DATABASE_NOT_FOUND,
     RESTORE_FAILED,
     MoverError,
@@ -183,15 +182,9 @@ def restore(
         version, _ = probe(cfg)
         result.serverVersion = version
         result.toolVersion = dbtools.tool_version(_bin("pg_restore"))
-        # Refuse before touching anything when a target exists and clean was not asked for.
         targets = {name: cfg.mapped(name) for name in names}
         existing = {t for t in targets.values() if _exists(cfg, t)}
-        if existing and not cfg.restore_clean:
-            raise MoverError(
-                DATABASE_EXISTS,
-                f"already exist: {', '.join(sorted(existing))}; set {menv.DB_RESTORE_CLEAN}=true"
-                " to restore over them",
-            )
+        dbtools.refuse_existing(cfg, existing)
         if cfg.pg_restore_globals and GLOBALS_FILE in files:
             _restore_globals(cfg, repo, result, files[GLOBALS_FILE])
         with ThreadPoolExecutor(1) as side:
