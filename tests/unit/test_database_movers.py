@@ -76,6 +76,18 @@ def test_no_tls_no_files_volume() -> None:
             "AuthenticationFailed",
         ),
         (
+            postgres,
+            'connection to server at "127.0.0.1", port 5432 failed: FATAL:  role "nobody" does'
+            " not exist",
+            "AuthenticationFailed",
+        ),
+        (
+            postgres,
+            'pg_restore: error: could not execute query: ERROR:  role "owner_1" does not exist\n'
+            "Command was: ALTER SCHEMA sales OWNER TO owner_1;",
+            "Other",
+        ),
+        (
             mysql,
             "ERROR 2013 (HY000): Lost connection to server at 'handshake: reading initial "
             "communication packet', system error: 104",

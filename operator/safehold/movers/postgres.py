@@ -12,7 +12,7 @@ import re
 import subprocess
 import tempfile
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,9 @@ GLOBALS_FILE = f"{PREFIX}/globals.sql"
 
 _AUTH = re.compile(
     r"password authentication failed|no password supplied|authentication failed|"
-    r"pg_hba\.conf rejects|role \".*\" does not exist|permission denied to|must be superuser"
+    # FATAL: the login role is unknown; a role the restored objects name is a RestoreFailed.
+    r"pg_hba\.conf rejects|FATAL:\s+role \".*\" does not exist|permission denied to|"
+    r"must be superuser"
 )
 _UNREACHABLE = re.compile(
     r"Connection refused|timeout expired|could not translate host name|No route to host|"
@@ -187,22 +189,20 @@ def restore(
         dbtools.refuse_existing(cfg, existing)
         if cfg.pg_restore_globals and GLOBALS_FILE in files:
             _restore_globals(cfg, repo, result, files[GLOBALS_FILE])
-        with ThreadPoolExecutor(1) as side:
-            for name in names:
-                if cfg.pg_restore_jobs == 1 and name not in readers:
-                    readers[name] = _reader(repo, files, available[name])
-                _restore_one(
-                    cfg,
-                    repo,
-                    result,
-                    side,
-                    name,
-                    targets[name],
-                    existing,
-                    available,
-                    files,
-                    readers.get(name),
-                )
+        for name in names:
+            if cfg.pg_restore_jobs == 1 and name not in readers:
+                readers[name] = _reader(repo, files, available[name])
+            _restore_one(
+                cfg,
+                repo,
+                result,
+                name,
+                targets[name],
+                existing,
+                available,
+                files,
+                readers.get(name),
+            )
     finally:
         for reader in readers.values():
             reader.cancel()
@@ -218,7 +218,6 @@ def _restore_one(
     cfg: menv.DbConfig,
     repo: restic.Repository,
     result: Result,
-    side: ThreadPoolExecutor,
     name: str,
     target: str,
     existing: set[str],
@@ -232,20 +231,27 @@ def _restore_one(
     started = time.monotonic()
     filename = available[name]
     snap = files[filename]
-    properties: Future[list[str]] | None = None
     created = target not in existing
     if created:
         psql(cfg, 'CREATE DATABASE :"name" TEMPLATE template0;\n', name=target)
-        # Owner, privileges and settings of the database itself: read beside the restore.
-        properties = side.submit(database_properties, repo, str(snap["id"]), filename, target)
     cmd = [_bin("pg_restore"), "-w", "--exit-on-error", "-d", _conninfo(target)]
     if not created:
         cmd += ["--clean", "--if-exists"]
     env = dbtools.base_env(libpq_env(cfg, target))
+    properties: list[str] = []
     try:
         if reader is None:
-            _restore_parallel(cfg, repo, snap, filename, cmd, env)
+            properties = _restore_parallel(cfg, repo, snap, filename, cmd, env, created, target)
         else:
+            if created:
+                # The table of contents heads the archive: read on the way, no second restic.
+                script = reader.peek_into(_properties_command(), command_env=dbtools.base_env())
+                if script is None:
+                    result.warnings.append(
+                        f"{target}: the dumped database's owner, settings and privileges were"
+                        " not read (its table of contents is larger than 64 MiB)"
+                    )
+                properties = _properties(script, target)
             proc = reader.into([*cmd, "--single-transaction"], command_env=env)
             if proc.returncode != 0:
                 text = proc.stderr.decode(errors="replace")
@@ -256,8 +262,7 @@ def _restore_one(
         # What this run created and could not fill goes again; nothing else is touched.
         drop = functools.partial(psql, cfg, 'DROP DATABASE IF EXISTS :"name";\n', name=target)
         raise MoverError(err.reason, f"{err}{dbtools.drop_created(drop, target)}") from None
-    if properties is not None:
-        _apply_properties(cfg, result, target, properties.result())
+    _apply_properties(cfg, result, target, properties)
     dbtools.restored(result, name, target, filename, snap, time.monotonic() - started)
 
 
@@ -268,8 +273,11 @@ def _restore_parallel(
     filename: str,
     cmd: list[str],
     env: dict[str, str],
-) -> None:
-    # pg_restore -j needs to seek in the archive: one file in the scratch dir, removed after.
+    created: bool,
+    target: str,
+) -> list[str]:
+    """pg_restore -j needs to seek in the archive: one file in the scratch dir, removed
+    after. Returns the database's properties read from it (when `created`)."""
     with tempfile.TemporaryDirectory(dir=cfg.scratch_dir, prefix="safehold-pg-") as tmp:
         path = Path(tmp) / "archive.dump"
         with path.open("wb") as fh:
@@ -277,9 +285,15 @@ def _restore_parallel(
         proc = dbtools.run_tool(
             [*cmd, "-j", str(cfg.pg_restore_jobs), str(path)], env, timeout=24 * 3600
         )
+        script = (
+            dbtools.run_tool([*_properties_command(), str(path)], dbtools.base_env(), timeout=600)
+            if created and proc.returncode == 0
+            else None
+        )
     if proc.returncode != 0:
         text = proc.stderr.decode(errors="replace")
         raise MoverError(classify(text, RESTORE_FAILED), f"{filename}: {dbtools.tail(text)}")
+    return _properties(script, target)
 
 
 def _restore_globals(
@@ -309,38 +323,24 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def database_properties(
-    repo: restic.Repository, snapshot: str, filename: str, target: str
-) -> list[str]:
-    """Owner, comment, settings and privileges of the dumped database, as statements about
-    `target`. Only the archive's table of contents is read (its first bytes): pg_restore stops
-    there and restic's dump ends with a broken pipe, which is expected."""
-    restic_env = {"RESTIC_REPOSITORY": repo.url, **repo.env}
-    reader = subprocess.Popen(
-        # --no-lock: this reader is stopped half-way, and a read of one immutable snapshot
-        # needs no lock (a stopped restic would leave its lock behind).
-        [restic.restic_binary(), *repo.options, "--no-lock", "dump", snapshot, "/" + filename],
-        env=dbtools.base_env(restic_env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert reader.stdout is not None
-    try:
-        proc = subprocess.run(
-            [_bin("pg_restore"), "--create", "--section=pre-data", "-f", "-"],
-            env=dbtools.base_env(),
-            stdin=reader.stdout,
-            capture_output=True,
-            timeout=600,
-            check=False,
-        )
-    finally:
-        reader.terminate()
-        reader.stdout.close()
-        reader.wait()
-    if proc.returncode != 0:
+def _properties_command() -> list[str]:
+    """pg_restore printing the archive's pre-data script with the CREATE DATABASE part: it
+    reads only the table of contents at the archive's head."""
+    return [_bin("pg_restore"), "--create", "--section=pre-data", "-f", "-"]
+
+
+def _properties(script: subprocess.CompletedProcess[bytes] | None, target: str) -> list[str]:
+    """Owner, comment, settings and privileges of the dumped database, from the output of
+    `_properties_command`, as statements about `target`; none when it could not be read."""
+    if script is None or script.returncode != 0:
         return []
-    lines = proc.stdout.decode(errors="replace").splitlines()
+    return properties_for(script.stdout.decode(errors="replace"), target)
+
+
+def properties_for(script: str, target: str) -> list[str]:
+    """The statements of a `pg_restore --create` script about the database itself, rewritten
+    to name `target`."""
+    lines = script.splitlines()
     original = next((m.group(1) for m in map(_CREATE.match, lines) if m), None)
     if original is None:
         return []

@@ -10,12 +10,14 @@ import contextlib
 import fcntl
 import json
 import os
+import select
 import shlex
 import shutil
 import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -467,10 +469,12 @@ def _widen_pipe(fd: int) -> None:
 class FileDump:
     """`restic dump` of one file, started when constructed: restic's own start (the key's
     scrypt, the index) then overlaps whatever the caller prepares before it consumes the
-    bytes with `into` (or gives up with `cancel`)."""
+    bytes with `into` (or gives up with `cancel`). `peek_into` shows the start of the file to
+    another command first, without a second restic process."""
 
     def __init__(self, repo: Repository, snapshot_id: str, path: str) -> None:
         self._repo, self._path = repo, path
+        self._head: list[bytes] = []  # bytes read by peek_into, still owed to into()
         # Closed by into() or cancel(), whichever ends the dump.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self._proc = subprocess.Popen(
@@ -487,9 +491,28 @@ class FileDump:
         dump was consumed or cancelled."""
         if self._stderr.closed:
             return
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGINT)
+        self._stop()
         self._close()
+
+    def _stop(self) -> bool:
+        """Interrupt restic if it still runs and read what it writes until it has exited;
+        True when it had to be interrupted. A restic killed by a broken pipe instead would
+        leave its lock in the repository, blocking prune and check for half an hour."""
+        assert self._proc.stdout is not None
+        try:
+            # A consumer that saw the end of the data stops while restic is still exiting.
+            self._proc.wait(timeout=0.5)
+            return False
+        except subprocess.TimeoutExpired:
+            pass
+        self._proc.send_signal(signal.SIGINT)
+        source, deadline = self._proc.stdout.fileno(), time.monotonic() + 30
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([source], [], [], 1.0)
+            if readable and not os.read(source, _PIPE_SIZE):
+                return True
+        self._proc.kill()
+        return True
 
     def _close(self) -> str:
         """Wait for restic; its stderr, redacted."""
@@ -505,6 +528,54 @@ class FileDump:
             text = self._stderr.read().decode(errors="replace")
         return redact(text, self._repo.secret_values)
 
+    def peek_into(
+        self,
+        command: Sequence[str],
+        *,
+        command_env: Mapping[str, str] | None = None,
+        limit: int = 64 << 20,
+        timeout: float = 600,
+    ) -> subprocess.CompletedProcess[bytes] | None:
+        """Feed the start of the file to `command` until it stops reading (a reader of the
+        table of contents at the head of an archive); what was read is kept for `into`.
+        None when `command` still read on after `limit` bytes (it is stopped then)."""
+        assert self._proc.stdout is not None
+        source = self._proc.stdout.fileno()
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            peeker = subprocess.Popen(
+                list(command),
+                env=None if command_env is None else dict(command_env),
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=err,
+            )
+            assert peeker.stdin is not None
+            shown = 0
+            with contextlib.suppress(BrokenPipeError):
+                while peeker.poll() is None and shown <= limit:
+                    chunk = os.read(source, 1 << 16)
+                    if not chunk:
+                        break
+                    self._head.append(chunk)
+                    shown += len(chunk)
+                    peeker.stdin.write(chunk)
+                    peeker.stdin.flush()
+            with contextlib.suppress(BrokenPipeError):
+                peeker.stdin.close()
+            if shown > limit and peeker.poll() is None:
+                peeker.kill()
+                peeker.wait()
+                return None
+            try:
+                code = peeker.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                peeker.kill()
+                peeker.wait()
+                return None
+            out.seek(0)
+            err.seek(0)
+            return subprocess.CompletedProcess(list(command), code, out.read(), err.read())
+
     def into(
         self,
         command: Sequence[str],
@@ -512,37 +583,72 @@ class FileDump:
         command_env: Mapping[str, str] | None = None,
         timeout: float = 24 * 3600,
     ) -> subprocess.CompletedProcess[bytes]:
-        """Feed the file to `command`'s stdin (restic's pipe handed over, no copy by us);
-        the same contract as `dump_into_command`."""
+        """Feed the file to `command`'s stdin; the same contract as `dump_into_command`.
+        restic's pipe is handed over, with no copy by us, unless `peek_into` already read its
+        start: then that is written first and the rest is spliced across (no copy either)."""
         assert self._proc.stdout is not None
-        try:
-            consumer = subprocess.Popen(
-                list(command),
-                env=None if command_env is None else dict(command_env),
-                stdin=self._proc.stdout,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            try:
+                consumer = subprocess.Popen(
+                    list(command),
+                    env=None if command_env is None else dict(command_env),
+                    stdin=subprocess.PIPE if self._head else self._proc.stdout,
+                    stdout=out,
+                    stderr=err,
+                )
+            except OSError:
+                self._proc.kill()
+                self._close()
+                raise
+            # Past the deadline both are killed: the relay below then ends as well.
+            expired = threading.Event()
+
+            def expire() -> None:
+                expired.set()
+                consumer.kill()
+                self._proc.kill()
+
+            watchdog = threading.Timer(timeout, expire)
+            watchdog.start()
+            try:
+                if self._head:
+                    self._relay(consumer)
+                # Our read end stays open: a consumer that stops early must not leave
+                # restic with a broken pipe (see _stop).
+                consumer.wait()
+            finally:
+                watchdog.cancel()
+            interrupted = self._stop()
+            restic_stderr = self._close()
+            if expired.is_set():
+                raise ResticError(
+                    "RepositoryTimeout", f"{self._path}: not restored in {timeout:.0f}s"
+                )
+            out.seek(0)
+            err.seek(0)
+            result = subprocess.CompletedProcess(
+                list(command), consumer.returncode, out.read(), err.read()
             )
-        except OSError:
-            self._proc.kill()
-            self._close()
-            raise
-        self._proc.stdout.close()  # the consumer holds the only read end now
-        try:
-            out, err = consumer.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired as expired:
-            consumer.kill()
-            self._proc.kill()
-            consumer.communicate()
-            self._close()
-            raise ResticError(
-                "RepositoryTimeout", f"{self._path}: not restored in {timeout:.0f}s"
-            ) from expired
-        restic_stderr = self._close()
         code = self._proc.returncode
         # restic's own failure wins, unless it only lost its reader (the consumer stopped
         # first: then the consumer's stderr says why).
-        lost_reader = code == -signal.SIGPIPE or "broken pipe" in restic_stderr
-        if code != 0 and (consumer.returncode == 0 or not lost_reader):
+        if code != 0 and not interrupted:
             raise ResticError(_reason(code, restic_stderr), _last_lines(restic_stderr), code)
-        return subprocess.CompletedProcess(list(command), consumer.returncode, out, err)
+        return result
+
+    def _relay(self, consumer: subprocess.Popen[bytes]) -> None:
+        """The bytes `peek_into` kept, then the rest of restic's output, into `consumer`."""
+        assert self._proc.stdout is not None
+        assert consumer.stdin is not None
+        source, sink = self._proc.stdout.fileno(), consumer.stdin.fileno()
+        _widen_pipe(sink)
+        with contextlib.suppress(BrokenPipeError):
+            for chunk in self._head:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(sink, view) :]
+            self._head = []
+            while os.splice(source, sink, _PIPE_SIZE):
+                pass
+        with contextlib.suppress(BrokenPipeError):
+            consumer.stdin.close()

@@ -78,6 +78,31 @@ def test_restore_from_a_snapshot_that_is_gone(
     assert target not in listed
 
 
+def test_postgres_restore_that_fails_half_way(repo: Repo, postgres: PostgreSQL) -> None:
+    """pg_restore stops at an owner that does not exist on the target (the roles were not
+    replayed): RestoreFailed naming it, and the database the restore had created is gone."""
+    suffix = uuid.uuid4().hex[:6]
+    db, role = f"half_{suffix}", f"owner_{suffix}"
+    postgres.psql(f"CREATE ROLE {role}; CREATE DATABASE {db} OWNER {role};")
+    postgres.psql(f"CREATE SCHEMA app AUTHORIZATION {role};", db)
+    postgres.psql(
+        "CREATE TABLE app.t AS SELECT g AS id, md5(g::text) AS v"
+        " FROM generate_series(1, 200000) g;",
+        db,
+    )
+    postgres.psql(f"ALTER TABLE app.t OWNER TO {role};", db)
+    code, dumped = repo.mover(
+        "db-dump", "postgresql", postgres, db_databases=db, pg_globals="false"
+    )
+    assert code == 0, dumped
+    postgres.psql(f"DROP DATABASE {db}; DROP ROLE {role};")
+    code, doc = repo.mover("db-restore", "postgresql", postgres, db_databases=db)
+    assert (code, doc["reason"]) == (1, "RestoreFailed"), doc
+    assert f'role "{role}" does not exist' in doc["message"]
+    assert f"{db} it had created was dropped again" in doc["message"]
+    assert db not in postgres.psql("SELECT datname FROM pg_database")
+
+
 def test_server_killed_mid_dump(repo: Repo) -> None:
     """The second database's dump dies with its server: the first database's snapshot of
     the same run is forgotten too, so nothing of the target is registered."""

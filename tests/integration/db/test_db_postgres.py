@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from conftest import Repo
 from localcluster.databases import PostgreSQL
 from safehold.movers import env as menv
@@ -163,9 +165,12 @@ def database_acl_state(pg: PostgreSQL, db: str) -> dict[str, str]:
     return {"database": out, "table": table}
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
 def test_postgres_ownership_and_privileges_survive_a_new_name(
-    postgres: PostgreSQL, repo: Repo
+    postgres: PostgreSQL, repo: Repo, jobs: str
 ) -> None:
+    """Streamed (the table of contents read from the same restic stream) and parallel (read
+    from the scratch file)."""
     db, role = create_app(postgres)
     reader = f"reader_{db[4:]}"
     postgres.psql(
@@ -187,7 +192,9 @@ def test_postgres_ownership_and_privileges_survive_a_new_name(
     )
     assert code == 0, dumped
     copy = f"{db}_Kopie"  # a name that needs quoting
-    code, restored = repo.mover("db-restore", "postgresql", postgres, db_mapping=f"{db}:{copy}")
+    code, restored = repo.mover(
+        "db-restore", "postgresql", postgres, db_mapping=f"{db}:{copy}", pg_restore_jobs=jobs
+    )
     assert code == 0, restored
     assert restored.get("warnings", []) == []
     after = database_acl_state(postgres, copy)
