@@ -303,7 +303,8 @@ class Redis(_Server):
 
     STOP_GRACE = 10.0
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ServerTls | None = None) -> None:
+        self.tls = tls
         self.binary = shutil.which("redis-server")
         if not self.binary:
             raise DatabaseUnavailable("redis-server missing: run tools/bootstrap debian")
@@ -316,8 +317,16 @@ class Redis(_Server):
     def start(self, timeout: float = 30) -> Redis:
         config = self.workdir / "redis.conf"
         # The password goes into a config file, not the server's command line.
+        listen = f"port {self.port}\n"
+        if self.tls is not None:
+            # TLS only; clients are not asked for certificates of their own.
+            listen = (
+                f"port 0\ntls-port {self.port}\ntls-cert-file {self.tls.cert}\n"
+                f"tls-key-file {self.tls.key}\ntls-ca-cert-file {self.tls.ca_cert}\n"
+                "tls-auth-clients no\n"
+            )
         config.write_text(
-            f'port {self.port}\nbind {LOCALHOST}\nprotected-mode yes\nsave ""\n'
+            f'{listen}bind {LOCALHOST}\nprotected-mode yes\nsave ""\n'
             f"appendonly no\ndir {self.workdir}\nrequirepass {self.password}\n"
         )
         config.chmod(0o600)
@@ -327,9 +336,13 @@ class Redis(_Server):
         self.process.wait_ready(lambda: _port_open(self.port), timeout, what="listening")
         return self
 
+    def _tls_args(self) -> list[str]:
+        return [] if self.tls is None else ["--tls", "--cacert", str(self.tls.ca_cert)]
+
     def cli(self, *args: str, db: int = 0) -> str:
+        target = ["-h", self.host, "-p", str(self.port), *self._tls_args(), "-n", str(db)]
         result = subprocess.run(
-            ["redis-cli", "-h", self.host, "-p", str(self.port), "-n", str(db), *args],
+            ["redis-cli", *target, *args],
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "REDISCLI_AUTH": self.password},
             capture_output=True,
             encoding="utf-8",

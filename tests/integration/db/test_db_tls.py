@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Repo
-from localcluster.databases import DatabaseUnavailable, MariaDB, PostgreSQL
+from localcluster.databases import DatabaseUnavailable, MariaDB, PostgreSQL, Redis
 from localcluster.pki import ServerTls, server_tls
 
 
@@ -39,6 +39,16 @@ def tls_postgres(pki: tuple[ServerTls, ServerTls]) -> Iterator[PostgreSQL]:
 def tls_mariadb(pki: tuple[ServerTls, ServerTls]) -> Iterator[MariaDB]:
     try:
         server = MariaDB(tls=pki[0]).start()
+    except DatabaseUnavailable as err:
+        pytest.skip(str(err))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_redis(pki: tuple[ServerTls, ServerTls]) -> Iterator[Redis]:
+    try:
+        server = Redis(tls=pki[0]).start()
     except DatabaseUnavailable as err:
         pytest.skip(str(err))
     yield server
@@ -129,3 +139,36 @@ def test_mariadb_verify_full_with_another_ca(
     code, doc = repo.mover("db-dump", "mysql", tls_mariadb, backup=backup, **tls)
     assert (code, doc["reason"]) == (1, "TlsFailed"), doc
     assert repo.snapshots(backup) == []
+
+
+def test_redis_verify_full_with_the_servers_ca(
+    repo: Repo, tls_redis: Redis, pki: tuple[ServerTls, ServerTls]
+) -> None:
+    """redis-cli --tls takes the snapshot, the restore talks TLS too (its own client)."""
+    tls_redis.cli("FLUSHALL")
+    tls_redis.cli("SET", "greeting", "Grüße über TLS")
+    tls_redis.cli("HSET", "h", "a", "1", "b", "2")
+    tls_redis.cli("EXPIRE", "h", "3600")
+    backup = "shop/tls-redis"
+    tls = {"db_tls_mode": "verify-full", "db_tls_ca_file": _ca_copy(repo, pki[0].ca_cert)}
+    code, doc = repo.mover("db-dump", "redis", tls_redis, backup=backup, **tls)
+    assert code == 0, doc
+    tls_redis.cli("FLUSHALL")
+    code, doc = repo.mover("db-restore", "redis", tls_redis, backup=backup, **tls)
+    assert code == 0, doc
+    assert tls_redis.cli("GET", "greeting").strip() == "Grüße über TLS"
+    assert tls_redis.cli("HGETALL", "h").split() == ["a", "1", "b", "2"]
+    assert 0 < int(tls_redis.cli("TTL", "h")) <= 3600
+
+
+def test_redis_verify_full_with_another_ca(
+    repo: Repo, tls_redis: Redis, pki: tuple[ServerTls, ServerTls]
+) -> None:
+    backup = "shop/tls-redis-wrong"
+    tls = {"db_tls_mode": "verify-full", "db_tls_ca_file": _ca_copy(repo, pki[1].ca_cert)}
+    code, doc = repo.mover("db-dump", "redis", tls_redis, backup=backup, **tls)
+    assert (code, doc["reason"]) == (1, "TlsFailed"), doc
+    assert repo.snapshots(backup) == []
+    # The restore fails on the connection too (checked before it looks for snapshots).
+    code, doc = repo.mover("db-restore", "redis", tls_redis, backup=backup, **tls)
+    assert (code, doc["reason"]) == (1, "TlsFailed"), doc
