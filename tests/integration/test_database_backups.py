@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -175,5 +176,29 @@ def test_tls_target_trusts_the_ca_from_its_secret(
         assert results["untrusted"]["result"] == "Failed"
         assert results["untrusted"]["message"].startswith("TlsFailed"), results["untrusted"]
         assert done["status"]["phase"] == "PartiallyFailed"
+
+        # A restore target's own TLS settings replace the original's: with the other CA the
+        # restore fails, without its own settings it uses the original's CA and succeeds.
+        def restore(suffix: str, override: dict[str, object]) -> dict[str, Any]:
+            target = {"target": "trusted", "databaseMapping": {db: f"{db}_{suffix}"}} | override
+            done = create_and_wait(
+                local_cluster,
+                OPS,
+                "RestoreRequest",
+                f"{name}-{suffix}",
+                {"backupRef": {"name": name}, "databases": {"targets": [target]}},
+                timeout=240,
+            )
+            result: dict[str, Any] = done["status"]["databases"][0]
+            return result
+
+        other_tls = {"mode": "verify-full", "caSecret": f"{name}-other-ca"}
+        refused = restore("a", {"host": "127.0.0.1", "port": server.port, "tls": other_tls})
+        assert refused["result"] == "Failed", refused
+        assert refused["message"].startswith("TlsFailed"), refused
+        assert restore("b", {"host": "127.0.0.1", "port": server.port})["result"] == "Succeeded"
+        listed = server.psql("SELECT datname FROM pg_database")
+        assert f"{db}_b" in listed
+        assert f"{db}_a" not in listed
     finally:
         server.stop()

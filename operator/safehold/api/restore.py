@@ -16,6 +16,7 @@ from safehold.api.base import (
     LabelSelector,
     LocalObjectReference,
 )
+from safehold.api.content import DatabaseTls
 
 RestorePhase = Literal["New", "Running", "Succeeded", "PartiallyFailed", "Failed"]
 
@@ -42,6 +43,8 @@ class DatabaseRestoreTarget(ApiModel):
     """Port of that host."""
     credentials_secret: str | None = None
     """Secret with username/password for that host."""
+    tls: DatabaseTls | None = None
+    """TLS settings for that host; default: those of the original target."""
     database_mapping: dict[str, str] = Field(default_factory=dict)
     """Rename databases: original name to new name."""
     clean: bool = False

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from safehold.api.backup import DatabaseResult, DumpedFile
-from safehold.api.content import DatabaseTarget
+from safehold.api.content import DatabaseTarget, DatabaseTls
 from safehold.api.restore import DatabaseRestoreTarget
 from safehold.engine.volumes import MoverContext
 from safehold.kube.jobs import FILES_DIR, LABEL_BACKUP, MoverSpec, run_mover
@@ -48,10 +48,7 @@ def target_environment(target: DatabaseTarget, namespace: str) -> dict[str, str]
         env[menv.DB_PORT] = str(target.port)
     if target.databases:
         env[menv.DB_DATABASES] = ",".join(target.databases)
-    if target.tls is not None:
-        env[menv.DB_TLS_MODE] = target.tls.mode
-        if target.tls.ca_secret:
-            env[menv.DB_TLS_CA_FILE] = f"{FILES_DIR}/{DB_CA_KEY}"
+    env |= tls_environment(target.tls)
     if target.postgresql is not None:
         env[menv.PG_GLOBALS] = _flag(target.postgresql.include_globals)
         env[menv.PG_ROLE_PASSWORDS] = _flag(target.postgresql.globals_with_passwords)
@@ -82,13 +79,21 @@ def _credentials(
     return user, password
 
 
-def _tls_files(ctx: MoverContext, namespace: str, target: DatabaseTarget | None) -> dict[str, str]:
-    """The CA of the target's TLS settings, for the mover Secret (mounted as a file)."""
-    if target is None or target.tls is None or not target.tls.ca_secret:
+def tls_environment(tls: DatabaseTls | None) -> dict[str, str]:
+    """The mover's TLS variables for these settings (pure); none: the mover's default."""
+    if tls is None:
         return {}
-    return {
-        DB_CA_KEY: read_secret_key(ctx.location_core, namespace, target.tls.ca_secret, "ca.crt")
-    }
+    env: dict[str, str] = {menv.DB_TLS_MODE: tls.mode}
+    if tls.ca_secret:
+        env[menv.DB_TLS_CA_FILE] = f"{FILES_DIR}/{DB_CA_KEY}"
+    return env
+
+
+def _tls_files(ctx: MoverContext, namespace: str, tls: DatabaseTls | None) -> dict[str, str]:
+    """The CA of these TLS settings, for the mover Secret (mounted as a file)."""
+    if tls is None or not tls.ca_secret:
+        return {}
+    return {DB_CA_KEY: read_secret_key(ctx.location_core, namespace, tls.ca_secret, "ca.crt")}
 
 
 def _run(
@@ -191,7 +196,7 @@ def dump_target(ctx: MoverContext, namespace: str, target: DatabaseTarget) -> Da
         )
         name = object_name("safehold", ctx.run_label, target.name, "db")
         env = target_environment(target, namespace)
-        files = _tls_files(ctx, namespace, target)
+        files = _tls_files(ctx, namespace, target.tls)
         moved = _run(ctx, "db-dump", namespace, name, env, user, password, files)
         return _result(target.name, target.type, started, moved)
     except (_TargetFailed, SecretProblem) as err:
@@ -258,7 +263,14 @@ def restore_target(
         elif dumped.snapshots:
             env[menv.DB_SNAPSHOT] = ",".join(dumped.snapshots)
         name = object_name("safehold", ctx.run_label, dumped.target, "dbr")
-        files = _tls_files(ctx, namespace, original)
+        # The override's TLS settings replace the original's (a restore into another server).
+        tls = override.tls if override is not None and override.tls is not None else None
+        if tls is None and original is not None:
+            tls = original.tls
+        for key in (menv.DB_TLS_MODE, menv.DB_TLS_CA_FILE):
+            env.pop(key, None)
+        env |= tls_environment(tls)
+        files = _tls_files(ctx, namespace, tls)
         moved = _run(ctx, "db-restore", namespace, name, env, user, password, files)
         result = _result(dumped.target, dumped.type, started, moved)
         return result.model_copy(update={"snapshots": dumped.snapshots})

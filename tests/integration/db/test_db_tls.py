@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,34 +26,29 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[ServerTls, ServerTls]
     )
 
 
-@pytest.fixture(scope="module")
-def tls_postgres(pki: tuple[ServerTls, ServerTls]) -> Iterator[PostgreSQL]:
+def _serve(server: Any) -> Iterator[Any]:
+    """Start a test server (skipped where its package is missing) and stop it after."""
     try:
-        server = PostgreSQL(tls=pki[0]).start()
+        server.start()
     except DatabaseUnavailable as err:
         pytest.skip(str(err))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_postgres(pki: tuple[ServerTls, ServerTls]) -> Iterator[PostgreSQL]:
+    yield from _serve(PostgreSQL(tls=pki[0]))
 
 
 @pytest.fixture(scope="module")
 def tls_mariadb(pki: tuple[ServerTls, ServerTls]) -> Iterator[MariaDB]:
-    try:
-        server = MariaDB(tls=pki[0]).start()
-    except DatabaseUnavailable as err:
-        pytest.skip(str(err))
-    yield server
-    server.stop()
+    yield from _serve(MariaDB(tls=pki[0]))
 
 
 @pytest.fixture(scope="module")
 def tls_redis(pki: tuple[ServerTls, ServerTls]) -> Iterator[Redis]:
-    try:
-        server = Redis(tls=pki[0]).start()
-    except DatabaseUnavailable as err:
-        pytest.skip(str(err))
-    yield server
-    server.stop()
+    yield from _serve(Redis(tls=pki[0]))
 
 
 def _ca_copy(repo: Repo, source: Path) -> str:
@@ -131,16 +127,6 @@ def test_mariadb_verify_full_with_the_servers_ca(
     assert tls_mariadb.sql("SELECT SUM(id) FROM t;", f"{db}_copy").strip() == "6"
 
 
-def test_mariadb_verify_full_with_another_ca(
-    repo: Repo, tls_mariadb: MariaDB, pki: tuple[ServerTls, ServerTls]
-) -> None:
-    backup = "shop/tls-mariadb-wrong"
-    tls = {"db_tls_mode": "verify-full", "db_tls_ca_file": _ca_copy(repo, pki[1].ca_cert)}
-    code, doc = repo.mover("db-dump", "mysql", tls_mariadb, backup=backup, **tls)
-    assert (code, doc["reason"]) == (1, "TlsFailed"), doc
-    assert repo.snapshots(backup) == []
-
-
 def test_redis_verify_full_with_the_servers_ca(
     repo: Repo, tls_redis: Redis, pki: tuple[ServerTls, ServerTls]
 ) -> None:
@@ -161,14 +147,20 @@ def test_redis_verify_full_with_the_servers_ca(
     assert 0 < int(tls_redis.cli("TTL", "h")) <= 3600
 
 
-def test_redis_verify_full_with_another_ca(
-    repo: Repo, tls_redis: Redis, pki: tuple[ServerTls, ServerTls]
+@pytest.mark.parametrize(("db_type", "fixture"), [("mysql", "tls_mariadb"), ("redis", "tls_redis")])
+def test_verify_full_with_another_ca(
+    db_type: str,
+    fixture: str,
+    repo: Repo,
+    pki: tuple[ServerTls, ServerTls],
+    request: pytest.FixtureRequest,
 ) -> None:
-    backup = "shop/tls-redis-wrong"
+    server = request.getfixturevalue(fixture)
+    backup = f"shop/tls-{db_type}-wrong"
     tls = {"db_tls_mode": "verify-full", "db_tls_ca_file": _ca_copy(repo, pki[1].ca_cert)}
-    code, doc = repo.mover("db-dump", "redis", tls_redis, backup=backup, **tls)
+    code, doc = repo.mover("db-dump", db_type, server, backup=backup, **tls)
     assert (code, doc["reason"]) == (1, "TlsFailed"), doc
     assert repo.snapshots(backup) == []
     # The restore fails on the connection too (checked before it looks for snapshots).
-    code, doc = repo.mover("db-restore", "redis", tls_redis, backup=backup, **tls)
+    code, doc = repo.mover("db-restore", db_type, server, backup=backup, **tls)
     assert (code, doc["reason"]) == (1, "TlsFailed"), doc
