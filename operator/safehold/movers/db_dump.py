@@ -101,10 +101,11 @@ def _restore(engine: ModuleType, cfg: menv.DbConfig, repo: restic.Repository, re
         # Finding the dumped files (a restic start) overlaps the wait for the server.
         listing = side.submit(dbtools.stored_files, cfg, repo)
         # A restore often starts right after the objects were applied: wait for the server.
-        attempts = dbtools.wait_until_ready(engine.probe, cfg)
+        attempts, probed = dbtools.wait_until_ready(engine.probe, cfg)
         if attempts > 1:
             res.warnings.append(f"the target accepted connections after {attempts} attempts")
-        engine.restore(cfg, repo, res, files=listing.result())
+        # Each engine restores the stored files into the server its probe just described.
+        engine.restore(cfg, repo, res, listing.result(), probed)
 
 
 def db_restore(environ: Mapping[str, str] = os.environ) -> int:

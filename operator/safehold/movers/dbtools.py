@@ -11,7 +11,7 @@ import subprocess
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from safehold.movers import env as menv
 from safehold.movers.result import (
@@ -31,6 +31,8 @@ from safehold.movers.result import (
     Result,
 )
 from safehold.storage import restic
+
+T = TypeVar("T")
 
 _KEEP_ENV = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
@@ -278,17 +280,17 @@ NOT_YET = (HOST_UNREACHABLE, TARGET_STARTING)
 
 
 def wait_until_ready(
-    probe: Callable[[menv.DbConfig], object],
+    probe: Callable[[menv.DbConfig], T],
     cfg: menv.DbConfig,
     *,
     sleep: Callable[[float], None] = time.sleep,
-) -> int:
+) -> tuple[int, T]:
     """Call `probe(cfg)` until it succeeds or `cfg.ready_timeout` seconds have passed.
 
     Only "not up yet" failures (refused, unreachable, unresolvable, starting up) are retried;
     anything else, a rejected password first of all, is raised at once. Returns the number of
-    attempts; raises MoverError(TargetNotReady) when the time is up (with a timeout of 0, the
-    first failure itself).
+    attempts and what the successful probe returned; raises MoverError(TargetNotReady) when
+    the time is up (with a timeout of 0, the first failure itself).
     """
     deadline = time.monotonic() + cfg.ready_timeout
     delay = 1.0
@@ -299,8 +301,7 @@ def wait_until_ready(
         # One attempt never outlasts the deadline by more than a second.
         timeout = max(1, min(cfg.connect_timeout, int(remaining) + 1))
         try:
-            probe(dataclasses.replace(cfg, connect_timeout=timeout))
-            return attempts
+            return attempts, probe(dataclasses.replace(cfg, connect_timeout=timeout))
         except MoverError as err:
             if err.reason not in NOT_YET or cfg.ready_timeout <= 0:
                 raise

@@ -158,13 +158,12 @@ def restore(
     cfg: menv.DbConfig,
     repo: restic.Repository,
     result: Result,
-    files: dict[str, dict[str, Any]] | None = None,
+    files: dict[str, dict[str, Any]],
+    probed: tuple[str, list[str]],
 ) -> None:
-    version, available_now = probe(cfg)
-    result.serverVersion = version
+    result.serverVersion, available_now = probed
     client = _client()
     result.toolVersion = dbtools.tool_version(client)
-    files = dbtools.stored_files(cfg, repo) if files is None else files
     stored = {
         dbtools.unquote_name(f[len(PREFIX) + 1 : -len(".sql")]): f
         for f in files

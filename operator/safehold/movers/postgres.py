@@ -167,9 +167,9 @@ def restore(
     cfg: menv.DbConfig,
     repo: restic.Repository,
     result: Result,
-    files: dict[str, dict[str, Any]] | None = None,
+    files: dict[str, dict[str, Any]],
+    probed: tuple[str, list[str]],
 ) -> None:
-    files = dbtools.stored_files(cfg, repo) if files is None else files
     available = {
         dbtools.unquote_name(f[len(PREFIX) + 1 : -len(".dump")]): f
         for f in files
@@ -181,8 +181,7 @@ def restore(
         if names and cfg.pg_restore_jobs == 1:
             # The first database's bytes are on their way while the target is checked.
             readers[names[0]] = _reader(repo, files, available[names[0]])
-        version, _ = probe(cfg)
-        result.serverVersion = version
+        result.serverVersion = probed[0]
         result.toolVersion = dbtools.tool_version(_bin("pg_restore"))
         targets = {name: cfg.mapped(name) for name in names}
         existing = {t for t in targets.values() if _exists(cfg, t)}

@@ -304,12 +304,11 @@ def restore(
     cfg: menv.DbConfig,
     repo: restic.Repository,
     result: Result,
-    files: dict[str, dict[str, Any]] | None = None,
+    files: dict[str, dict[str, Any]],
+    probed: tuple[str, list[int]],
 ) -> None:
-    version, _ = probe(cfg)
-    result.serverVersion = version
+    result.serverVersion = probed[0]
     result.toolVersion = dbtools.tool_version(dbtools.which("redis-server"))
-    files = dbtools.stored_files(cfg, repo) if files is None else files
     if FILE not in files:
         raise MoverError("SnapshotNotFound", f"{FILE} is not in the backup")
     snap = files[FILE]
