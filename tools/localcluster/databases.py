@@ -73,7 +73,7 @@ class _Server:
 def _client(
     what: str, cmd: list[str], sql: str, env: Mapping[str, str] | None, timeout: float
 ) -> str:
-    """Run a SQL client with `sql` on stdin; its stdout, or RuntimeError with its stderr."""
+    """Run a client tool with `sql` on stdin; its stdout, or RuntimeError with its stderr."""
     result = subprocess.run(
         cmd,
         input=sql,
@@ -407,14 +407,4 @@ def restic(env: Mapping[str, str], *args: str, timeout: float = 600) -> str:
     full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")} | dict(env)
     options = full.pop("SAFEHOLD_RESTIC_OPTIONS", "").split()
     binary = full.pop("SAFEHOLD_RESTIC")
-    result = subprocess.run(
-        [binary, *options, *args],
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"restic {args[0]} failed: {result.stderr.strip()}")
-    return result.stdout
+    return _client(f"restic {args[0]}", [binary, *options, *args], "", full, timeout)
