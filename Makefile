@@ -29,6 +29,7 @@ lint: tools
 	ruff check operator tools tests
 	ruff format --check operator tools tests
 	mypy
+	lint-imports
 	safehold crds check --dir crds
 	safehold crds check --dir charts/safehold/crds-source
 	safehold docs check --path docs/api.md

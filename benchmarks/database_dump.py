@@ -38,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 from localcluster.databases import PG_BIN, PostgreSQL, S3Store, restic
-from safehold.movers.env import encode_files
+from safehold.contract.env import encode_files
 from safehold.storage.restic import STREAM_COMPRESSION
 
 

@@ -263,9 +263,11 @@ def test_prometheus_rule_uses_the_operators_metrics(tmp_path: Path) -> None:
     }
     assert "8 hours" in alerts["SafeholdNoRecentSuccessfulBackup"]["annotations"]["summary"]
     assert "> 28800" in alerts["SafeholdNoRecentSuccessfulBackup"]["expr"]
-    # Every metric an alert reads is one the operator exports (operator/safehold/metrics.py).
+    # Every metric an alert reads is one the operator exports (operator/safehold/engine/metrics.py).
     exported = set(
-        re.findall(r'"(safehold_[a-z_]+)"', (REPO / "operator/safehold/metrics.py").read_text())
+        re.findall(
+            r'"(safehold_[a-z_]+)"', (REPO / "operator/safehold/engine/metrics.py").read_text()
+        )
     )
     exported |= {f"{name}_total" for name in exported}
     for alert in alerts.values():

@@ -18,8 +18,8 @@ from localcluster.cluster import LocalCluster
 from localcluster.objects import TEST_REPOSITORY_PASSWORD
 from localcluster.sample_app import restic_check
 from safehold.api.location import BackupStorageLocationSpec
-from safehold.kube.locations import ResolvedLocation
 from safehold.storage import restic
+from safehold.storage.location import ResolvedLocation
 from safehold.storage.probe import probe_location
 from safehold.storage.s3 import S3Settings
 

@@ -391,3 +391,38 @@ def test_forbid_skips_a_run_while_the_previous_one_runs(
     assert created == [f"{OPS}/{name}-{next_hour:%Y%m%d%H%M}"]
     wait_complete(local_cluster, OPS, "backup", created[0].split("/")[1])
     kubectl(local_cluster, "delete", "-n", OPS, "backuppolicy", name, "--wait=false")
+
+
+def test_a_created_run_keeps_the_content_it_was_created_with(
+    local_cluster: LocalCluster, app: str, operator: OperatorProcess, scheduler: Scheduler
+) -> None:
+    """A policy's run records the policy's content when it is created: an edit of the policy
+    between creating the Backup and running it changes nothing of what the run takes."""
+    name = f"edit-{app}"
+    apply(local_cluster, OPS, policy_doc(name, app))
+    wait_ready(local_cluster, name, "OnDemand")
+    with operator.stopped():
+        annotate(local_cluster, "backuppolicy", name, "safehold.io/trigger", "before-edit")
+        created = scheduler.tick().created
+        assert len(created) == 1
+        backup = created[0].split("/")[1]
+        taken = get(local_cluster, OPS, "backup", backup)["spec"]
+        assert taken["selection"]["includedResources"] == ["configmaps"]
+        assert "policyRef" not in taken
+        edited = policy_doc(name, app)
+        edited["spec"]["selection"]["includedResources"] = ["secrets", "configmaps"]
+        apply(local_cluster, OPS, edited)
+    done = wait_complete(local_cluster, OPS, "backup", backup)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["status"]["policy"] == name
+    assert set(done["status"]["resources"]["byKind"]) == {"configmaps"}
+    # The next run takes the edited content.
+    annotate(local_cluster, "backuppolicy", name, "safehold.io/trigger", "after-edit")
+    second = wait_for(
+        lambda: [b for b in policy_backups(local_cluster, name) if b["metadata"]["name"] != backup],
+        30,
+        "the second run",
+    )[0]
+    after = wait_complete(local_cluster, OPS, "backup", second["metadata"]["name"])
+    assert set(after["status"]["resources"]["byKind"]) == {"configmaps", "secrets"}
+    kubectl(local_cluster, "delete", "-n", OPS, "backuppolicy", name, "--wait=false")

@@ -273,7 +273,8 @@ def test_pvc_that_does_not_exist_fails_by_name(
     """A PVC deleted between planning and moving (the only way a selected PVC can be missing)
     fails with PVCNotFound and starts no mover."""
     from safehold.api.content import Volumes
-    from safehold.engine.volumes import MoverContext, back_up_volume
+    from safehold.engine.movers import MoverLauncher
+    from safehold.engine.volumes import back_up_volume
     from safehold.kube.clients import Clients
     from safehold.kube.locations import resolve_location
     from safehold.planning.volumes import VolumeTask
@@ -285,9 +286,7 @@ def test_pvc_that_does_not_exist_fails_by_name(
     resolved = resolve_location(
         clients.core, OPS, "main", BackupStorageLocationSpec.model_validate(location["spec"])
     )
-    ctx = MoverContext(
-        clients.rest, resolved, OPS, f"{OPS}/ghost", "ghost", Volumes(), clients.core
-    )
+    launcher = MoverLauncher(clients, resolved, OPS, f"{OPS}/ghost", "ghost")
     task = VolumeTask(
         vol_ns,
         "ghost",
@@ -301,7 +300,7 @@ def test_pvc_that_does_not_exist_fails_by_name(
         65532,
         None,
     )
-    result = back_up_volume(ctx, task)
+    result = back_up_volume(launcher, Volumes(), task)
     assert result.result == "Failed"
     assert result.message == f"PVCNotFound: PVC {vol_ns}/ghost does not exist"
     jobs = kubectl(local_cluster, "get", "jobs", "-n", vol_ns, "-o", "name").stdout

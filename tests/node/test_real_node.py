@@ -125,8 +125,9 @@ def test_mover_job_backs_up_a_pvc_to_seaweedfs(
 ) -> None:
     """The operator's own mover Job, restricted, on the real node: a hostPath-backed PVC is
     read and stored in a restic repository on the host's SeaweedFS (reached via the bridge)."""
-    from safehold.kube.jobs import MoverSpec, VolumeMount, run_mover
+    from safehold.kube.jobs import run_mover
     from safehold.kube.rest import Rest
+    from safehold.planning.builders import MoverPod, MoverSpec, VolumeMount
     from safehold.storage import restic
 
     monkeypatch.setenv("SAFEHOLD_MOVER_IMAGE", IMAGE)
@@ -212,8 +213,9 @@ def test_mover_job_backs_up_a_pvc_to_seaweedfs(
             },
             secret_name="backup-data",
             secret_keys=sorted(secret),
-            volumes=[VolumeMount("data", "data", "/data", True)],
-            deadline_seconds=120,
+            pod=MoverPod(
+                volumes=[VolumeMount("data", "data", "/data", True)], deadline_seconds=120
+            ),
         ),
         secret,
         poll=0.5,

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from safehold.api.content import DatabaseTarget
+from safehold.contract import env as menv
 from safehold.engine.databases import DB_CA_KEY, target_environment
-from safehold.kube.jobs import FILES_DIR, MoverSpec, build_job
-from safehold.movers import env as menv
 from safehold.movers import mysql, postgres, redis
+from safehold.planning.builders import FILES_DIR, MoverSpec, build_job
 
 
 def test_a_ca_secret_becomes_a_file_not_an_environment_variable() -> None:

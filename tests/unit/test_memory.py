@@ -31,14 +31,16 @@ def run_python(code: str, **env: str) -> str:
 
 
 def test_arena_limit_is_set_unless_the_environment_sets_one() -> None:
-    code = "from safehold.memory import limit_malloc_arenas; print(limit_malloc_arenas())"
+    code = (
+        "from safehold.controllers.memory import limit_malloc_arenas; print(limit_malloc_arenas())"
+    )
     assert run_python(code) == "True"
     assert run_python(code, MALLOC_ARENA_MAX="4") == "False"
 
 
 def test_free_memory_goes_back_to_the_kernel() -> None:
     code = """
-from safehold.memory import release_free_memory
+from safehold.controllers.memory import release_free_memory
 
 def rss():
     for line in open("/proc/self/status"):

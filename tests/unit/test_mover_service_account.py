@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from safehold.kube.jobs import MoverSpec, build_job, build_service_account
+from safehold.planning.builders import MoverSpec, build_job, build_service_account
 
 
 def _spec() -> MoverSpec:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -99,8 +101,18 @@ class OperatorProcess:
     def crash_and_restart(self, timeout: float = 60.0) -> None:
         """SIGKILL the operator (no clean shutdown, as in a node failure) and start it again
         on the same ports."""
+        with self.stopped(timeout):
+            pass
+
+    @contextlib.contextmanager
+    def stopped(self, timeout: float = 60.0) -> Iterator[None]:
+        """The operator SIGKILLed (as in a node failure) for the block, then started again on
+        the same ports."""
         self.process.signal_group(signal.SIGKILL)
         self.process.wait(timeout=30)
-        self.process = self._new_process()
-        self.process.start()
-        self.process.wait_ready(self._healthy, timeout, what="liveness endpoint answering")
+        try:
+            yield
+        finally:
+            self.process = self._new_process()
+            self.process.start()
+            self.process.wait_ready(self._healthy, timeout, what="liveness endpoint answering")

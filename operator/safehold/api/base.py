@@ -7,10 +7,13 @@ and the operator parses every body it receives through them.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+# A JSON object as the API server sends and takes it.
+JSON = dict[str, Any]
 
 
 class ApiModel(BaseModel):

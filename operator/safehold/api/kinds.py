@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from safehold import GROUP, VERSION
 from safehold.api.backup import BackupSpec, BackupStatus
 from safehold.api.base import ApiModel
 from safehold.api.location import BackupStorageLocationSpec, BackupStorageLocationStatus
@@ -42,6 +43,13 @@ class KindInfo:
     @property
     def singular(self) -> str:
         return self.kind.lower()
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        """The REST path of the kind's collection (in a namespace or cluster-wide) or of one
+        object."""
+        where = f"/namespaces/{namespace}" if namespace else ""
+        base = f"/apis/{GROUP}/{VERSION}{where}/{self.plural}"
+        return f"{base}/{name}" if name else base
 
 
 def _condition(type_: str, what: str) -> str:

@@ -109,6 +109,22 @@ class RestoreCounts(ApiModel):
     """Objects that could not be restored."""
 
 
+class RestoreStageStatus(ApiModel):
+    """One stage of the restore plan, in the order the restore runs them: cluster
+    (CRDs and cluster-scoped objects), namespaces, configuration, volumes (PVCs and their
+    data), workloads, resources (everything else, custom resources included), databases."""
+
+    name: str
+    """Name of the stage."""
+    items: int = 0
+    """Objects, namespaces, PVC data and database targets planned in the stage."""
+    phase: Literal["Pending", "Running", "Completed", "Failed"] = "Pending"
+    """Pending, Running, Completed (its items may still have failed one by one) or Failed
+    (the stage could not go on; later stages did not run)."""
+    counts: RestoreCounts | None = None
+    """The stage's objects by outcome."""
+
+
 class RestoreRequestStatus(ApiModel):
     """Observed state of a RestoreRequest."""
 
@@ -126,6 +142,8 @@ class RestoreRequestStatus(ApiModel):
     """When the restore finished."""
     counts: RestoreCounts | None = None
     """Objects by outcome."""
+    stages: list[RestoreStageStatus] = Field(default_factory=list)
+    """The restore plan's stages and how far each is (also for a dry run)."""
     volumes: list[VolumeResult] = Field(default_factory=list)
     """Per-PVC results of the volume data restore."""
     databases: list[DatabaseResult] = Field(default_factory=list)

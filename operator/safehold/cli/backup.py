@@ -305,11 +305,12 @@ def _describe(args: argparse.Namespace) -> int:
     return describe_command(args, BACKUPS, describe_backup)
 
 
-def _download(args: argparse.Namespace) -> int:
+def _download_source(args: argparse.Namespace) -> tuple[Any, str, Any]:
+    """(resolved location, snapshot id, manifest) of the backup to download."""
     from safehold.api.location import BackupStorageLocationSpec
     from safehold.kube.locations import resolve_location
     from safehold.kube.secrets import SecretProblem
-    from safehold.storage import catalog, restic
+    from safehold.storage import catalog
     from safehold.storage.s3 import make_client
 
     connection = connect(args)
@@ -332,7 +333,6 @@ def _download(args: argparse.Namespace) -> int:
         raise CliError(f"storage location {namespace}/{location}: {err}") from None
     except ValueError as err:  # pydantic ValidationError
         raise CliError(f"storage location {namespace}/{location} is invalid: {err}") from None
-
     try:
         manifest = catalog.read_manifest(
             make_client(resolved.s3), resolved.s3.layout, namespace, name
@@ -343,9 +343,16 @@ def _download(args: argparse.Namespace) -> int:
         ) from None
     if manifest is None or manifest.export is None:
         raise CliError(f"the catalog in location {location} has no export of {namespace}/{name}")
+    return resolved, snapshot_id, manifest
 
-    repo = resolved.repository(namespace)
-    target = args.output or f"{name}.tar"
+
+def _download(args: argparse.Namespace) -> int:
+    from safehold.cli.output import human_bytes
+    from safehold.storage import restic
+
+    resolved, snapshot_id, manifest = _download_source(args)
+    repo = resolved.repository(resolved.namespace)
+    target = args.output or f"{args.name}.tar"
     try:
         if target == "-":
             sys.stdout.flush()
@@ -354,8 +361,6 @@ def _download(args: argparse.Namespace) -> int:
         written = _dump_to_file(repo, snapshot_id, manifest.export.root, Path(target))
     except restic.ResticError as err:
         raise CliError(f"restic dump failed ({err.reason}): {one_line(str(err))}") from None
-    from safehold.cli.output import human_bytes
-
     print(f"wrote {target} ({human_bytes(written)}, snapshot {snapshot_id[:8]})")
     return 0
 

@@ -56,7 +56,7 @@ def _cmd_docs(args: argparse.Namespace) -> int:
 
 
 def _cmd_operator(args: argparse.Namespace) -> int:
-    from safehold.operator_main import run
+    from safehold.controllers.main import run
 
     return run(
         namespace=args.namespace,

@@ -13,11 +13,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from safehold import API_VERSION
 from safehold.api.backup import BackupSpec
 from safehold.api.base import ApiModel
+from safehold.api.kinds import RESTORE
 from safehold.api.restore import RestoreRequestSpec
+from safehold.planning.builders import backup_object
 
-API_VERSION = "safehold.io/v1alpha1"
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
@@ -131,12 +133,24 @@ def backup(
             spec["selection"] = selection
     if ttl is not None:
         spec["ttl"] = ttl
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "Backup",
-        "metadata": _metadata(name, namespace),
-        "spec": _wire(BackupSpec, spec, BACKUP_FLAGS),
-    }
+    meta = _metadata(name, namespace)
+    return backup_object(meta["name"], meta.get("namespace"), _wire(BackupSpec, spec, BACKUP_FLAGS))
+
+
+def _mapping(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """--namespace-mapping pairs as a mapping; each name valid, no source mapped twice."""
+    mapping: dict[str, str] = {}
+    for source, target in pairs:
+        for ns in (source, target):
+            if len(ns) > 63 or not _LABEL.fullmatch(ns):
+                raise ManifestError(f"--namespace-mapping: {ns!r} is not a namespace name")
+        if mapping.get(source, target) != target:
+            raise ManifestError(
+                f"--namespace-mapping: {source!r} is mapped twice ({mapping[source]!r} "
+                f"and {target!r})"
+            )
+        mapping[source] = target
+    return mapping
 
 
 def restore(
@@ -170,25 +184,14 @@ def restore(
     if selector is not None:
         spec["labelSelector"] = {"matchLabels": dict(selector)}
     if namespace_mapping:
-        mapping: dict[str, str] = {}
-        for source, target in namespace_mapping:
-            for ns in (source, target):
-                if len(ns) > 63 or not _LABEL.fullmatch(ns):
-                    raise ManifestError(f"--namespace-mapping: {ns!r} is not a namespace name")
-            if mapping.get(source, target) != target:
-                raise ManifestError(
-                    f"--namespace-mapping: {source!r} is mapped twice ({mapping[source]!r} "
-                    f"and {target!r})"
-                )
-            mapping[source] = target
-        spec["namespaceMapping"] = mapping
+        spec["namespaceMapping"] = _mapping(namespace_mapping)
     if existing_resource_policy is not None:
         spec["existingResourcePolicy"] = existing_resource_policy
     if dry_run:
         spec["dryRun"] = True
     return {
         "apiVersion": API_VERSION,
-        "kind": "RestoreRequest",
+        "kind": RESTORE.kind,
         "metadata": _metadata(name, namespace),
         "spec": _wire(RestoreRequestSpec, spec, RESTORE_FLAGS),
     }

@@ -222,6 +222,62 @@ def _header(report: _Report, obj: Mapping[str, Any], kind: str, now: datetime) -
     report.field("Phase", _status(obj).get("phase") or "New (not picked up by the operator yet)")
 
 
+def _resources_section(report: _Report, status: Mapping[str, Any]) -> None:
+    resources = status.get("resources") or {}
+    if not resources:
+        return
+    summary = f"{resources.get('total', 0)} objects"
+    if resources.get("snapshotId"):
+        summary += f" (snapshot {str(resources['snapshotId'])[:8]})"
+    report.field("Resources", summary)
+    by_kind = resources.get("byKind") or {}
+    if by_kind:
+        rows = [[kind, str(count)] for kind, count in sorted(by_kind.items())]
+        report.block(table(["RESOURCE", "COUNT"], rows))
+
+
+def _volumes_section(report: _Report, status: Mapping[str, Any]) -> None:
+    volumes = [v for v in status.get("volumes") or [] if isinstance(v, dict)]
+    if not volumes:
+        return
+    report.section("Volumes")
+    rows = [
+        [
+            f"{v.get('namespace', '')}/{v.get('pvc', '')}",
+            str(v.get("mode", "")),
+            str(v.get("result", "")),
+            human_bytes(v.get("bytes")),
+            human_bytes(v.get("bytesAdded")),
+            human_duration(v["durationSeconds"]) if v.get("durationSeconds") else "",
+            " ".join(str(v.get("message") or "").split()),
+        ]
+        for v in volumes
+    ]
+    headers = ["PVC", "MODE", "RESULT", "SIZE", "ADDED", "DURATION", "MESSAGE"]
+    report.block(table(headers, rows))
+
+
+def _databases_section(report: _Report, status: Mapping[str, Any]) -> None:
+    databases = [d for d in status.get("databases") or [] if isinstance(d, dict)]
+    if not databases:
+        return
+    report.section("Databases")
+    rows = [
+        [
+            str(d.get("target", "")),
+            str(d.get("type", "")),
+            str(d.get("result", "")),
+            ",".join(d.get("databases") or []),
+            human_bytes(d.get("bytes")),
+            human_duration(d["durationSeconds"]) if d.get("durationSeconds") else "",
+            " ".join(str(d.get("message") or "").split()),
+        ]
+        for d in databases
+    ]
+    headers = ["TARGET", "TYPE", "RESULT", "DATABASES", "SIZE", "DURATION", "MESSAGE"]
+    report.block(table(headers, rows))
+
+
 def describe_backup(obj: Mapping[str, Any], now: datetime) -> str:
     """A readable report of a Backup's spec source and status."""
     spec, status = obj.get("spec") or {}, _status(obj)
@@ -244,56 +300,32 @@ def describe_backup(obj: Mapping[str, Any], now: datetime) -> str:
         )
     _conditions(report, status, now)
 
-    resources = status.get("resources") or {}
-    if resources:
-        summary = f"{resources.get('total', 0)} objects"
-        if resources.get("snapshotId"):
-            summary += f" (snapshot {str(resources['snapshotId'])[:8]})"
-        report.field("Resources", summary)
-        by_kind = resources.get("byKind") or {}
-        if by_kind:
-            rows = [[kind, str(count)] for kind, count in sorted(by_kind.items())]
-            report.block(table(["RESOURCE", "COUNT"], rows))
-
-    volumes = [v for v in status.get("volumes") or [] if isinstance(v, dict)]
-    if volumes:
-        report.section("Volumes")
-        rows = [
-            [
-                f"{v.get('namespace', '')}/{v.get('pvc', '')}",
-                str(v.get("mode", "")),
-                str(v.get("result", "")),
-                human_bytes(v.get("bytes")),
-                human_bytes(v.get("bytesAdded")),
-                human_duration(v["durationSeconds"]) if v.get("durationSeconds") else "",
-                " ".join(str(v.get("message") or "").split()),
-            ]
-            for v in volumes
-        ]
-        headers = ["PVC", "MODE", "RESULT", "SIZE", "ADDED", "DURATION", "MESSAGE"]
-        report.block(table(headers, rows))
-
-    databases = [d for d in status.get("databases") or [] if isinstance(d, dict)]
-    if databases:
-        report.section("Databases")
-        rows = [
-            [
-                str(d.get("target", "")),
-                str(d.get("type", "")),
-                str(d.get("result", "")),
-                ",".join(d.get("databases") or []),
-                human_bytes(d.get("bytes")),
-                human_duration(d["durationSeconds"]) if d.get("durationSeconds") else "",
-                " ".join(str(d.get("message") or "").split()),
-            ]
-            for d in databases
-        ]
-        headers = ["TARGET", "TYPE", "RESULT", "DATABASES", "SIZE", "DURATION", "MESSAGE"]
-        report.block(table(headers, rows))
-
+    _resources_section(report, status)
+    _volumes_section(report, status)
+    _databases_section(report, status)
     report.bullets("Errors", status.get("errors") or [])
     report.bullets("Warnings", status.get("warnings") or [])
     return report.text()
+
+
+def _stages_section(report: _Report, status: Mapping[str, Any]) -> None:
+    stages = [s for s in status.get("stages") or [] if isinstance(s, dict)]
+    if not stages:
+        return
+    report.section("Stages")
+    rows = []
+    for stage in stages:
+        counts = stage.get("counts") or {}
+        rows.append(
+            [
+                str(stage.get("name", "")),
+                str(stage.get("items", 0)),
+                str(stage.get("phase", "")),
+                *(str(counts.get(k, 0)) for k in ("created", "updated", "skipped", "failed")),
+            ]
+        )
+    headers = ["STAGE", "ITEMS", "PHASE", "CREATED", "UPDATED", "SKIPPED", "FAILED"]
+    report.block(table(headers, rows))
 
 
 def describe_restore(obj: Mapping[str, Any], now: datetime) -> str:
@@ -320,7 +352,10 @@ def describe_restore(obj: Mapping[str, Any], now: datetime) -> str:
         report.section("Objects")
         for key in ("created", "updated", "skipped", "failed"):
             report.field(key.capitalize(), str(counts.get(key, 0)), indent=2)
+    _stages_section(report, status)
     _conditions(report, status, now)
+    _volumes_section(report, status)
+    _databases_section(report, status)
     report.bullets("Errors", status.get("errors") or [])
     report.bullets("Warnings", status.get("warnings") or [])
     return report.text()

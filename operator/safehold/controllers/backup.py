@@ -8,7 +8,7 @@ import kopf
 
 from safehold import GROUP, VERSION
 from safehold.api.kinds import BACKUP
-from safehold.config import ANNOTATION_SYNCED
+from safehold.api.labels import ANNOTATION_SYNCED
 from safehold.engine.backup import run_backup
 
 

@@ -1,6 +1,6 @@
-"""BackupPolicy: validation, scheduling, retention and RPO run in the operator-wide scheduler
+"""BackupPolicy: validation, scheduling, retention and RPO run in the operator-wide scheduling
 loop (engine/scheduler.py); the handlers here only wake it, and delete the backups of a policy
-whose deletionPolicy is Delete.
+whose deletionPolicy is Delete (engine/deletion.py).
 
 Only policies with deletionPolicy Delete carry a finalizer (Kopf adds one for objects that
 match a deletion handler's filter); the default Retain never blocks deleting a policy.
@@ -14,8 +14,7 @@ import kopf
 
 from safehold import GROUP, VERSION
 from safehold.api.kinds import BACKUP, POLICY
-from safehold.engine.deletion import DeletionBlocked
-from safehold.engine.scheduler import delete_policy_backups
+from safehold.engine.deletion import DeletionBlocked, delete_policy_backups
 
 
 def _wake(memo: kopf.Memo) -> None:

@@ -1,4 +1,5 @@
-"""One Backup run of Kubernetes objects: resolve, export, upload, record.
+"""One Backup run: resolve what it takes, run the pre hooks, export and upload the objects,
+move the volumes, dump the databases, run the post hooks, record the manifest.
 
 Nothing here deletes data. A run that fails leaves no restorable manifest: either none, or one
 whose phase says Failed.
@@ -12,9 +13,9 @@ import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
 
-from safehold import metrics
+from safehold import __version__
 from safehold.api.backup import (
     BackupSpec,
     BackupStatus,
@@ -23,37 +24,36 @@ from safehold.api.backup import (
     ResourceSummary,
     VolumeResult,
 )
-from safehold.api.content import BackupContent, Hook, Hooks, Volumes
+from safehold.api.base import JSON
+from safehold.api.content import BackupContent, Hook, Hooks
+from safehold.api.errors import Failure
 from safehold.api.kinds import BACKUP, POLICY
+from safehold.api.labels import LABEL_POLICY
 from safehold.api.policy import BackupPolicySpec
-from safehold.config import LABEL_POLICY, operator_namespace, scratch_dir
-from safehold.engine.common import RunError, custom_path, load_location, versions
+from safehold.engine import metrics
 from safehold.engine.databases import dump_targets
+from safehold.engine.errors import RunError
+from safehold.engine.locations import load_location
+from safehold.engine.movers import MoverLauncher
 from safehold.engine.runs import OneShotRun
-from safehold.engine.volumes import MoverContext, back_up_volumes, list_tasks
+from safehold.engine.settings import operator_namespace, restic_cache_dir, scratch_dir
+from safehold.engine.volumes import back_up_volumes, list_tasks
 from safehold.kube.clients import Clients
 from safehold.kube.discovery import discover
 from safehold.kube.execs import run_exec
 from safehold.kube.export import Exporter, ExportResult, custom_resource_types
-from safehold.kube.locations import ResolvedLocation
-from safehold.kube.rest import resource_path
 from safehold.planning.dependencies import Dependencies
 from safehold.planning.durations import parse_duration
 from safehold.planning.hooks import plan_hooks, verdict
+from safehold.planning.resource_types import resource_path
 from safehold.planning.runs import Outcome, running
-from safehold.planning.selection import (
-    Scope,
-    SelectionError,
-    cluster_types,
-    select_types,
-    selector_string,
-)
+from safehold.planning.selection import Scope, cluster_types, select_types, selector_string
 from safehold.storage import restic
 from safehold.storage.catalog import BackupManifest, ExportInfo, write_manifest
+from safehold.storage.location import ResolvedLocation
 from safehold.storage.s3 import make_client
 
 log = logging.getLogger(__name__)
-JSON = dict[str, Any]
 
 
 @dataclass
@@ -69,26 +69,27 @@ class Plan:
     ttl: str | None
 
 
-def _content(
-    clients: Clients, namespace: str, spec: BackupSpec
+def backup_content(
+    clients: Clients, namespace: str, spec: BackupSpec, labels: dict[str, str]
 ) -> tuple[str | None, BackupContent]:
+    """(policy, content) of a Backup. A Backup with its own storageLocation is self-contained:
+    a policy's runs carry the policy's content from when they were created, and the policy
+    label names the policy. One that names a policyRef takes the policy's content as it is
+    when the run starts."""
     if spec.policy_ref is None:
-        return None, spec
-    name = spec.policy_ref.name
-    body = clients.rest.get_or_none(custom_path(POLICY.plural, namespace, name))
+        return labels.get(LABEL_POLICY), spec
+    policy = spec.policy_ref.name
+    body = clients.rest.get_or_none(POLICY.path(namespace, policy))
     if body is None:
-        raise RunError("PolicyNotFound", f"BackupPolicy {namespace}/{name} does not exist")
-    return name, BackupPolicySpec.model_validate(body.get("spec") or {})
+        raise RunError("PolicyNotFound", f"BackupPolicy {namespace}/{policy} does not exist")
+    return policy, BackupPolicySpec.model_validate(body.get("spec") or {})
 
 
 def _namespaces(clients: Clients, scope: Scope, content: BackupContent) -> list[str]:
     sel = content.selection
-    try:
-        named = scope.backup_namespaces(
-            sel.namespaces, sel.namespace_selector, sel.include_cluster_resources
-        )
-    except SelectionError as err:
-        raise RunError(err.reason, str(err)) from None
+    named = scope.backup_namespaces(
+        sel.namespaces, sel.namespace_selector, sel.include_cluster_resources
+    )
     if named is None:
         selector = selector_string(sel.namespace_selector)
         found = sorted(
@@ -113,7 +114,7 @@ def plan_backup(clients: Clients, body: JSON) -> Plan:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     spec = BackupSpec.model_validate(body.get("spec") or {})
-    policy, content = _content(clients, namespace, spec)
+    policy, content = backup_content(clients, namespace, spec, meta.get("labels") or {})
     if not content.storage_location:
         raise RunError("InvalidSpec", "no storageLocation: set it or a policyRef")
     scope = Scope(namespace, operator_namespace())
@@ -132,6 +133,32 @@ def plan_backup(clients: Clients, body: JSON) -> Plan:
     )
 
 
+@dataclass
+class Taken:
+    """What a run took, item by item."""
+
+    export: ExportResult
+    snapshot_id: str
+    volumes: list[VolumeResult]
+    databases: list[DatabaseResult]
+    errors: list[str]
+    warnings: list[str]
+    seconds: dict[str, float]
+
+    @property
+    def size_bytes(self) -> int:
+        moved = sum(v.bytes or 0 for v in self.volumes) + sum(d.bytes or 0 for d in self.databases)
+        return self.export.bytes + moved
+
+    def resources(self) -> ResourceSummary:
+        return ResourceSummary(
+            total=self.export.total,
+            by_kind=dict(sorted(self.export.by_resource.items())),
+            snapshot_id=self.snapshot_id,
+            sha256=self.export.sha256,
+        )
+
+
 class BackupRun(OneShotRun[BackupStatus]):
     """Executes one plan and keeps the Backup's status current."""
 
@@ -146,8 +173,8 @@ class BackupRun(OneShotRun[BackupStatus]):
         self.status.start_time = now
         try:
             plan = plan_backup(self.clients, self.body)
-        except RunError as err:
-            self._finish("Failed", err.reason, str(err))
+        except Failure as err:
+            self._finish("Failed", err.reason, err.message)
             return
         self.status.storage_location = plan.content.storage_location
         self.status.policy = plan.policy
@@ -160,7 +187,7 @@ class BackupRun(OneShotRun[BackupStatus]):
         self._write()
         if plan.policy:
             self.clients.rest.merge_patch(
-                custom_path(BACKUP.plural, self.namespace, self.name),
+                BACKUP.path(self.namespace, self.name),
                 {"metadata": {"labels": {LABEL_POLICY: plan.policy}}},
             )
         self._execute(plan)
@@ -172,12 +199,9 @@ class BackupRun(OneShotRun[BackupStatus]):
         except Exception:  # progress is best effort
             log.debug("progress update failed", exc_info=True)
 
-    def _execute(self, plan: Plan) -> None:
-        started = time.monotonic()
-        root = scratch_dir() / "exports" / plan.namespace / plan.name
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
-        manifest = BackupManifest(
+    def _manifest(self, plan: Plan) -> BackupManifest:
+        """The manifest of this run, Failed until the run succeeds."""
+        return BackupManifest(
             namespace=plan.namespace,
             name=plan.name,
             uid=plan.uid,
@@ -187,8 +211,12 @@ class BackupRun(OneShotRun[BackupStatus]):
             start_time=self.status.start_time,
             namespaces=plan.namespaces,
             included_cluster_resources=plan.content.selection.include_cluster_resources,
+            content=plan.content,
         )
-        s3 = make_client(plan.location.s3)
+
+    def _execute(self, plan: Plan) -> None:
+        started = time.monotonic()
+        manifest = self._manifest(plan)
         hooks = plan.content.hooks or Hooks()
         pre_errors, hook_warnings = self._hooks(plan, hooks.pre)
         if pre_errors:
@@ -198,9 +226,47 @@ class BackupRun(OneShotRun[BackupStatus]):
             self._finish("Failed", "HookFailed", "; ".join(pre_errors)[:1000])
             return
         try:
-            result = self._export(plan, root)
-            exported = time.monotonic()
-            repo = plan.location.repository(plan.namespace, str(scratch_dir() / "restic-cache"))
+            export, snapshot_id = self._export_and_upload(plan)
+        except Failure as err:
+            manifest.reason, manifest.message = err.reason, err.message
+            manifest.completion_time = datetime.now(UTC)
+            self._record_failure(plan, manifest)
+            self._finish("Failed", err.reason, err.message)
+            return
+        exported = time.monotonic()
+        volumes = self._volumes(plan)
+        databases = self._databases(plan)
+        post_errors, post_warnings = self._hooks(plan, hooks.post)
+        done = time.monotonic()
+        errors = [
+            f"PVC {v.namespace}/{v.pvc}: {v.message}" for v in volumes if v.result == "Failed"
+        ]
+        errors += [
+            f"database target {d.target}: {d.message}" for d in databases if d.result == "Failed"
+        ]
+        taken = Taken(
+            export=export,
+            snapshot_id=snapshot_id,
+            volumes=volumes,
+            databases=databases,
+            errors=errors + post_errors,
+            warnings=export.warnings + hook_warnings + post_warnings,
+            seconds={
+                "exportSeconds": round(exported - started, 3),
+                "uploadSeconds": round(done - exported, 3),
+                "totalSeconds": round(done - started, 3),
+            },
+        )
+        self._complete(plan, manifest, taken)
+
+    def _export_and_upload(self, plan: Plan) -> tuple[ExportResult, str]:
+        """Export the selected objects into a scratch directory and store it in restic."""
+        root = scratch_dir() / "exports" / plan.namespace / plan.name
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        try:
+            export = self._export(plan, root)
+            repo = plan.location.repository(plan.namespace, restic_cache_dir())
             restic.ensure_initialized(repo)
             summary = restic.backup_directory(
                 repo,
@@ -211,75 +277,44 @@ class BackupRun(OneShotRun[BackupStatus]):
                     f"safehold.io/uid={plan.uid}",
                 ],
             )
-        except (RunError, restic.ResticError) as err:
-            manifest.reason, manifest.message = err.reason, str(err)
-            manifest.completion_time = datetime.now(UTC)
-            self._record_failure(s3, plan, manifest)
-            self._finish("Failed", err.reason, str(err))
-            return
         finally:
             shutil.rmtree(root, ignore_errors=True)
-        volumes = self._volumes(plan)
-        databases = self._databases(plan)
-        post_errors, post_warnings = self._hooks(plan, hooks.post)
-        result.warnings += hook_warnings + post_warnings
-        failed = [v for v in volumes if v.result == "Failed"]
-        failed_dbs = [d for d in databases if d.result == "Failed"]
-        done = time.monotonic()
-        resources = ResourceSummary(
-            total=result.total,
-            by_kind=dict(sorted(result.by_resource.items())),
-            snapshot_id=summary.snapshot_id,
-            sha256=result.sha256,
-        )
-        errors = [f"PVC {v.namespace}/{v.pvc}: {v.message}" for v in failed]
-        errors += [f"database target {d.target}: {d.message}" for d in failed_dbs]
-        errors += post_errors
-        volume_bytes = sum(v.bytes or 0 for v in volumes) + sum(d.bytes or 0 for d in databases)
-        outcome: Outcome = "PartiallyFailed" if errors else "Succeeded"
+        export.root = str(root)
+        return export, summary.snapshot_id
+
+    def _complete(self, plan: Plan, manifest: BackupManifest, taken: Taken) -> None:
+        outcome: Outcome = "PartiallyFailed" if taken.errors else "Succeeded"
+        resources = taken.resources()
         manifest = manifest.model_copy(
             update={
                 "phase": outcome,
-                "volumes": volumes,
-                "databases": databases,
-                "errors": errors,
+                "volumes": taken.volumes,
+                "databases": taken.databases,
+                "errors": taken.errors,
                 "completion_time": datetime.now(UTC),
                 "resources": resources,
-                "export": ExportInfo(root=str(root), bytes=result.bytes),
-                "size_bytes": result.bytes + volume_bytes,
-                "warnings": result.warnings,
-                "versions": versions(self.clients),
-                "timings": {
-                    "exportSeconds": round(exported - started, 3),
-                    "uploadSeconds": round(done - exported, 3),
-                    "totalSeconds": round(done - started, 3),
-                },
+                "export": ExportInfo(root=taken.export.root, bytes=taken.export.bytes),
+                "size_bytes": taken.size_bytes,
+                "warnings": taken.warnings,
+                "versions": _versions(self.clients),
+                "timings": taken.seconds,
             }
         )
-        key = write_manifest(s3, plan.location.s3.layout, manifest)
+        key = write_manifest(make_client(plan.location.s3), plan.location.s3.layout, manifest)
         self.status.resources = resources
-        self.status.size_bytes = result.bytes + volume_bytes
-        self.status.volumes = volumes
-        self.status.databases = databases
-        self.status.errors = errors
-        self.status.warnings = result.warnings
+        self.status.size_bytes = taken.size_bytes
+        self.status.volumes = taken.volumes
+        self.status.databases = taken.databases
+        self.status.errors = taken.errors
+        self.status.warnings = taken.warnings
         self.status.storage_path = f"s3://{plan.location.s3.bucket}/{key}"
+        total = taken.export.total
         self.status.progress = Progress(
-            items_done=result.total, items_total=result.total, bytes_done=result.bytes
+            items_done=total, items_total=total, bytes_done=taken.export.bytes
         )
         if plan.ttl:
             self.status.expires_at = datetime.now(UTC) + parse_duration(plan.ttl)
-        note = f" with {len(result.warnings)} warning(s)" if result.warnings else ""
-        moved = f", {len(volumes) - len(failed)}/{len(volumes)} PVC(s)" if volumes else ""
-        if databases:
-            moved += f", {len(databases) - len(failed_dbs)}/{len(databases)} database target(s)"
-        failures = f"; failed: {'; '.join(errors)}" if errors else ""
-        self._finish(
-            outcome,
-            "Completed",
-            f"{result.total} objects from {len(plan.namespaces)} namespace(s){moved} backed up"
-            f"{note} in {done - started:.1f}s{failures}"[:1000],
-        )
+        self._finish(outcome, "Completed", _summary(plan, taken))
 
     def _hooks(self, plan: Plan, hooks: list[Hook]) -> tuple[list[str], list[str]]:
         """Run hooks in the running pods they select: (errors, warnings)."""
@@ -296,15 +331,9 @@ class BackupRun(OneShotRun[BackupStatus]):
         errors, failed_softly = verdict(outcomes)
         return errors, warnings + failed_softly
 
-    def _mover_context(self, plan: Plan, volumes: Volumes | None = None) -> MoverContext:
-        return MoverContext(
-            self.clients.rest,
-            plan.location,
-            plan.namespace,
-            f"{plan.namespace}/{plan.name}",
-            plan.name,
-            volumes or Volumes(),
-            self.clients.core,
+    def _launcher(self, plan: Plan) -> MoverLauncher:
+        return MoverLauncher(
+            self.clients, plan.location, plan.namespace, f"{plan.namespace}/{plan.name}", plan.name
         )
 
     def _databases(self, plan: Plan) -> list[DatabaseResult]:
@@ -320,7 +349,7 @@ class BackupRun(OneShotRun[BackupStatus]):
         )
         with contextlib.suppress(Exception):
             self._write()
-        return dump_targets(self._mover_context(plan), plan.namespace, targets)
+        return dump_targets(self._launcher(plan), plan.namespace, targets)
 
     def _volumes(self, plan: Plan) -> list[VolumeResult]:
         """Move the PVCs of the selected namespaces (nothing when the backup has no volumes)."""
@@ -330,11 +359,10 @@ class BackupRun(OneShotRun[BackupStatus]):
         tasks = list_tasks(self.clients.rest, plan.namespaces, spec)
         if not tasks:
             return []
-        repo = plan.location.repository(plan.namespace, str(scratch_dir() / "restic-cache"))
+        repo = plan.location.repository(plan.namespace, restic_cache_dir())
         # Locks left by a killed mover: restic removes only locks it can prove stale.
         with contextlib.suppress(restic.ResticError):
             restic.run(repo, ["unlock"], timeout=120)
-        ctx = self._mover_context(plan, spec)
         self.status.conditions = running(
             self.status.conditions,
             f"moving {len(tasks)} PVC(s)",
@@ -350,16 +378,13 @@ class BackupRun(OneShotRun[BackupStatus]):
                 self._write()
 
         progress(0, 0)
-        return back_up_volumes(ctx, tasks, progress)
+        return back_up_volumes(self._launcher(plan), spec, tasks, progress)
 
-    def _export(self, plan: Plan, root: Any) -> ExportResult:
+    def _export(self, plan: Plan, root: Path) -> ExportResult:
         rest = self.clients.rest
         types, warnings = discover(rest)
         sel = plan.content.selection
-        try:
-            namespaced = select_types(types, sel.included_resources, sel.excluded_resources)
-        except SelectionError as err:
-            raise RunError(err.reason, str(err)) from None
+        namespaced = select_types(types, sel.included_resources, sel.excluded_resources)
         exporter = Exporter(rest, root, self._progress)
         exporter.result.warnings += warnings
         deps = Dependencies()
@@ -374,11 +399,33 @@ class BackupRun(OneShotRun[BackupStatus]):
             exporter.export_cluster(cluster_types(types, sel.excluded_resources), deps)
         return exporter.finish()
 
-    def _record_failure(self, s3: Any, plan: Plan, manifest: BackupManifest) -> None:
+    def _record_failure(self, plan: Plan, manifest: BackupManifest) -> None:
         try:
-            write_manifest(s3, plan.location.s3.layout, manifest)
+            write_manifest(make_client(plan.location.s3), plan.location.s3.layout, manifest)
         except Exception:  # the bucket may be what failed; the status still says Failed
             log.warning("could not write the Failed manifest of %s/%s", plan.namespace, plan.name)
+
+
+def _summary(plan: Plan, taken: Taken) -> str:
+    """The message of a finished run."""
+    volumes, databases = taken.volumes, taken.databases
+    note = f" with {len(taken.warnings)} warning(s)" if taken.warnings else ""
+    failed_volumes = sum(v.result == "Failed" for v in volumes)
+    failed_dbs = sum(d.result == "Failed" for d in databases)
+    moved = f", {len(volumes) - failed_volumes}/{len(volumes)} PVC(s)" if volumes else ""
+    if databases:
+        moved += f", {len(databases) - failed_dbs}/{len(databases)} database target(s)"
+    failures = f"; failed: {'; '.join(taken.errors)}" if taken.errors else ""
+    seconds = taken.seconds["totalSeconds"]
+    return (
+        f"{taken.export.total} objects from {len(plan.namespaces)} namespace(s){moved} backed up"
+        f"{note} in {seconds:.1f}s{failures}"
+    )[:1000]
+
+
+def _versions(clients: Clients) -> dict[str, str]:
+    kube = clients.rest.get("/version").get("gitVersion", "unknown")
+    return {"safehold": __version__, "kubernetes": str(kube), "restic": restic.version()}
 
 
 def run_backup(clients: Clients, body: JSON) -> None:

@@ -9,45 +9,43 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
-from safehold import API_VERSION
 from safehold.api.backup import BackupStatus
+from safehold.api.base import JSON
 from safehold.api.kinds import BACKUP
-from safehold.config import ANNOTATION_SYNCED, LABEL_POLICY
-from safehold.engine.common import custom_path
+from safehold.api.labels import ANNOTATION_SYNCED, LABEL_POLICY
 from safehold.kube.clients import Clients
-from safehold.kube.locations import ResolvedLocation
 from safehold.kube.resources import patch_status
 from safehold.kube.rest import ApiError
+from safehold.planning.builders import backup_object, content_spec
 from safehold.planning.runs import Outcome, finished
 from safehold.storage.catalog import BackupManifest, list_manifests
+from safehold.storage.location import ResolvedLocation
 from safehold.storage.s3 import make_client
 
 log = logging.getLogger(__name__)
-JSON = dict[str, Any]
 
 
 def backup_from_manifest(manifest: BackupManifest, location: str) -> tuple[JSON, JSON]:
     """The Backup object and its status for a manifest (pure)."""
     labels = {LABEL_POLICY: manifest.policy} if manifest.policy else {}
-    body: JSON = {
-        "apiVersion": API_VERSION,
-        "kind": BACKUP.kind,
-        "metadata": {
-            "name": manifest.name,
-            "namespace": manifest.namespace,
-            "labels": labels,
-            "annotations": {ANNOTATION_SYNCED: location},
-        },
-        "spec": {
+    if manifest.content is not None:  # format 2: the run's own content
+        spec = content_spec(manifest.content.model_copy(update={"storage_location": location}))
+    else:
+        spec = {
             "storageLocation": location,
             "selection": {
                 "namespaces": manifest.namespaces,
                 "includeClusterResources": manifest.included_cluster_resources,
             },
-        },
-    }
+        }
+    body = backup_object(
+        manifest.name,
+        manifest.namespace,
+        spec,
+        labels=labels,
+        annotations={ANNOTATION_SYNCED: location},
+    )
     now = manifest.completion_time or datetime.now(UTC)
     outcome: Outcome = "Failed"
     if manifest.phase == "Succeeded":
@@ -85,7 +83,7 @@ def sync_catalog(clients: Clients, location: ResolvedLocation) -> int:
     manifests = list_manifests(make_client(location.s3), location.s3.layout, namespace)
     present = {
         b["metadata"]["name"]
-        for page in clients.rest.list_pages(custom_path(BACKUP.plural, namespace))
+        for page in clients.rest.list_pages(BACKUP.path(namespace))
         for b in page
     }
     created = 0
@@ -94,7 +92,7 @@ def sync_catalog(clients: Clients, location: ResolvedLocation) -> int:
             continue
         body, status = backup_from_manifest(manifest, location.name)
         try:
-            clients.rest.create(custom_path(BACKUP.plural, namespace), body)
+            clients.rest.create(BACKUP.path(namespace), body)
             patch_status(clients.custom, BACKUP, namespace, manifest.name, status)
         except ApiError as err:
             if err.status != 409:  # created meanwhile by someone else: fine

@@ -1,7 +1,7 @@
 """Database targets of a backup or restore: one `safehold mover db-dump|db-restore` Job each.
 
-The Job fills the environment contract of `safehold.movers.env`; the database password travels
-only in the Job's Secret. A failing target does not stop the others.
+The Job fills the environment contract of `safehold.contract.env`; the database password
+travels only in the Job's Secret. A failing target does not stop the others.
 """
 
 from __future__ import annotations
@@ -9,24 +9,28 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from safehold.api.backup import DatabaseResult, DumpedFile
-from safehold.api.content import DatabaseTarget, DatabaseTls
+from safehold.api.content import DatabaseCredentials, DatabaseTarget, DatabaseTls
+from safehold.api.errors import Failure
 from safehold.api.restore import DatabaseRestoreTarget
-from safehold.engine.volumes import MoverContext
-from safehold.kube.jobs import FILES_DIR, LABEL_BACKUP, MoverSpec, run_mover
-from safehold.kube.rest import ApiError
-from safehold.kube.secrets import SecretProblem, read_secret_key
-from safehold.movers import env as menv
+from safehold.contract import env as menv
+from safehold.contract.result import Result
+from safehold.engine.movers import MoverLauncher, MoverRun
+from safehold.kube.secrets import read_secret_key
+from safehold.planning.builders import FILES_DIR
 from safehold.planning.durations import parse_duration
-from safehold.planning.volumes import object_name
-from safehold.storage import restic
 
-JSON = dict[str, Any]
 PARALLELISM = 2
 SCRATCH = "/tmp"
 DB_CA_KEY = "db-ca.crt"  # key of the mover Secret holding the database server's CA
+
+# The mover switch that replays a target's stored accounts, by engine.
+ACCOUNTS_SWITCH = {"postgresql": menv.PG_RESTORE_GLOBALS, "mysql": menv.MYSQL_RESTORE_ACCOUNTS}
+
+
+class TargetFailed(Failure):
+    """A database target cannot be dumped or restored as asked."""
 
 
 def _flag(value: bool) -> str:
@@ -65,20 +69,6 @@ def target_environment(target: DatabaseTarget, namespace: str) -> dict[str, str]
     return env
 
 
-def _credentials(
-    ctx: MoverContext,
-    namespace: str,
-    secret: str | None,
-    user_key: str = "username",
-    password_key: str = "password",  # noqa: S107 - the name of a Secret key
-) -> tuple[str, str]:
-    if secret is None:
-        return "", ""
-    user = read_secret_key(ctx.location_core, namespace, secret, user_key)
-    password = read_secret_key(ctx.location_core, namespace, secret, password_key)
-    return user, password
-
-
 def tls_environment(tls: DatabaseTls | None) -> dict[str, str]:
     """The mover's TLS variables for these settings (pure); none: the mover's default."""
     if tls is None:
@@ -89,55 +79,48 @@ def tls_environment(tls: DatabaseTls | None) -> dict[str, str]:
     return env
 
 
-def _tls_files(ctx: MoverContext, namespace: str, tls: DatabaseTls | None) -> dict[str, str]:
-    """The CA of these TLS settings, for the mover Secret (mounted as a file)."""
-    if tls is None or not tls.ca_secret:
-        return {}
-    return {DB_CA_KEY: read_secret_key(ctx.location_core, namespace, tls.ca_secret, "ca.crt")}
+class _Secrets:
+    """Reads what a target's Job needs from Secrets of the run's namespace."""
+
+    def __init__(self, launcher: MoverLauncher, namespace: str) -> None:
+        self.core = launcher.clients.core
+        self.namespace = namespace
+
+    def credentials(self, creds: DatabaseCredentials | None) -> tuple[str, str]:
+        if creds is None:
+            return "", ""
+        user = read_secret_key(self.core, self.namespace, creds.name, creds.username_key)
+        password = read_secret_key(self.core, self.namespace, creds.name, creds.password_key)
+        return user, password
+
+    def tls_files(self, tls: DatabaseTls | None) -> dict[str, str]:
+        """The CA of these TLS settings, for the mover Secret (mounted as a file)."""
+        if tls is None or not tls.ca_secret:
+            return {}
+        return {DB_CA_KEY: read_secret_key(self.core, self.namespace, tls.ca_secret, "ca.crt")}
 
 
-def _run(
-    ctx: MoverContext,
+def _launch(
+    launcher: MoverLauncher,
     verb: str,
     namespace: str,
-    name: str,
+    target: str,
+    suffix: str,
     env: dict[str, str],
-    user: str,
-    password: str,
+    credentials: tuple[str, str],
     files: dict[str, str],
-    timeout: str = "6h",
-) -> JSON:
-    data, options = ctx.secret_data()
-    if password:
-        data[menv.DB_PASSWORD] = password
-    data |= files
-    spec = MoverSpec(
-        name=name,
-        namespace=namespace,
+) -> Result:
+    user, password = credentials
+    run = MoverRun(
         verb=verb,
-        env={
-            **env,
-            menv.BACKUP: ctx.run,
-            restic.OPTIONS_ENV: options,
-            **({menv.DB_USER: user} if user else {}),
-        },
-        secret_name=name,
-        secret_keys=[k for k in data if k != "ca.crt" and k not in files],
-        labels={LABEL_BACKUP: ctx.run_label},
-        deadline_seconds=int(parse_duration(timeout).total_seconds()),
-        has_ca="ca.crt" in data,
-        file_keys=sorted(files),
+        namespace=namespace,
+        subject=target,
+        suffix=suffix,
+        env={**env, **({menv.DB_USER: user} if user else {})},
+        secret_env={menv.DB_PASSWORD: password} if password else {},
+        files=files,
     )
-    outcome = run_mover(ctx.rest, spec, data)
-    if not outcome.ok:
-        raise _TargetFailed(outcome.reason, outcome.message)
-    return outcome.result
-
-
-class _TargetFailed(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+    return launcher.launch(run, Result)
 
 
 def _failed(target: str, type_: str, message: str, started: float | None = None) -> DatabaseResult:
@@ -148,72 +131,104 @@ def _failed(target: str, type_: str, message: str, started: float | None = None)
     )
 
 
-# The mover switch that replays a target's stored accounts, by engine.
-ACCOUNTS_SWITCH = {"postgresql": menv.PG_RESTORE_GLOBALS, "mysql": menv.MYSQL_RESTORE_ACCOUNTS}
-
-
-def _result(target: str, type_: str, started: float, moved: JSON) -> DatabaseResult:
-    dbs = moved.get("databases") or []
-    snapshots = [str(d["snapshot"]) for d in dbs if d.get("snapshot")]
+def _result(target: str, type_: str, started: float, moved: Result) -> DatabaseResult:
+    dumped = [d for d in moved.databases if d.file and d.snapshot]
+    snapshots = [d.snapshot for d in moved.databases if d.snapshot]
     return DatabaseResult(
         target=target,
         type=type_,
         result="Succeeded",
         # PostgreSQL's globals and MySQL's accounts are files of the target, not databases.
         databases=[
-            str(d["name"])
-            for d in dbs
-            if d.get("name")
-            and not str(d.get("file", "")).endswith("globals.sql")
-            and not str(d.get("file", "")).startswith("mysql-system/")
+            d.name
+            for d in moved.databases
+            if d.name
+            and not d.file.endswith("globals.sql")
+            and not d.file.startswith("mysql-system/")
         ],
         snapshot_id=snapshots[0] if snapshots else None,
         snapshots=snapshots,
         files=[
-            DumpedFile(
-                path=str(d["file"]),
-                snapshot=str(d["snapshot"]),
-                bytes=d.get("bytesProcessed"),
-            )
-            for d in dbs
-            if d.get("file") and d.get("snapshot")
+            DumpedFile(path=d.file, snapshot=d.snapshot, bytes=d.bytesProcessed) for d in dumped
         ],
-        bytes=moved.get("bytesProcessed"),
-        server_version=moved.get("serverVersion"),
-        tool_version=moved.get("toolVersion"),
+        bytes=moved.bytesProcessed,
+        server_version=moved.serverVersion or None,
+        tool_version=moved.toolVersion or None,
         duration_seconds=round(time.monotonic() - started, 3),
     )
 
 
-def dump_target(ctx: MoverContext, namespace: str, target: DatabaseTarget) -> DatabaseResult:
+def dump_target(launcher: MoverLauncher, namespace: str, target: DatabaseTarget) -> DatabaseResult:
     started = time.monotonic()
+    secrets = _Secrets(launcher, namespace)
     try:
-        creds = target.credentials_secret
-        user, password = (
-            _credentials(ctx, namespace, creds.name, creds.username_key, creds.password_key)
-            if creds
-            else ("", "")
-        )
-        name = object_name("safehold", ctx.run_label, target.name, "db")
+        credentials = secrets.credentials(target.credentials_secret)
         env = target_environment(target, namespace)
-        files = _tls_files(ctx, namespace, target.tls)
-        moved = _run(ctx, "db-dump", namespace, name, env, user, password, files)
-        return _result(target.name, target.type, started, moved)
-    except (_TargetFailed, SecretProblem) as err:
-        return _failed(target.name, target.type, f"{err.reason}: {err}", started)
-    except ApiError as err:
-        return _failed(target.name, target.type, f"{err.reason}: {err.message}")
+        files = secrets.tls_files(target.tls)
+        moved = _launch(launcher, "db-dump", namespace, target.name, "db", env, credentials, files)
+    except Failure as err:
+        return _failed(target.name, target.type, err.summary(), started)
+    return _result(target.name, target.type, started, moved)
 
 
 def dump_targets(
-    ctx: MoverContext, namespace: str, targets: Sequence[DatabaseTarget]
+    launcher: MoverLauncher, namespace: str, targets: Sequence[DatabaseTarget]
 ) -> list[DatabaseResult]:
     with ThreadPoolExecutor(max_workers=PARALLELISM) as pool:
-        return list(pool.map(lambda t: dump_target(ctx, namespace, t), targets))
+        return list(pool.map(lambda t: dump_target(launcher, namespace, t), targets))
+
+
+def _restore_environment(
+    dumped: DatabaseResult,
+    original: DatabaseTarget | None,
+    override: DatabaseRestoreTarget | None,
+    namespace: str,
+    ready_timeout: str,
+) -> dict[str, str]:
+    """Where and how one dumped target is restored (pure): the original target's settings,
+    with the override's host, port, mapping and switches over them."""
+    env = (
+        target_environment(original, namespace)
+        if original
+        else {menv.DB_TYPE: dumped.type, menv.TARGET: dumped.target, menv.SCRATCH_DIR: SCRATCH}
+    )
+    if override is not None:
+        if override.host:
+            env[menv.DB_HOST] = override.host
+        if override.port:
+            env[menv.DB_PORT] = str(override.port)
+        if override.database_mapping:
+            env[menv.DB_MAPPING] = ",".join(
+                f"{a}:{b}" for a, b in sorted(override.database_mapping.items())
+            )
+        if override.clean:
+            env[menv.DB_RESTORE_CLEAN] = "true"
+        if override.restore_accounts and dumped.type in ACCOUNTS_SWITCH:
+            env[ACCOUNTS_SWITCH[dumped.type]] = "true"
+    env.pop(menv.DB_DATABASES, None)
+    env[menv.DB_READY_TIMEOUT] = str(int(parse_duration(ready_timeout).total_seconds()))
+    if dumped.files:
+        env[menv.DB_FILES] = menv.encode_files(
+            {f.path: (f.snapshot, f.bytes or 0) for f in dumped.files}
+        )
+    elif dumped.snapshots:
+        env[menv.DB_SNAPSHOT] = ",".join(dumped.snapshots)
+    for key in (menv.DB_TLS_MODE, menv.DB_TLS_CA_FILE):
+        env.pop(key, None)
+    return env | tls_environment(restore_tls(original, override))
+
+
+def restore_tls(
+    original: DatabaseTarget | None, override: DatabaseRestoreTarget | None
+) -> DatabaseTls | None:
+    """The override's TLS settings replace the original's (a restore into another server)."""
+    if override is not None and override.tls is not None:
+        return override.tls
+    return original.tls if original is not None else None
 
 
 def restore_target(
-    ctx: MoverContext,
+    launcher: MoverLauncher,
     namespace: str,
     dumped: DatabaseResult,
     original: DatabaseTarget | None,
@@ -223,58 +238,23 @@ def restore_target(
     """Restore one dumped target into its original server or the override's; the mover
     first waits up to `ready_timeout` for the server to accept connections."""
     started = time.monotonic()
+    secrets = _Secrets(launcher, namespace)
     try:
         if original is None and (override is None or override.host is None):
-            raise _TargetFailed(
+            raise TargetFailed(
                 "TargetUnknown",
                 "the backup does not say where this target "
                 "lives; name a host in spec.databases.targets",
             )
-        env = (
-            target_environment(original, namespace)
-            if original
-            else {menv.DB_TYPE: dumped.type, menv.TARGET: dumped.target, menv.SCRATCH_DIR: SCRATCH}
+        env = _restore_environment(dumped, original, override, namespace, ready_timeout)
+        credentials = secrets.credentials(original.credentials_secret if original else None)
+        if override is not None and override.credentials_secret:
+            credentials = secrets.credentials(DatabaseCredentials(name=override.credentials_secret))
+        files = secrets.tls_files(restore_tls(original, override))
+        moved = _launch(
+            launcher, "db-restore", namespace, dumped.target, "dbr", env, credentials, files
         )
-        user, password = "", ""
-        if original is not None and original.credentials_secret is not None:
-            c = original.credentials_secret
-            user, password = _credentials(ctx, namespace, c.name, c.username_key, c.password_key)
-        if override is not None:
-            if override.host:
-                env[menv.DB_HOST] = override.host
-            if override.port:
-                env[menv.DB_PORT] = str(override.port)
-            if override.credentials_secret:
-                user, password = _credentials(ctx, namespace, override.credentials_secret)
-            if override.database_mapping:
-                env[menv.DB_MAPPING] = ",".join(
-                    f"{a}:{b}" for a, b in sorted(override.database_mapping.items())
-                )
-            if override.clean:
-                env[menv.DB_RESTORE_CLEAN] = "true"
-            if override.restore_accounts and dumped.type in ACCOUNTS_SWITCH:
-                env[ACCOUNTS_SWITCH[dumped.type]] = "true"
-        env.pop(menv.DB_DATABASES, None)
-        env[menv.DB_READY_TIMEOUT] = str(int(parse_duration(ready_timeout).total_seconds()))
-        if dumped.files:
-            env[menv.DB_FILES] = menv.encode_files(
-                {f.path: (f.snapshot, f.bytes or 0) for f in dumped.files}
-            )
-        elif dumped.snapshots:
-            env[menv.DB_SNAPSHOT] = ",".join(dumped.snapshots)
-        name = object_name("safehold", ctx.run_label, dumped.target, "dbr")
-        # The override's TLS settings replace the original's (a restore into another server).
-        tls = override.tls if override is not None and override.tls is not None else None
-        if tls is None and original is not None:
-            tls = original.tls
-        for key in (menv.DB_TLS_MODE, menv.DB_TLS_CA_FILE):
-            env.pop(key, None)
-        env |= tls_environment(tls)
-        files = _tls_files(ctx, namespace, tls)
-        moved = _run(ctx, "db-restore", namespace, name, env, user, password, files)
-        result = _result(dumped.target, dumped.type, started, moved)
-        return result.model_copy(update={"snapshots": dumped.snapshots})
-    except (_TargetFailed, SecretProblem) as err:
-        return _failed(dumped.target, dumped.type, f"{err.reason}: {err}")
-    except ApiError as err:
-        return _failed(dumped.target, dumped.type, f"{err.reason}: {err.message}")
+    except Failure as err:
+        return _failed(dumped.target, dumped.type, err.summary())
+    result = _result(dumped.target, dumped.type, started, moved)
+    return result.model_copy(update={"snapshots": dumped.snapshots})

@@ -1,63 +1,44 @@
 """The one path that deletes a backup's data: retention, expired failures, explicit delete
-requests, ttl and policies with deletionPolicy Delete all go through delete_backup().
+requests, ttl and policies with deletionPolicy Delete all go through `delete_backup()`.
 
 Order: restic forget of the backup's snapshots, then its catalog folder, then the Backup
 object, so a crash half-way leaves at worst a catalog entry or object whose snapshots are
 already gone (the next attempt finishes the job), never a restorable-looking backup that lost
 only its manifest. Nothing is deleted unless the location is Ready and writable.
-
-Repository maintenance lives here too: `restic prune` per repository, never while a backup of
-that repository runs, after `restic unlock` has removed stale locks (restic removes only locks
-of dead processes or older than 30 minutes).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Iterable
+from datetime import datetime
 
 from safehold.api.backup import BackupStatus
+from safehold.api.base import JSON
+from safehold.api.errors import Failure
 from safehold.api.kinds import BACKUP
-from safehold.config import LABEL_POLICY, scratch_dir
-from safehold.engine.common import RunError, custom_path, load_location
+from safehold.api.labels import ANNOTATION_DELETE_REQUESTED, LABEL_POLICY
+from safehold.engine.errors import RunError
+from safehold.engine.locations import load_location
+from safehold.engine.metrics import RETENTION_DELETIONS
+from safehold.engine.settings import restic_cache_dir
 from safehold.kube.clients import Clients
-from safehold.kube.locations import ResolvedLocation
+from safehold.kube.events import post_event
 from safehold.kube.rest import ApiError
-from safehold.metrics import RETENTION_DELETIONS
+from safehold.planning.policy import BackupView, parse_time, policy_of
 from safehold.storage import restic
 from safehold.storage.catalog import BackupManifest, delete_manifest, read_manifest
+from safehold.storage.location import ResolvedLocation
 from safehold.storage.s3 import make_client
 
 log = logging.getLogger(__name__)
-JSON = dict[str, Any]
 
 # restic waits this long for another process's lock (e.g. a running backup) before failing.
 RETRY_LOCK = "2m"
 
-_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
 
-
-@contextmanager
-def repository_lock(location: ResolvedLocation, namespace: str) -> Iterator[None]:
-    """One deleting or pruning operation per repository at a time in this process."""
-    layout = location.s3.layout
-    key = f"{location.s3.endpoint}|{layout.bucket}|{layout.repository_key(namespace)}"
-    with _locks_guard:
-        lock = _locks.setdefault(key, threading.Lock())
-    with lock:
-        yield
-
-
-class DeletionBlocked(Exception):
+class DeletionBlocked(Failure):
     """The backup cannot be deleted now (location not Ready, still running); retried later."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def location_of(body: JSON) -> str | None:
@@ -94,11 +75,11 @@ def delete_backup(clients: Clients, body: JSON, reason: str) -> list[str]:
             location = load_location(clients, namespace, location_name, need_write=True)
         except RunError as err:
             if err.reason != "LocationNotFound" or status.storage_path:
-                raise DeletionBlocked(err.reason, str(err)) from None
+                raise DeletionBlocked(err.reason, err.message) from None
         else:
             forgotten = _delete_data(location, namespace, name, status)
     try:
-        clients.rest.delete(custom_path(BACKUP.plural, namespace, name))
+        clients.rest.delete(BACKUP.path(namespace, name))
     except ApiError as err:
         if err.status != 404:
             raise
@@ -120,9 +101,9 @@ def _delete_data(
     s3 = make_client(location.s3)
     manifest = read_manifest(s3, location.s3.layout, namespace, name)
     wanted = snapshot_ids(manifest, status)
-    repo = location.repository(namespace, str(scratch_dir() / "restic-cache"))
+    repo = location.repository(namespace, restic_cache_dir())
     forgotten: list[str] = []
-    with repository_lock(location, namespace):
+    with restic.maintenance_lock(repo):
         if wanted and restic.is_initialized(repo):
             present = {s["id"] for s in restic.snapshots(repo)}
             forgotten = [i for i in wanted if i in present]
@@ -132,11 +113,64 @@ def _delete_data(
     return forgotten
 
 
-def prune_repository(location: ResolvedLocation, namespace: str) -> None:
-    """Clear stale locks, then free the data of forgotten snapshots (exclusive lock)."""
-    repo = location.repository(namespace, str(scratch_dir() / "restic-cache"))
-    with repository_lock(location, namespace):
-        if not restic.is_initialized(repo):
-            return
-        restic.run(repo, ["unlock"], timeout=300)  # removes stale locks only
-        restic.run(repo, ["prune", "--retry-lock", RETRY_LOCK], timeout=6 * 3600)
+def delete_policy_backups(clients: Clients, namespace: str, policy: str) -> int:
+    """deletionPolicy Delete: delete every backup of the policy with its data; returns how
+    many. Raises DeletionBlocked when one cannot be deleted now."""
+    count = 0
+    for page in clients.rest.list_pages(BACKUP.path(namespace)):
+        for body in page:
+            if policy_of(body) == policy:
+                delete_backup(clients, body, "PolicyDeleted")
+                count += 1
+    return count
+
+
+class Deleter:
+    """Deletes backups for the scheduling loop: a deletion that is blocked is retried on the
+    next pass, with one Warning event until it goes through."""
+
+    def __init__(self, clients: Clients) -> None:
+        self.clients = clients
+        self._blocked: set[str] = set()
+
+    def delete(self, body: JSON, reason: str) -> bool:
+        meta = body["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        try:
+            delete_backup(self.clients, body, reason)
+        except DeletionBlocked as err:
+            if key not in self._blocked:
+                self._blocked.add(key)
+                log.warning("deletion of backup %s postponed: %s", key, err)
+                post_event(
+                    self.clients.core,
+                    BACKUP.kind,
+                    meta["namespace"],
+                    meta["name"],
+                    meta.get("uid"),
+                    "Warning",
+                    "DeletionPostponed",
+                    err.message,
+                )
+            return False
+        except Exception:
+            log.exception("deletion of backup %s failed", key)
+            return False
+        self._blocked.discard(key)
+        return True
+
+    def requested(self, backups: Iterable[BackupView], now: datetime) -> list[str]:
+        """Delete Backups that ask for it (annotation) or whose ttl expired; returns them."""
+        deleted = []
+        for view in backups:
+            annotations = view.body["metadata"].get("annotations") or {}
+            expires = parse_time((view.body.get("status") or {}).get("expiresAt"))
+            if annotations.get(ANNOTATION_DELETE_REQUESTED) == "true":
+                reason = "Requested"
+            elif expires is not None and expires <= now and view.finished:
+                reason = "Expired"
+            else:
+                continue
+            if self.delete(view.body, reason):
+                deleted.append(f"{view.namespace}/{view.name}")
+        return deleted

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from safehold.api.backup import BackupStatus
+from safehold.api.base import JSON
 from safehold.api.kinds import KindInfo
 from safehold.api.restore import RestoreRequestStatus
 from safehold.kube.clients import Clients
@@ -16,7 +17,6 @@ from safehold.kube.resources import patch_status
 from safehold.planning.runs import TERMINAL, Outcome, finished, phase_of
 
 log = logging.getLogger(__name__)
-JSON = dict[str, Any]
 StatusT = TypeVar("StatusT", BackupStatus, RestoreRequestStatus)
 
 

@@ -7,102 +7,40 @@ removed whatever happens.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
 from safehold.api.backup import VolumeResult
+from safehold.api.base import JSON
 from safehold.api.content import Volumes
-from safehold.kube.jobs import CA_DIR, LABEL_BACKUP, MoverSpec, VolumeMount, run_mover
-from safehold.kube.locations import ResolvedLocation
-from safehold.kube.rest import ApiError, Rest, resource_path
+from safehold.api.errors import Failure
+from safehold.api.labels import LABEL_BACKUP
+from safehold.contract import env as names
+from safehold.contract.result import VolumeMoved
+from safehold.engine.movers import MoverLauncher, MoverRun
+from safehold.kube.rest import ApiError, Rest
+from safehold.planning.builders import (
+    DEFAULT_MOVER_UID,
+    SNAPSHOT_GROUP,
+    SNAPSHOT_VERSION,
+    MoverPod,
+    VolumeMount,
+    pvc_body,
+    volume_snapshot_body,
+)
 from safehold.planning.durations import parse_duration
-from safehold.planning.volumes import VolumeTask, object_name, plan_volumes
-from safehold.storage import restic
+from safehold.planning.names import object_name
+from safehold.planning.resource_types import resource_path
+from safehold.planning.volumes import VolumeTask, plan_volumes
 
-log = logging.getLogger(__name__)
-JSON = dict[str, Any]
-SNAPSHOT_GROUP, SNAPSHOT_VERSION = "snapshot.storage.k8s.io", "v1"
 MOUNT = "/data"
 
 
-class VolumeError(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class MoverContext:
-    """What every mover Job of one run shares."""
-
-    rest: Rest
-    location: ResolvedLocation
-    repository_namespace: str
-    run: str  # <namespace>/<name> of the Backup or RestoreRequest
-    run_label: str
-    volumes: Volumes
-    location_core: Any = None  # CoreV1Api for Secrets in the run's namespace (databases)
-
-    def secret_data(self) -> tuple[dict[str, str], str]:
-        repo = self.location.repository(self.repository_namespace)
-        ca = f"{CA_DIR}/ca.crt" if self.location.s3.ca_bundle else None
-        data, options = restic.mover_environment(repo, ca)
-        if self.location.s3.ca_bundle:
-            data["ca.crt"] = self.location.s3.ca_bundle
-        return data, options
-
-    def run_job(
-        self,
-        verb: str,
-        task: VolumeTask,
-        claim: str,
-        read_only: bool,
-        env: dict[str, str],
-        suffix: str,
-        delete_job: bool = False,
-        on_progress: Callable[[JSON], None] | None = None,
-    ) -> JSON:
-        data, options = self.secret_data()
-        name = object_name("safehold", self.run_label, task.pvc, suffix)
-        spec = MoverSpec(
-            name=name,
-            namespace=task.namespace,
-            verb=verb,
-            env={
-                "SAFEHOLD_VOLUME_PATH": MOUNT,
-                "SAFEHOLD_PVC": task.key,
-                "SAFEHOLD_BACKUP": self.run,
-                restic.OPTIONS_ENV: options,
-                **env,
-            },
-            secret_name=name,
-            secret_keys=[k for k in data if k != "ca.crt"],
-            volumes=[VolumeMount("data", claim, MOUNT, read_only)],
-            node=task.node,
-            run_as_user=task.run_as_user,
-            run_as_group=task.run_as_group,
-            fs_group=task.fs_group,
-            resources=self.volumes.mover_resources,
-            labels={LABEL_BACKUP: self.run_label},
-            deadline_seconds=int(parse_duration(self.volumes.mover_timeout).total_seconds()),
-            has_ca="ca.crt" in data,
-        )
-        outcome = run_mover(self.rest, spec, data, on_progress=on_progress)
-        if delete_job:  # its pod would keep a temporary PVC in use until the Job's TTL
-            _delete(
-                self.rest,
-                resource_path("batch", "v1", "jobs", task.namespace, name),
-                propagation="Foreground",
-            )
-        if not outcome.ok:
-            raise VolumeError(outcome.reason, outcome.message)
-        return outcome.result
+class VolumeError(Failure):
+    """One PVC failed (or was skipped, for TargetNotEmpty)."""
 
 
 def list_tasks(rest: Rest, namespaces: Sequence[str], volumes: Volumes) -> list[VolumeTask]:
@@ -124,22 +62,66 @@ def _pvc_path(namespace: str, name: str | None = None) -> str:
     return resource_path("", "v1", "persistentvolumeclaims", namespace, name)
 
 
-def take_snapshot(ctx: MoverContext, task: VolumeTask, name: str) -> JSON:
+def _task_pvc(
+    task: VolumeTask,
+    name: str,
+    labels: dict[str, str],
+    size: str | None = None,
+    snapshot: str | None = None,
+) -> JSON:
+    """A PVC shaped like the task's (access modes, class, size)."""
+    return pvc_body(
+        task.namespace,
+        name,
+        labels,
+        access_modes=task.access_modes,
+        size=size or task.capacity or "1Gi",
+        storage_class=task.storage_class,
+        snapshot=snapshot,
+    )
+
+
+def _move(
+    launcher: MoverLauncher,
+    volumes: Volumes,
+    verb: str,
+    task: VolumeTask,
+    claim: str,
+    suffix: str,
+    *,
+    read_only: bool,
+    env: dict[str, str] | None = None,
+    delete_job: bool = False,
+    on_progress: Callable[[JSON], None] | None = None,
+) -> VolumeMoved:
+    """One volume mover Job on `claim`, as the identity that owns the data."""
+    run = MoverRun(
+        verb=verb,
+        namespace=task.namespace,
+        subject=task.pvc,
+        suffix=suffix,
+        env={names.VOLUME_PATH: MOUNT, names.PVC: task.key, **(env or {})},
+        pod=MoverPod(
+            volumes=[VolumeMount("data", claim, MOUNT, read_only)],
+            node=task.node,
+            run_as_user=task.run_as_user,
+            run_as_group=task.run_as_group,
+            fs_group=task.fs_group,
+            resources=volumes.mover_resources,
+            deadline_seconds=int(parse_duration(volumes.mover_timeout).total_seconds()),
+        ),
+        delete_job=delete_job,
+    )
+    return launcher.launch(run, VolumeMoved, on_progress=on_progress)
+
+
+def take_snapshot(launcher: MoverLauncher, volumes: Volumes, task: VolumeTask, name: str) -> JSON:
     """Create a VolumeSnapshot of the PVC and wait until it is ready to use."""
-    body: JSON = {
-        "apiVersion": f"{SNAPSHOT_GROUP}/{SNAPSHOT_VERSION}",
-        "kind": "VolumeSnapshot",
-        "metadata": {
-            "name": name,
-            "namespace": task.namespace,
-            "labels": {LABEL_BACKUP: ctx.run_label},
-        },
-        "spec": {"source": {"persistentVolumeClaimName": task.pvc}},
-    }
-    if task.snapshot_class:
-        body["spec"]["volumeSnapshotClassName"] = task.snapshot_class
+    rest = launcher.clients.rest
+    labels = {LABEL_BACKUP: launcher.run_label}
+    body = volume_snapshot_body(task.namespace, name, task.pvc, labels, task.snapshot_class)
     try:
-        ctx.rest.create(_snapshot_path(task.namespace), body)
+        rest.create(_snapshot_path(task.namespace), body)
     except ApiError as err:
         if err.status == 404:
             raise VolumeError(
@@ -149,10 +131,10 @@ def take_snapshot(ctx: MoverContext, task: VolumeTask, name: str) -> JSON:
             ) from None
         if err.status != 409:
             raise VolumeError("SnapshotFailed", err.message) from None
-    timeout = parse_duration(ctx.volumes.snapshot_timeout).total_seconds()
+    timeout = parse_duration(volumes.snapshot_timeout).total_seconds()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        snap = ctx.rest.get_or_none(_snapshot_path(task.namespace, name)) or {}
+        snap = rest.get_or_none(_snapshot_path(task.namespace, name)) or {}
         status = snap.get("status") or {}
         if status.get("readyToUse"):
             return snap
@@ -162,35 +144,6 @@ def take_snapshot(ctx: MoverContext, task: VolumeTask, name: str) -> JSON:
     raise VolumeError(
         "SnapshotTimeout", f"VolumeSnapshot {task.namespace}/{name} not ready after {timeout:.0f}s"
     )
-
-
-def pvc_body(
-    task: VolumeTask,
-    name: str,
-    labels: dict[str, str],
-    size: str | None = None,
-    snapshot: str | None = None,
-) -> JSON:
-    """A PVC shaped like the task's (access modes, class, size), optionally made from a
-    VolumeSnapshot."""
-    spec: JSON = {
-        "accessModes": list(task.access_modes) or ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": size or task.capacity or "1Gi"}},
-    }
-    if snapshot is not None:
-        spec["dataSource"] = {
-            "apiGroup": SNAPSHOT_GROUP,
-            "kind": "VolumeSnapshot",
-            "name": snapshot,
-        }
-    if task.storage_class:
-        spec["storageClassName"] = task.storage_class
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": name, "namespace": task.namespace, "labels": labels},
-        "spec": spec,
-    }
 
 
 def wait_bound(rest: Rest, namespace: str, name: str, timeout: float = 120) -> None:
@@ -204,18 +157,8 @@ def wait_bound(rest: Rest, namespace: str, name: str, timeout: float = 120) -> N
     raise VolumeError("VolumeNotBound", f"PVC {namespace}/{name} not Bound after {timeout:.0f}s")
 
 
-def _delete(rest: Rest, path: str, propagation: str = "Background") -> None:
-    try:
-        rest.request("DELETE", path, query={"propagationPolicy": propagation})
-    except ApiError as err:
-        if err.status != 404:
-            log.warning("could not delete %s: %s", path, err)
-
-
-def back_up_volume(
-    ctx: MoverContext, task: VolumeTask, on_bytes: Callable[[str, int], None] | None = None
-) -> VolumeResult:
-    base = VolumeResult(
+def _base_result(task: VolumeTask) -> VolumeResult:
+    return VolumeResult(
         namespace=task.namespace,
         pvc=task.pvc,
         mode=task.mode,
@@ -226,76 +169,88 @@ def back_up_volume(
         run_as_user=task.run_as_user,
         run_as_group=task.run_as_group,
     )
+
+
+def _snapshot_and_move(
+    launcher: MoverLauncher,
+    volumes: Volumes,
+    task: VolumeTask,
+    on_progress: Callable[[JSON], None] | None,
+) -> VolumeMoved | str:
+    """snapshot: the VolumeSnapshot's name; snapshot+move: what the mover read from a
+    temporary PVC made from it (both temporary objects are removed afterwards)."""
+    rest = launcher.clients.rest
+    snap_name = object_name("safehold", launcher.run_label, task.pvc)
+    snapshot = take_snapshot(launcher, volumes, task, snap_name)
+    if task.mode == "snapshot":
+        return snap_name
+    temp = object_name("safehold", launcher.run_label, task.pvc, "tmp")
+    try:
+        size = (snapshot.get("status") or {}).get("restoreSize")
+        labels = {LABEL_BACKUP: launcher.run_label}
+        rest.create(_pvc_path(task.namespace), _task_pvc(task, temp, labels, size, snap_name))
+        wait_bound(rest, task.namespace, temp)
+        return _move(
+            launcher,
+            volumes,
+            "volume-backup",
+            task,
+            temp,
+            "mv",
+            read_only=True,
+            delete_job=True,
+            on_progress=on_progress,
+        )
+    finally:
+        rest.delete_quietly(_pvc_path(task.namespace, temp))
+        rest.delete_quietly(_snapshot_path(task.namespace, snap_name))
+
+
+def back_up_volume(
+    launcher: MoverLauncher,
+    volumes: Volumes,
+    task: VolumeTask,
+    on_bytes: Callable[[str, int], None] | None = None,
+) -> VolumeResult:
+    base = _base_result(task)
     started = time.monotonic()
+    reporter = _bytes_reporter(task, on_bytes)
     try:
         if task.mode == "none":
             return base.model_copy(update={"result": "Skipped", "message": "mode none"})
-        if ctx.rest.get_or_none(_pvc_path(task.namespace, task.pvc)) is None:
+        if launcher.clients.rest.get_or_none(_pvc_path(task.namespace, task.pvc)) is None:
             raise VolumeError("PVCNotFound", f"PVC {task.key} does not exist")
         if task.mode == "filesystem":
-            moved = ctx.run_job(
+            moved = _move(
+                launcher,
+                volumes,
                 "volume-backup",
                 task,
                 task.pvc,
-                True,
-                {},
                 "bk",
-                on_progress=_bytes_reporter(task, on_bytes),
+                read_only=True,
+                on_progress=reporter,
             )
-            return _moved(base, moved, started)
-        snap_name = object_name("safehold", ctx.run_label, task.pvc)
-        snapshot = take_snapshot(ctx, task, snap_name)
-        if task.mode == "snapshot":
-            return base.model_copy(
-                update={
-                    "volume_snapshot": snap_name,
-                    "duration_seconds": time.monotonic() - started,
-                }
-            )
-        temp = object_name("safehold", ctx.run_label, task.pvc, "tmp")
-        try:
-            size = (snapshot.get("status") or {}).get("restoreSize")
-            ctx.rest.create(
-                _pvc_path(task.namespace),
-                pvc_body(task, temp, {LABEL_BACKUP: ctx.run_label}, size, snap_name),
-            )
-            wait_bound(ctx.rest, task.namespace, temp)
-            moved = ctx.run_job(
-                "volume-backup",
-                task,
-                temp,
-                True,
-                {},
-                "mv",
-                delete_job=True,
-                on_progress=_bytes_reporter(task, on_bytes),
-            )
-        finally:
-            _delete(ctx.rest, _pvc_path(task.namespace, temp))
-            _delete(ctx.rest, _snapshot_path(task.namespace, snap_name))
-        return _moved(base, moved, started)
-    except VolumeError as err:
+        else:
+            taken = _snapshot_and_move(launcher, volumes, task, reporter)
+            if isinstance(taken, str):
+                elapsed = time.monotonic() - started
+                return base.model_copy(
+                    update={"volume_snapshot": taken, "duration_seconds": elapsed}
+                )
+            moved = taken
+    except Failure as err:
+        elapsed = time.monotonic() - started
         return base.model_copy(
-            update={
-                "result": "Failed",
-                "message": f"{err.reason}: {err}",
-                "duration_seconds": time.monotonic() - started,
-            }
+            update={"result": "Failed", "message": err.summary(), "duration_seconds": elapsed}
         )
-    except ApiError as err:
-        return base.model_copy(
-            update={"result": "Failed", "message": f"{err.reason}: {err.message}"}
-        )
-
-
-def _moved(base: VolumeResult, moved: JSON, started: float) -> VolumeResult:
     return base.model_copy(
         update={
-            "snapshot_id": moved.get("snapshotId"),
-            "files": moved.get("files"),
-            "bytes": moved.get("bytes"),
-            "bytes_added": moved.get("bytesAdded"),
-            "source_path": moved.get("sourcePath"),
+            "snapshot_id": moved.snapshotId or None,
+            "files": moved.files,
+            "bytes": moved.bytes,
+            "bytes_added": moved.bytesAdded,
+            "source_path": moved.sourcePath or None,
             "duration_seconds": round(time.monotonic() - started, 3),
         }
     )
@@ -310,7 +265,8 @@ def _bytes_reporter(
 
 
 def back_up_volumes(
-    ctx: MoverContext,
+    launcher: MoverLauncher,
+    volumes: Volumes,
     tasks: Sequence[VolumeTask],
     progress: Callable[[int, int], None] | None = None,
 ) -> list[VolumeResult]:
@@ -331,14 +287,14 @@ def back_up_volumes(
 
     def one(task: VolumeTask) -> VolumeResult:
         nonlocal finished
-        result = back_up_volume(ctx, task, on_bytes)
+        result = back_up_volume(launcher, volumes, task, on_bytes)
         with lock:
             finished += 1
             moved_bytes[task.key] = result.bytes or moved_bytes.get(task.key, 0)
             report()
         return result
 
-    with ThreadPoolExecutor(max_workers=ctx.volumes.parallelism) as pool:
+    with ThreadPoolExecutor(max_workers=volumes.parallelism) as pool:
         return list(pool.map(one, tasks))
 
 
@@ -353,73 +309,71 @@ def task_for_restore(result: VolumeResult, namespace: str) -> VolumeTask:
         storage_class=result.storage_class,
         access_modes=tuple(result.access_modes),
         node=None,
-        run_as_user=result.run_as_user or 65532,
-        run_as_group=result.run_as_group if result.run_as_group is not None else 65532,
+        run_as_user=result.run_as_user or DEFAULT_MOVER_UID,
+        run_as_group=(
+            result.run_as_group if result.run_as_group is not None else DEFAULT_MOVER_UID
+        ),
         fs_group=result.run_as_group,
     )
 
 
-def _ensure_pvc(rest: Rest, task: VolumeTask, labels: dict[str, str]) -> None:
-    if rest.get_or_none(_pvc_path(task.namespace, task.pvc)) is None:
-        rest.create(_pvc_path(task.namespace), pvc_body(task, task.pvc, labels))
+def _restore_from_snapshot(
+    rest: Rest, backed_up: VolumeResult, task: VolumeTask, labels: dict[str, str]
+) -> VolumeResult:
+    """snapshot mode: a missing PVC is created from the backup's VolumeSnapshot."""
+    base = VolumeResult(namespace=task.namespace, pvc=task.pvc, mode=task.mode, result="Succeeded")
+    if not backed_up.volume_snapshot:
+        raise VolumeError("SnapshotMissing", "the backup recorded no VolumeSnapshot")
+    if task.namespace != backed_up.namespace:
+        raise VolumeError(
+            "SnapshotNamespace",
+            f"a VolumeSnapshot restores only into its own namespace {backed_up.namespace}",
+        )
+    if rest.get_or_none(_pvc_path(task.namespace, task.pvc)) is not None:
+        return base.model_copy(
+            update={
+                "result": "Skipped",
+                "message": "PVC exists; snapshot restores create missing PVCs only",
+            }
+        )
+    body = _task_pvc(task, task.pvc, labels, task.capacity, backed_up.volume_snapshot)
+    rest.create(_pvc_path(task.namespace), body)
+    return base.model_copy(update={"volume_snapshot": backed_up.volume_snapshot})
 
 
 def restore_volume(
-    ctx: MoverContext,
+    launcher: MoverLauncher,
+    volumes: Volumes,
     backed_up: VolumeResult,
     task: VolumeTask,
     overwrite: bool,
     labels: dict[str, str],
 ) -> VolumeResult:
     base = VolumeResult(namespace=task.namespace, pvc=task.pvc, mode=task.mode, result="Succeeded")
+    rest = launcher.clients.rest
     started = time.monotonic()
     try:
         if task.mode == "snapshot":
-            if not backed_up.volume_snapshot:
-                raise VolumeError("SnapshotMissing", "the backup recorded no VolumeSnapshot")
-            if task.namespace != backed_up.namespace:
-                raise VolumeError(
-                    "SnapshotNamespace",
-                    f"a VolumeSnapshot restores only into its own namespace {backed_up.namespace}",
-                )
-            if ctx.rest.get_or_none(_pvc_path(task.namespace, task.pvc)) is not None:
-                return base.model_copy(
-                    update={
-                        "result": "Skipped",
-                        "message": "PVC exists; snapshot restores create missing PVCs only",
-                    }
-                )
-            ctx.rest.create(
-                _pvc_path(task.namespace),
-                pvc_body(task, task.pvc, labels, task.capacity, backed_up.volume_snapshot),
-            )
-            return base.model_copy(update={"volume_snapshot": backed_up.volume_snapshot})
+            return _restore_from_snapshot(rest, backed_up, task, labels)
         if not backed_up.snapshot_id:
             raise VolumeError("SnapshotMissing", "the backup recorded no restic snapshot")
-        _ensure_pvc(ctx.rest, task, labels)
-        moved = ctx.run_job(
-            "volume-restore",
-            task,
-            task.pvc,
-            False,
-            {
-                "SAFEHOLD_SNAPSHOT_ID": backed_up.snapshot_id,
-                "SAFEHOLD_SNAPSHOT_PATH": quote(backed_up.source_path or "", safe=""),
-                "SAFEHOLD_OVERWRITE": "true" if overwrite else "false",
-            },
-            "rs",
+        if rest.get_or_none(_pvc_path(task.namespace, task.pvc)) is None:
+            rest.create(_pvc_path(task.namespace), _task_pvc(task, task.pvc, labels))
+        env = {
+            names.SNAPSHOT_ID: backed_up.snapshot_id,
+            names.SNAPSHOT_PATH: quote(backed_up.source_path or "", safe=""),
+            names.OVERWRITE: "true" if overwrite else "false",
+        }
+        moved = _move(
+            launcher, volumes, "volume-restore", task, task.pvc, "rs", read_only=False, env=env
         )
-        return base.model_copy(
-            update={
-                "files": moved.get("files"),
-                "snapshot_id": backed_up.snapshot_id,
-                "duration_seconds": round(time.monotonic() - started, 3),
-            }
-        )
-    except VolumeError as err:
+    except Failure as err:
         result = "Skipped" if err.reason == "TargetNotEmpty" else "Failed"
-        return base.model_copy(update={"result": result, "message": f"{err.reason}: {err}"})
-    except ApiError as err:
-        return base.model_copy(
-            update={"result": "Failed", "message": f"{err.reason}: {err.message}"}
-        )
+        return base.model_copy(update={"result": result, "message": err.summary()})
+    return base.model_copy(
+        update={
+            "files": moved.files,
+            "snapshot_id": backed_up.snapshot_id,
+            "duration_seconds": round(time.monotonic() - started, 3),
+        }
+    )

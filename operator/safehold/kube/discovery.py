@@ -3,39 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
-from safehold.kube.rest import ApiError, Rest, resource_path
+from safehold.kube.rest import ApiError, Rest
+from safehold.planning.resource_types import ResourceType
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ResourceType:
-    group: str
-    version: str
-    kind: str
-    plural: str
-    namespaced: bool
-    verbs: frozenset[str]
-
-    @property
-    def name(self) -> str:
-        """resource.group, e.g. deployments.apps (core types: just the plural)."""
-        return f"{self.plural}.{self.group}" if self.group else self.plural
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(self, namespace: str | None = None, name: str | None = None) -> str:
-        return resource_path(
-            self.group, self.version, self.plural, namespace if self.namespaced else None, name
-        )
-
-    @property
-    def listable(self) -> bool:
-        return {"list", "get"} <= self.verbs
 
 
 def _types_of(rest: Rest, group: str, version: str) -> list[ResourceType]:

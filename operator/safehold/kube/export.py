@@ -18,13 +18,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from safehold.kube.discovery import ResourceType
+from safehold.api.base import JSON
 from safehold.kube.rest import ApiError, Rest
 from safehold.planning.dependencies import CLUSTER_EXPORT_ORDER, Dependencies
+from safehold.planning.resource_types import ResourceType
 
-JSON = dict[str, Any]
 CLUSTER_DIR = "_cluster"
 INDEX = "index.json"
 
@@ -37,6 +36,8 @@ class ExportResult:
     sha256: str = ""
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    root: str = ""
+    """The directory exported into (stored under this absolute path in the snapshot)."""
 
 
 ProgressFn = Callable[[int], None]

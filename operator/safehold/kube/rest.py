@@ -7,44 +7,41 @@ deserialisation dominates the time of big lists.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 from kubernetes import client
 
-JSON = dict[str, Any]
+from safehold.api.base import JSON
+from safehold.api.errors import Failure
+
+log = logging.getLogger(__name__)
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 
 
-class ApiError(Exception):
-    """The API server answered with an error status."""
+class ApiError(Failure):
+    """The API server answered with an error status; `reason` is the Status reason (e.g.
+    Forbidden, NotFound; empty when the server gave none), the message its text."""
 
     def __init__(self, method: str, path: str, status: int, body: bytes) -> None:
         self.status = status
-        self.reason = ""
         self.details: JSON = {}
         text = body.decode(errors="replace")
+        reason = ""
         try:
             doc = json.loads(text)
-            self.reason = str(doc.get("reason", ""))
+            reason = str(doc.get("reason", ""))
             self.details = doc.get("details") or {}
             text = str(doc.get("message", text))
         except ValueError:
             pass
-        self.message = text
-        super().__init__(f"{method} {path}: {status} {self.reason}: {text}")
+        super().__init__(reason, text)
+        self.request = f"{method} {path}"
 
-
-def resource_path(
-    group: str, version: str, plural: str, namespace: str | None = None, name: str | None = None
-) -> str:
-    """The REST path of a collection or object."""
-    base = f"/api/{version}" if not group else f"/apis/{group}/{version}"
-    if namespace:
-        base += f"/namespaces/{namespace}"
-    base += f"/{plural}"
-    return f"{base}/{name}" if name else base
+    def __str__(self) -> str:
+        return f"{self.request}: {self.status} {self.reason}: {self.message}"
 
 
 class Rest:
@@ -163,3 +160,12 @@ class Rest:
 
     def delete(self, path: str) -> JSON:
         return self.request("DELETE", path)
+
+    def delete_quietly(self, path: str, propagation: str = "Background") -> None:
+        """Delete with this propagation policy; an object already gone is fine and other
+        failures are only logged (clean-up of temporary objects must not fail a run)."""
+        try:
+            self.request("DELETE", path, query={"propagationPolicy": propagation})
+        except ApiError as err:
+            if err.status != 404:
+                log.warning("could not delete %s: %s", path, err)

@@ -7,13 +7,11 @@ import base64
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from safehold.api.errors import Failure
 
-class SecretProblem(Exception):
+
+class SecretProblem(Failure):
     """A Secret could not provide a value; `reason` is a CamelCase status reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def read_secret_key(core: client.CoreV1Api, namespace: str, name: str, key: str) -> str:

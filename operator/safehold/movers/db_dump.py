@@ -1,7 +1,7 @@
 """`safehold mover db-dump` and `safehold mover db-restore`: one database target per run.
 
-Configuration comes only from the environment (see `safehold.movers.env`); the result is one
-JSON document on stdout and in the termination message (`safehold.movers.result`).
+Configuration comes only from the environment (see `safehold.contract.env`); the result is one
+JSON document on stdout and in the termination message (`safehold.contract.result`).
 
 Dump: every database becomes one restic snapshot holding one file (`postgresql/<db>.dump`,
 `postgresql/globals.sql`, `mysql/<db>.sql`, `redis/dump.rdb`), streamed with
@@ -23,9 +23,10 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 
+from safehold.api.errors import Failure
+from safehold.contract import env as menv
+from safehold.contract.result import Result
 from safehold.movers import dbtools
-from safehold.movers import env as menv
-from safehold.movers.result import INVALID_ENVIRONMENT, MoverError, Result
 from safehold.storage import restic
 from safehold.storage.redact import redact
 
@@ -61,12 +62,8 @@ def _run(
         secrets += repo.secret_values
         action(_engine(cfg.type), cfg, repo, result)
         result.ok = True
-    except menv.ConfigError as err:
-        result.reason, result.message = INVALID_ENVIRONMENT, str(err)
-    except MoverError as err:
-        result.reason, result.message = err.reason, str(err)
-    except restic.ResticError as err:
-        result.reason, result.message = err.reason, str(err)
+    except Failure as err:  # the environment, the engine or restic
+        result.reason, result.message = err.reason, err.message
     except Exception as err:
         result.reason, result.message = "MoverError", f"{type(err).__name__}: {err}"
     if not result.ok and verb == "db-dump" and repo is not None:

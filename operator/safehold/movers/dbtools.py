@@ -13,8 +13,8 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from safehold.movers import env as menv
-from safehold.movers.result import (
+from safehold.contract import env as menv
+from safehold.contract.result import (
     AUTHENTICATION_FAILED,
     DATABASE_EXISTS,
     DATABASE_NOT_FOUND,

@@ -13,14 +13,14 @@ import re
 import time
 from typing import Any
 
-from safehold.movers import dbtools
-from safehold.movers import env as menv
-from safehold.movers.result import (
+from safehold.contract import env as menv
+from safehold.contract.result import (
     DATABASE_NOT_FOUND,
     RESTORE_FAILED,
     MoverError,
     Result,
 )
+from safehold.movers import dbtools
 from safehold.storage import restic
 
 PREFIX = "mysql"

@@ -16,14 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from safehold.movers import dbtools
-from safehold.movers import env as menv
-from safehold.movers.result import (
+from safehold.contract import env as menv
+from safehold.contract.result import (
     DATABASE_NOT_FOUND,
     RESTORE_FAILED,
     MoverError,
     Result,
 )
+from safehold.movers import dbtools
 from safehold.storage import restic
 
 PREFIX = "postgresql"

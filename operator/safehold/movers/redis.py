@@ -28,9 +28,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from safehold.movers import dbtools
-from safehold.movers import env as menv
-from safehold.movers.result import (
+from safehold.contract import env as menv
+from safehold.contract.result import (
     AUTHENTICATION_FAILED,
     HOST_UNREACHABLE,
     RESTORE_FAILED,
@@ -39,6 +38,7 @@ from safehold.movers.result import (
     MoverError,
     Result,
 )
+from safehold.movers import dbtools
 from safehold.storage import restic
 
 FILE = "redis/dump.rdb"

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from safehold.movers.result import write_result
+from safehold.contract import env as names
+from safehold.contract.result import VolumeMoved
 from safehold.storage import restic
 
 IGNORED_IN_EMPTY_CHECK = {"lost+found"}
@@ -53,19 +54,19 @@ class _ProgressPrinter:
 
 
 def _fail(reason: str, message: str) -> int:
-    write_result({"ok": False, "reason": reason, "message": message})
+    VolumeMoved(ok=False, reason=reason, message=message).emit()
     return 1
 
 
 def volume_backup(environ: Mapping[str, str] = os.environ) -> int:
     try:
         repo = restic.repository_from_environment(environ)
-        path = environ["SAFEHOLD_VOLUME_PATH"]
+        path = environ[names.VOLUME_PATH]
         if not Path(path).is_dir():
             return _fail("VolumeNotMounted", f"{path} is not a directory")
         tags = [
-            f"safehold.io/backup={environ.get('SAFEHOLD_BACKUP', '')}",
-            f"safehold.io/pvc={environ.get('SAFEHOLD_PVC', '')}",
+            f"safehold.io/backup={environ.get(names.BACKUP, '')}",
+            f"safehold.io/pvc={environ.get(names.PVC, '')}",
             "safehold.io/content=volume",
         ]
         summary = restic.backup_directory(repo, path, tags, on_status=_ProgressPrinter())
@@ -73,16 +74,15 @@ def volume_backup(environ: Mapping[str, str] = os.environ) -> int:
         return _fail("InvalidMoverEnvironment", f"{err.args[0]} is not set")
     except restic.ResticError as err:
         return _fail(err.reason, str(err))
-    result: dict[str, Any] = {
-        "ok": True,
-        "snapshotId": summary.snapshot_id,
-        "files": summary.files,
-        "bytes": summary.bytes_processed,
-        "bytesAdded": summary.bytes_added,
-        "durationSeconds": round(summary.duration_seconds, 3),
-        "sourcePath": path,
-    }
-    write_result(result)
+    VolumeMoved(
+        ok=True,
+        snapshotId=summary.snapshot_id,
+        files=summary.files,
+        bytes=summary.bytes_processed,
+        bytesAdded=summary.bytes_added,
+        durationSeconds=summary.duration_seconds,
+        sourcePath=path,
+    ).emit()
     return 0
 
 
@@ -94,13 +94,13 @@ def volume_restore(environ: Mapping[str, str] = os.environ) -> int:
     started = time.monotonic()
     try:
         repo = restic.repository_from_environment(environ)
-        target = Path(environ["SAFEHOLD_VOLUME_PATH"])
-        snapshot = environ["SAFEHOLD_SNAPSHOT_ID"]
-        encoded = environ.get("SAFEHOLD_SNAPSHOT_PATH")
+        target = Path(environ[names.VOLUME_PATH])
+        snapshot = environ[names.SNAPSHOT_ID]
+        encoded = environ.get(names.SNAPSHOT_PATH)
         source = unquote(encoded) if encoded else restic.snapshot_path(repo, snapshot)
         if not target.is_dir():
             return _fail("VolumeNotMounted", f"{target} is not a directory")
-        if environ.get("SAFEHOLD_OVERWRITE") != "true" and not _is_empty(target):
+        if environ.get(names.OVERWRITE) != "true" and not _is_empty(target):
             return _fail(
                 "TargetNotEmpty",
                 "the PVC already holds data; set volumes.overwriteExisting to write into it",
@@ -111,7 +111,5 @@ def volume_restore(environ: Mapping[str, str] = os.environ) -> int:
     except restic.ResticError as err:
         return _fail(err.reason, str(err))
     files = sum(len(f) for _, _, f in os.walk(target))
-    write_result(
-        {"ok": True, "files": files, "durationSeconds": round(time.monotonic() - started, 3)}
-    )
+    VolumeMoved(ok=True, files=files, durationSeconds=time.monotonic() - started).emit()
     return 0

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-JSON = dict[str, Any]
+from safehold.api.base import JSON
 
 
 @dataclass

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from safehold.api.base import JSON
 from safehold.api.content import Hook
 from safehold.planning.selection import labels_match
-
-JSON = dict[str, Any]
 
 
 @dataclass(frozen=True)

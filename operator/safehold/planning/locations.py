@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from safehold.api.base import JSON
 from safehold.api.location import BackupStorageLocationSpec, BackupStorageLocationStatus
 from safehold.planning.conditions import get_condition, set_condition
 from safehold.planning.durations import parse_duration
@@ -50,3 +51,16 @@ def status_after_probe(
             "repository_initialized": repository_initialized,
         }
     )
+
+
+def location_problem(body: JSON | None) -> tuple[str, str] | None:
+    """Why a location (its object body, or None when it does not exist) cannot be used now:
+    (reason, message), or None when it is Ready. The one answer to "is the location Ready"."""
+    if body is None:
+        return ("LocationNotFound", "does not exist")
+    status = BackupStorageLocationStatus.model_validate(body.get("status") or {})
+    ready = get_condition(status.conditions, "Ready")
+    if ready is None or ready.status != "True":
+        why = f"{ready.reason}: {ready.message}" if ready else "not probed yet"
+        return ("LocationNotReady", f"is not Ready ({why})")
+    return None

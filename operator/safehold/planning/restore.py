@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from safehold.api.base import LabelSelector
-from safehold.planning.selection import labels_match
-
-JSON = dict[str, Any]
+from safehold.api.backup import DatabaseResult, VolumeResult
+from safehold.api.base import JSON, LabelSelector
+from safehold.api.restore import DatabaseRestore, RestoreRequestSpec, VolumeRestore
+from safehold.planning.selection import Scope, labels_match
 
 # Lower runs first. CRDs and namespaces, then cluster-scoped configuration, then what
 # workloads consume, then workloads, then everything else (custom resources included).
@@ -161,12 +161,7 @@ def map_namespace(namespace: str | None, mapping: Mapping[str, str]) -> str | No
     return mapping.get(namespace, namespace)
 
 
-def clean(entry: Entry, obj: JSON, mapping: Mapping[str, str], labels: Mapping[str, str]) -> JSON:
-    """A copy of `obj` a different cluster accepts: server-set fields removed, namespace
-    mapped, restore labels added."""
-    out = copy.deepcopy(obj)
-    out.pop("status", None)
-    meta = out.setdefault("metadata", {})
+def _clean_metadata(meta: JSON, labels: Mapping[str, str]) -> None:
     for key in _SERVER_METADATA:
         meta.pop(key, None)
     annotations = meta.get("annotations") or {}
@@ -177,34 +172,54 @@ def clean(entry: Entry, obj: JSON, mapping: Mapping[str, str], labels: Mapping[s
     else:
         meta.pop("annotations", None)
     meta["labels"] = {**(meta.get("labels") or {}), **labels}
+
+
+def _clean_service(out: JSON, spec: JSON) -> None:
+    if spec.get("clusterIP") not in ("None", None):
+        spec.pop("clusterIP", None)
+        spec.pop("clusterIPs", None)
+    spec.pop("healthCheckNodePort", None)
+    for port in spec.get("ports") or []:
+        port.pop("nodePort", None)
+
+
+def _clean_job(out: JSON, spec: JSON) -> None:
+    spec.pop("selector", None)
+    for where in (out["metadata"], (spec.get("template") or {}).get("metadata") or {}):
+        for key in _JOB_LABELS:
+            (where.get("labels") or {}).pop(key, None)
+
+
+# What the cluster assigns anew, per resource type.
+_SPEC_CLEANERS: dict[str, Callable[[JSON, JSON], None]] = {
+    "services": _clean_service,
+    "persistentvolumeclaims": lambda out, spec: spec.pop("volumeName", None),
+    "pods": lambda out, spec: spec.pop("nodeName", None),
+    "jobs.batch": _clean_job,
+    "serviceaccounts": lambda out, spec: out.pop("secrets", None),  # tokens are issued anew
+}
+_BINDINGS = (
+    "rolebindings.rbac.authorization.k8s.io",
+    "clusterrolebindings.rbac.authorization.k8s.io",
+)
+
+
+def clean(entry: Entry, obj: JSON, mapping: Mapping[str, str], labels: Mapping[str, str]) -> JSON:
+    """A copy of `obj` a different cluster accepts: server-set fields removed, namespace
+    mapped, restore labels added."""
+    out = copy.deepcopy(obj)
+    out.pop("status", None)
+    meta = out.setdefault("metadata", {})
+    _clean_metadata(meta, labels)
     if entry.namespace is not None:
         meta["namespace"] = map_namespace(entry.namespace, mapping)
     elif entry.resource == "namespaces":
         meta["name"] = mapping.get(entry.name, entry.name)
         out.pop("spec", None)  # finalizers are the namespace controller's
-    spec = out.get("spec") or {}
-    if entry.resource == "services":
-        if spec.get("clusterIP") not in ("None", None):
-            spec.pop("clusterIP", None)
-            spec.pop("clusterIPs", None)
-        spec.pop("healthCheckNodePort", None)
-        for port in spec.get("ports") or []:
-            port.pop("nodePort", None)
-    elif entry.resource == "persistentvolumeclaims":
-        spec.pop("volumeName", None)
-    elif entry.resource == "pods":
-        spec.pop("nodeName", None)
-    elif entry.resource == "jobs.batch":
-        spec.pop("selector", None)
-        for where in (meta, (spec.get("template") or {}).get("metadata") or {}):
-            for key in _JOB_LABELS:
-                (where.get("labels") or {}).pop(key, None)
-    elif entry.resource == "serviceaccounts":
-        out.pop("secrets", None)  # token Secrets are issued anew
-    if entry.resource in (
-        "rolebindings.rbac.authorization.k8s.io",
-        "clusterrolebindings.rbac.authorization.k8s.io",
-    ):
+    cleaner = _SPEC_CLEANERS.get(entry.resource)
+    if cleaner is not None:
+        cleaner(out, out.get("spec") or {})
+    if entry.resource in _BINDINGS:
         for subject in out.get("subjects") or []:
             if subject.get("namespace"):
                 subject["namespace"] = map_namespace(subject["namespace"], mapping)
@@ -238,4 +253,163 @@ def diff_paths(desired: JSON, existing: JSON, depth: int = 3) -> list[str]:
 def sort_entries(entries: Sequence[Entry]) -> list[Entry]:
     return sorted(
         entries, key=lambda e: (priority(e.resource), e.resource, e.namespace or "", e.name)
+    )
+
+
+# ---------------------------------------------------------------------- the restore plan
+StageName = Literal[
+    "cluster", "namespaces", "configuration", "volumes", "workloads", "resources", "databases"
+]
+STAGES: tuple[StageName, ...] = (
+    "cluster",
+    "namespaces",
+    "configuration",
+    "volumes",
+    "workloads",
+    "resources",
+    "databases",
+)
+
+
+def stage_of(resource: str) -> StageName:
+    """The stage an object of this resource type is restored in."""
+    rank = priority(resource)
+    if resource == "namespaces":
+        return "namespaces"
+    if resource == "persistentvolumeclaims":
+        return "volumes"
+    if rank <= 3:
+        return "cluster"
+    if rank <= 6:
+        return "configuration"
+    if rank == 7:
+        return "workloads"
+    return "resources"
+
+
+@dataclass(frozen=True)
+class PlannedObject:
+    """One object of the backup, where it goes, and whether the plan already skips it."""
+
+    entry: Entry
+    target_namespace: str | None
+    skip: tuple[str, str] | None = None
+    """(reason, message) when the plan leaves it to another step."""
+
+
+@dataclass(frozen=True)
+class PlannedVolume:
+    backed_up: VolumeResult
+    target_namespace: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a restore, executed in order: its objects first, then its volume data
+    (volumes stage) or database targets (databases stage)."""
+
+    name: StageName
+    objects: tuple[PlannedObject, ...] = ()
+    volumes: tuple[PlannedVolume, ...] = ()
+    databases: tuple[DatabaseResult, ...] = ()
+    create_namespaces: tuple[str, ...] = ()
+    """Target namespaces that have no Namespace object in the backup (namespaces stage)."""
+
+    @property
+    def size(self) -> int:
+        return (
+            len(self.objects)
+            + len(self.volumes)
+            + len(self.databases)
+            + len(self.create_namespaces)
+        )
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    stages: tuple[Stage, ...]
+
+    def stage(self, name: StageName) -> Stage:
+        return next(s for s in self.stages if s.name == name)
+
+
+def _wanted_volumes(
+    spec: RestoreRequestSpec, volumes: Sequence[VolumeResult]
+) -> list[PlannedVolume]:
+    wanted = spec.volumes or VolumeRestore()
+    if not wanted.enabled:
+        return []
+    names = set(wanted.pvcs or ())
+    included = set(spec.included_namespaces or ())
+    return [
+        PlannedVolume(v, spec.namespace_mapping.get(v.namespace, v.namespace))
+        for v in volumes
+        if v.result == "Succeeded"
+        and (not names or v.pvc in names or f"{v.namespace}/{v.pvc}" in names)
+        and (not included or v.namespace in included)
+    ]
+
+
+def _wanted_databases(
+    spec: RestoreRequestSpec, databases: Sequence[DatabaseResult]
+) -> list[DatabaseResult]:
+    if not (spec.databases or DatabaseRestore()).enabled:
+        return []
+    return [d for d in databases if d.result == "Succeeded"]
+
+
+def plan_restore(
+    entries: Sequence[Entry],
+    spec: RestoreRequestSpec,
+    volumes: Sequence[VolumeResult],
+    databases: Sequence[DatabaseResult],
+    scope: Scope,
+) -> RestorePlan:
+    """The ordered stages of a restore of `entries` (the backup's index), its volumes and its
+    database targets. Raises SelectionError when the request reaches outside its scope."""
+    mapping = spec.namespace_mapping
+    scope.check_restore_targets(mapping.values())
+    filters = Filters(
+        spec.included_namespaces,
+        spec.included_resources,
+        spec.excluded_resources,
+        spec.label_selector,
+    )
+    chosen = [e for e in entries if filters.wants_entry(e)]
+    targets = sorted({t for e in chosen if (t := map_namespace(e.namespace, mapping))})
+    scope.check_restore_targets(targets)
+    if not scope.privileged:
+        chosen = [e for e in chosen if e.namespace is not None]
+    planned_volumes = _wanted_volumes(spec, volumes)
+    from_snapshot = {
+        (v.backed_up.namespace, v.backed_up.pvc)
+        for v in planned_volumes
+        if v.backed_up.mode == "snapshot"
+    }
+    in_backup = {map_namespace(e.name, mapping) for e in chosen if e.resource == "namespaces"}
+    by_stage: dict[StageName, list[PlannedObject]] = {name: [] for name in STAGES}
+    for entry in sort_entries(chosen):
+        skip = None
+        if (
+            entry.resource == "persistentvolumeclaims"
+            and (entry.namespace, entry.name) in from_snapshot
+        ):
+            skip = ("RestoredFromSnapshot", "created from its VolumeSnapshot by the volume restore")
+        by_stage[stage_of(entry.resource)].append(
+            PlannedObject(entry, map_namespace(entry.namespace, mapping), skip)
+        )
+    return RestorePlan(
+        (
+            Stage("cluster", tuple(by_stage["cluster"])),
+            Stage(
+                "namespaces",
+                tuple(by_stage["namespaces"]),
+                create_namespaces=tuple(t for t in targets if t not in in_backup),
+            ),
+            Stage("configuration", tuple(by_stage["configuration"])),
+            Stage("volumes", tuple(by_stage["volumes"]), volumes=tuple(planned_volumes)),
+            Stage("workloads", tuple(by_stage["workloads"])),
+            Stage("resources", tuple(by_stage["resources"])),
+            Stage("databases", databases=tuple(_wanted_databases(spec, databases))),
+        )
     )

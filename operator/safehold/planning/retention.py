@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
 from safehold.api.policy import Retention
+from safehold.planning.durations import parse_duration
+from safehold.planning.policy import BackupView
 
 Bucket = Callable[[datetime], tuple[int, ...]]
 
@@ -104,3 +106,45 @@ def expired_failures(
         for c in sorted(candidates, key=lambda c: c.time)
         if not c.successful and now - c.time >= grace
     ]
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    """What retention deletes for one policy at one moment."""
+
+    expired_failures: list[str]
+    """Failed backups past their grace period, oldest first."""
+    delete: list[str]
+    """Successful backups the rules no longer keep (never the newest), oldest first."""
+    newest: str | None
+    """The newest successful backup this plan was made after (None: retention does not run
+    now; it only ever runs right after a successful run)."""
+
+
+def plan(
+    retention: Retention | None,
+    zone: tzinfo,
+    last_applied: str | None,
+    backups: Sequence[BackupView],
+    now: datetime,
+) -> RetentionPlan:
+    """Retention for the finished `backups` of one policy; `last_applied` is the backup
+    after which it last ran (status.lastRetentionBackup)."""
+    finished = sorted((b for b in backups if b.finished), key=lambda b: b.sort_key)
+    grace = DEFAULT_FAILED_GRACE
+    if retention and retention.failed_backup_grace_period:
+        grace = parse_duration(retention.failed_backup_grace_period)
+    failed = [
+        Candidate(b.name, b.completed or b.time, successful=False)
+        for b in finished
+        if b.phase == "Failed"
+    ]
+    expired = expired_failures(failed, now, grace)
+    if not finished or finished[-1].phase != "Succeeded":
+        return RetentionPlan(expired, [], None)  # never after a failed run
+    newest = finished[-1].name
+    if retention is None or last_applied == newest:
+        return RetentionPlan(expired, [], None)
+    candidates = [Candidate(b.name, b.time) for b in finished if b.phase == "Succeeded"]
+    decision = select(candidates, retention, zone)
+    return RetentionPlan(expired, [n for n in decision.delete if n != newest], newest)

@@ -23,6 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from safehold.api.errors import Failure
+
 MACROS = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -37,12 +39,8 @@ MACROS = {
 MAX_COUNTED_RUNS = 10_000
 
 
-class ScheduleError(ValueError):
+class ScheduleError(Failure, ValueError):
     """An invalid schedule or time zone; `reason` is InvalidSchedule or UnknownTimeZone."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def parse_zone(name: str) -> ZoneInfo:

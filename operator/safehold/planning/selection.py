@@ -6,7 +6,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from safehold.api.base import LabelSelector
-from safehold.kube.discovery import ResourceType
+from safehold.api.errors import Failure
+from safehold.planning.resource_types import ResourceType
 
 # Types never exported: derived by controllers, ephemeral, or not real objects.
 NEVER_EXPORTED = frozenset(
@@ -46,12 +47,8 @@ CLUSTER_TYPES = frozenset(
 )
 
 
-class SelectionError(Exception):
+class SelectionError(Failure):
     """The selection cannot be served; `reason` is a CamelCase status reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def matches(rt: ResourceType, pattern: str) -> bool:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from safehold.api.base import JSON
 from safehold.api.content import VolumeMode, Volumes
+from safehold.planning.builders import DEFAULT_MOVER_UID
 from safehold.planning.selection import labels_match
-
-JSON = dict[str, Any]
-DEFAULT_MOVER_UID = 65532
 
 
 @dataclass(frozen=True)
@@ -119,12 +116,3 @@ def plan_volumes(pvcs: Sequence[JSON], pods: Sequence[JSON], volumes: Volumes) -
             )
         )
     return tasks
-
-
-def object_name(*parts: str, limit: int = 63) -> str:
-    """A deterministic DNS-label name from parts, hashed when too long."""
-    raw = "-".join(p.lower().replace(".", "-").replace("/", "-") for p in parts if p)
-    if len(raw) <= limit:
-        return raw
-    digest = hashlib.sha256(raw.encode()).hexdigest()[:10]
-    return f"{raw[: limit - 11].rstrip('-')}-{digest}"

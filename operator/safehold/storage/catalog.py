@@ -16,13 +16,18 @@ from pydantic import Field
 
 from safehold.api.backup import BackupPhase, DatabaseResult, ResourceSummary, VolumeResult
 from safehold.api.base import ApiModel
+from safehold.api.content import BackupContent
 from safehold.storage.layout import BucketLayout
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
-FORMAT_VERSION = 1
+# 1: the first format. 2: adds `content` (what the run took: selection, volumes, database
+# targets with their Secret names, hooks), so a restore from the bucket alone knows where each
+# database lived. Readers take both.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class ExportInfo(ApiModel):
@@ -40,6 +45,7 @@ class BackupManifest(ApiModel):
     """backups/<namespace>/<backup>/backup.json"""
 
     format_version: int = FORMAT_VERSION
+    """Format of this manifest (1 or 2)."""
     namespace: str
     name: str
     uid: str | None = None
@@ -64,6 +70,9 @@ class BackupManifest(ApiModel):
     """safehold, kubernetes and restic versions that wrote the backup."""
     timings: dict[str, float] = Field(default_factory=dict)
     """Seconds per stage: export, upload, total."""
+    content: BackupContent | None = None
+    """What the run took (format 2; absent in format 1 manifests). Never secret values: the
+    database targets name their credentials Secrets only."""
 
     @property
     def restorable(self) -> bool:

@@ -29,7 +29,7 @@ from safehold.storage.s3 import (
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-    from safehold.kube.locations import ResolvedLocation
+    from safehold.storage.location import ResolvedLocation
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,15 @@ class LocationProbe:
     reason: str
     message: str
     repository_initialized: bool | None = None
+
+    def with_where(self, where: str) -> LocationProbe:
+        """The probe with `{where}` in its message filled in."""
+        return LocationProbe(
+            self.ok,
+            self.reason,
+            self.message.replace("{where}", where),
+            self.repository_initialized,
+        )
 
 
 class _Verified:
@@ -99,42 +108,8 @@ def probe_location(location: ResolvedLocation) -> LocationProbe:
     bucket = probe_bucket(client, location.s3, location.writable)
     if not bucket.ok:
         return LocationProbe(False, bucket.reason, bucket.message)
-    repo = location.repository(location.namespace)
-    password = location.repository_password
     try:
-        objects = _objects(client, location)
-        if objects.present and VERIFIED.fingerprint(repo.url, password, objects) in VERIFIED:
-            return LocationProbe(True, "Available", f"{bucket.message}; repository opened", True)
-        created = False
-        if not objects.present:
-            if not location.writable:
-                return LocationProbe(
-                    True, "Available", f"{bucket.message}; no repository yet (read-only)", False
-                )
-            created = restic.ensure_initialized(
-                repo, exists=lambda: _objects(client, location).present
-            )
-        if created:
-            after = _objects(client, location)
-        else:
-            # restic opens what it did not create: this derives the key and fails on a wrong
-            # password.
-            before = objects if objects.present else _objects(client, location)
-            if not restic.is_initialized(repo):
-                if location.writable:  # removed since it was listed: created on the next probe
-                    return LocationProbe(
-                        False, "RepositoryNotFound", "the repository disappeared while probing"
-                    )
-                return LocationProbe(
-                    True, "Available", f"{bucket.message}; no repository yet (read-only)", False
-                )
-            after = _objects(client, location)
-            if after != before:  # changed while restic opened it: verify again next time
-                after = RepositoryObjects(present=False)
-        if after.present:
-            VERIFIED.add(VERIFIED.fingerprint(repo.url, password, after))
-        note = "repository created" if created else "repository opened"
-        return LocationProbe(True, "Available", f"{bucket.message}; {note}", True)
+        return _probe_repository(client, location, bucket.message)
     except _StoreProblem as err:
         return LocationProbe(False, err.result.reason, f"repository: {err.result.message}")
     except restic.ResticError as err:
@@ -147,3 +122,40 @@ def probe_location(location: ResolvedLocation) -> LocationProbe:
                 True,
             )
         return LocationProbe(False, err.reason, f"repository: {err}")
+
+
+def _probe_repository(client: S3Client, location: ResolvedLocation, where: str) -> LocationProbe:
+    repo = location.repository(location.namespace)
+    password = location.repository_password
+    objects = _objects(client, location)
+    if objects.present and VERIFIED.fingerprint(repo.url, password, objects) in VERIFIED:
+        return LocationProbe(True, "Available", f"{where}; repository opened", True)
+    if not objects.present and not location.writable:
+        return LocationProbe(True, "Available", f"{where}; no repository yet (read-only)", False)
+    created = not objects.present and restic.ensure_initialized(
+        repo, exists=lambda: _objects(client, location).present
+    )
+    after = _objects(client, location) if created else _open(client, location, objects, where)
+    if isinstance(after, LocationProbe):
+        return after
+    if after.present:
+        VERIFIED.add(VERIFIED.fingerprint(repo.url, password, after))
+    note = "repository created" if created else "repository opened"
+    return LocationProbe(True, "Available", f"{where}; {note}", True)
+
+
+def _open(
+    client: S3Client, location: ResolvedLocation, objects: RepositoryObjects, where: str
+) -> RepositoryObjects | LocationProbe:
+    """Open an existing repository with restic, which derives the key and fails on a wrong
+    password; the repository's objects afterwards (absent when they changed meanwhile, so the
+    next probe verifies again)."""
+    before = objects if objects.present else _objects(client, location)
+    if not restic.is_initialized(location.repository(location.namespace)):
+        if location.writable:  # removed since it was listed: created on the next probe
+            return LocationProbe(
+                False, "RepositoryNotFound", "the repository disappeared while probing"
+            )
+        return LocationProbe(True, "Available", f"{where}; no repository yet (read-only)", False)
+    after = _objects(client, location)
+    return after if after == before else RepositoryObjects(present=False)

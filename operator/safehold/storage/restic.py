@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import select
@@ -18,10 +19,12 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from safehold.api.errors import Failure
+from safehold.contract.env import RESTIC_OPTIONS
 from safehold.storage.redact import redact
 
 if TYPE_CHECKING:  # movers import this module; keep boto3 out of their start-up
@@ -37,12 +40,11 @@ EXIT_LOCK_FAILED = 11
 EXIT_WRONG_PASSWORD = 12
 
 
-class ResticError(Exception):
+class ResticError(Failure):
     """restic failed; `reason` is a CamelCase status reason, the message is redacted."""
 
     def __init__(self, reason: str, message: str, exit_code: int | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
+        super().__init__(reason, message)
         self.exit_code = exit_code
 
 
@@ -201,6 +203,19 @@ def init_lock(repo: Repository) -> threading.Lock:
         return _init_locks.setdefault(repo.url, threading.Lock())
 
 
+_exclusive_locks: dict[str, threading.Lock] = {}
+
+
+@contextlib.contextmanager
+def maintenance_lock(repo: Repository) -> Iterator[None]:
+    """One deleting or pruning operation per repository at a time in this process (restic's
+    own exclusive lock would make the second one wait and then fail)."""
+    with _init_locks_guard:
+        lock = _exclusive_locks.setdefault(repo.url, threading.Lock())
+    with lock:
+        yield
+
+
 def ensure_initialized(repo: Repository, exists: Callable[[], bool] | None = None) -> bool:
     """Initialise the repository if missing; returns True if it was created now.
 
@@ -337,7 +352,6 @@ def forget(repo: Repository, snapshot_ids: Sequence[str]) -> None:
 
 # Environment contract between the operator (Job builder) and movers: the restic variables
 # restic itself reads, plus extra restic options as one shell-quoted string.
-OPTIONS_ENV = "SAFEHOLD_RESTIC_OPTIONS"
 _REPOSITORY_ENV = (
     "RESTIC_REPOSITORY",
     "RESTIC_PASSWORD",
@@ -353,7 +367,7 @@ def repository_from_environment(environ: Mapping[str, str]) -> Repository:
     if not environ.get("RESTIC_REPOSITORY"):
         raise ResticError("InvalidMoverEnvironment", "RESTIC_REPOSITORY is not set")
     env = {k: environ[k] for k in _REPOSITORY_ENV if k in environ and k != "RESTIC_REPOSITORY"}
-    options = tuple(shlex.split(environ.get(OPTIONS_ENV, "")))
+    options = tuple(shlex.split(environ.get(RESTIC_OPTIONS, "")))
     return Repository(environ["RESTIC_REPOSITORY"], env, options)
 
 
@@ -652,3 +666,12 @@ class FileDump:
                 pass
         with contextlib.suppress(BrokenPipeError):
             consumer.stdin.close()
+
+
+@functools.cache
+def version() -> str:
+    """`restic version`, e.g. "restic 0.19.0"."""
+    out = subprocess.run(
+        [restic_binary(), "version"], capture_output=True, text=True, check=False, timeout=30
+    )
+    return out.stdout.split(" compiled")[0].strip()

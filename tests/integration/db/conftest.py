@@ -2,7 +2,7 @@
 SeaweedFS, all on 127.0.0.1 (tools/localcluster/databases.py), no control plane.
 
 The movers run as the Job would run them: `python -m safehold mover db-dump|db-restore`, with
-only the environment contract of `safehold.movers.env` (password in a file).
+only the environment contract of `safehold.contract.env` (password in a file).
 """
 
 from __future__ import annotations

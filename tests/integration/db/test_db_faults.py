@@ -14,7 +14,7 @@ import pytest
 from conftest import Repo
 from localcluster.databases import MariaDB, PostgreSQL, Redis
 from localcluster.process import free_ports
-from safehold.movers import env as menv
+from safehold.contract import env as menv
 
 ENGINES = {"postgresql": "postgres", "mysql": "mariadb", "redis": "redis_server"}
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import Repo
 from localcluster.databases import PostgreSQL
-from safehold.movers import env as menv
+from safehold.contract import env as menv
 
 SCHEMA = """
 CREATE SCHEMA sales AUTHORIZATION {role};

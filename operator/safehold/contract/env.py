@@ -86,6 +86,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from safehold.api.errors import Failure
+
 DB_TYPE = "SAFEHOLD_DB_TYPE"
 DB_HOST = "SAFEHOLD_DB_HOST"
 DB_PORT = "SAFEHOLD_DB_PORT"
@@ -117,6 +119,15 @@ TARGET = "SAFEHOLD_TARGET"
 TERMINATION_LOG = "SAFEHOLD_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
+# The volume verbs (safehold.movers.volume).
+VOLUME_PATH = "SAFEHOLD_VOLUME_PATH"
+PVC = "SAFEHOLD_PVC"
+SNAPSHOT_ID = "SAFEHOLD_SNAPSHOT_ID"
+SNAPSHOT_PATH = "SAFEHOLD_SNAPSHOT_PATH"
+OVERWRITE = "SAFEHOLD_OVERWRITE"
+# Extra restic options (shell-quoted) of every verb, next to restic's own variables.
+RESTIC_OPTIONS = "SAFEHOLD_RESTIC_OPTIONS"
+
 DB_TYPES = ("postgresql", "mysql", "redis")
 TLS_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "redis": 6379}
@@ -130,8 +141,11 @@ TAG_DATABASE = "safehold.io/database"
 CONTENT_DATABASE = "database"
 
 
-class ConfigError(Exception):
+class ConfigError(Failure):
     """The mover's environment is incomplete or invalid (reason InvalidMoverEnvironment)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("InvalidMoverEnvironment", message)
 
 
 def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:

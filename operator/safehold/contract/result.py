@@ -18,10 +18,11 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from safehold.movers import env as menv
+from safehold.api.errors import Failure
+from safehold.contract import env as menv
 
 MAX_TERMINATION_BYTES = 4096
 
@@ -80,20 +81,16 @@ def parse_result(text: str) -> dict[str, Any] | None:
     return None
 
 
-class MoverError(Exception):
+class MoverError(Failure):
     """A mover failed for a classified reason; the message is already redacted."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass
 class DatabaseResult:
     """One dumped (or restored) file."""
 
-    name: str
-    file: str
+    name: str = ""
+    file: str = ""
     snapshot: str = ""
     bytesProcessed: int = 0
     bytesAdded: int = 0
@@ -101,8 +98,44 @@ class DatabaseResult:
     target: str = ""  # restore: the database it went into
 
 
+def _known(cls: type[Any], doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of dataclass `cls` present in `doc` (unknown keys are ignored)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in doc.items() if k in names}
+
+
+@dataclass
+class VolumeMoved:
+    """The result document of `volume-backup` and `volume-restore`."""
+
+    ok: bool = False
+    reason: str = ""
+    message: str = ""
+    snapshotId: str = ""
+    files: int = 0
+    bytes: int = 0
+    bytesAdded: int = 0
+    durationSeconds: float = 0.0
+    sourcePath: str = ""
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> VolumeMoved:
+        return cls(**_known(cls, doc))
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["durationSeconds"] = round(self.durationSeconds, 3)
+        return {k: v for k, v in doc.items() if v != ""}
+
+    def emit(self) -> None:
+        """Print to stdout and write the termination message."""
+        write_result(self.to_dict())
+
+
 @dataclass
 class Result:
+    """The result document of `db-dump` and `db-restore`."""
+
     verb: str  # "db-dump" | "db-restore"
     type: str = ""
     target: str = ""
@@ -117,6 +150,13 @@ class Result:
     bytesAdded: int = 0
     durationSeconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Result:
+        known = _known(cls, doc)
+        items = [d for d in known.pop("databases", None) or [] if isinstance(d, Mapping)]
+        known.setdefault("verb", "")
+        return cls(**known, databases=[DatabaseResult(**_known(DatabaseResult, d)) for d in items])
 
     def add(self, item: DatabaseResult) -> None:
         self.databases.append(item)

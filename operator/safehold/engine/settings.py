@@ -6,18 +6,6 @@ import os
 import tempfile
 from pathlib import Path
 
-FIELD_MANAGER = "safehold"
-LABEL_POLICY = "safehold.io/policy"
-LABEL_RESTORED_BY = "safehold.io/restored-by"
-ANNOTATION_SYNCED = "safehold.io/synced-from-storage"
-# Any new value on a BackupPolicy starts one run.
-ANNOTATION_TRIGGER = "safehold.io/trigger"
-# "true" on a Backup deletes it and its data (same path as retention).
-ANNOTATION_DELETE_REQUESTED = "safehold.io/delete-requested"
-# On Backups made by a policy: the scheduled time (UTC) or the trigger value behind the run.
-ANNOTATION_SCHEDULED_TIME = "safehold.io/scheduled-time"
-ANNOTATION_TRIGGERED_BY = "safehold.io/triggered-by"
-
 
 def operator_namespace() -> str:
     """The namespace whose resources may act on other namespaces and cluster-scoped objects."""
@@ -34,3 +22,8 @@ def scratch_dir() -> Path:
     path = Path(base)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def restic_cache_dir() -> str:
+    """restic's cache for the operator's own repository commands."""
+    return str(scratch_dir() / "restic-cache")

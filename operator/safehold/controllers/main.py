@@ -7,7 +7,7 @@ import logging
 import kopf
 from prometheus_client import start_http_server
 
-from safehold.memory import limit_malloc_arenas
+from safehold.controllers.memory import limit_malloc_arenas
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,27 @@
+"""Names of the labels, annotations and field manager Safehold puts on objects.
+
+They are part of the API: users select by them, Argo CD and alert rules see them.
+"""
+
+from __future__ import annotations
+
+from safehold import GROUP
+
+FIELD_MANAGER = "safehold"
+FINALIZER = f"operator.{GROUP}/finalizer"
+
+LABEL_POLICY = "safehold.io/policy"
+LABEL_RESTORED_BY = "safehold.io/restored-by"
+# On every child object of a run (mover Jobs, their Secrets, VolumeSnapshots, temporary PVCs):
+# the Backup or RestoreRequest it belongs to.
+LABEL_BACKUP = "safehold.io/backup"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+
+ANNOTATION_SYNCED = "safehold.io/synced-from-storage"
+# Any new value on a BackupPolicy starts one run.
+ANNOTATION_TRIGGER = "safehold.io/trigger"
+# "true" on a Backup deletes it and its data (same path as retention).
+ANNOTATION_DELETE_REQUESTED = "safehold.io/delete-requested"
+# On Backups made by a policy: the scheduled time (UTC) or the trigger value behind the run.
+ANNOTATION_SCHEDULED_TIME = "safehold.io/scheduled-time"
+ANNOTATION_TRIGGERED_BY = "safehold.io/triggered-by"

@@ -1,0 +1,183 @@
+"""BackupStorageLocations: the lookup every run starts with, and the reconcile loop that probes
+each location, writes its Ready condition and re-discovers backups from its catalog.
+
+One loop re-probes every location whose sync period has passed, instead of a Kopf timer per
+object: timers force a finalizer onto every object, which blocks deletion whenever the
+operator is not running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from safehold.api.base import JSON
+from safehold.api.kinds import LOCATION
+from safehold.api.location import BackupStorageLocationSpec, BackupStorageLocationStatus
+from safehold.engine.catalog_sync import sync_catalog
+from safehold.engine.errors import RunError
+from safehold.engine.metrics import LOCATION_PROBES, LOCATION_READY
+from safehold.kube.clients import Clients
+from safehold.kube.events import post_event
+from safehold.kube.locations import resolve_location
+from safehold.kube.resources import list_all, patch_status
+from safehold.kube.secrets import SecretProblem
+from safehold.planning.conditions import changed
+from safehold.planning.locations import location_problem, probe_due, status_after_probe
+from safehold.storage.location import ResolvedLocation
+from safehold.storage.probe import LocationProbe, probe_location
+
+log = logging.getLogger(__name__)
+RESYNC_TICK_SECONDS = 10.0
+
+
+def load_location(
+    clients: Clients, namespace: str, name: str, *, need_write: bool
+) -> ResolvedLocation:
+    """A Ready location with its secrets; RunError explains why not."""
+    body = clients.rest.get_or_none(LOCATION.path(namespace, name))
+    problem = location_problem(body)
+    if problem is not None:
+        raise RunError(problem[0], f"BackupStorageLocation {namespace}/{name} {problem[1]}")
+    assert body is not None
+    spec = BackupStorageLocationSpec.model_validate(body.get("spec") or {})
+    if need_write and spec.access_mode != "ReadWrite":
+        raise RunError(
+            "LocationReadOnly",
+            f"BackupStorageLocation {namespace}/{name} is ReadOnly; backups need a ReadWrite one",
+        )
+    try:
+        return resolve_location(clients.core, namespace, name, spec)
+    except SecretProblem as err:
+        raise RunError(err.reason, err.message) from None
+
+
+class LocationReconciler:
+    """Probes locations and writes their status; `on_ready_changed` is called when a
+    location's Ready changed (the scheduler re-evaluates the policies that use it)."""
+
+    def __init__(
+        self, clients: Clients, on_ready_changed: Callable[[], None] | None = None
+    ) -> None:
+        self.clients = clients
+        self.on_ready_changed = on_ready_changed
+        # Locations being probed right now: the create handler and the resync loop may pick
+        # up the same new location at once, and a second probe would only repeat the first.
+        self._probing: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def reconcile(self, body: JSON) -> LocationProbe | None:
+        """Probe one location and write its status; None when it is being probed already."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        with self._lock:
+            if key in self._probing:
+                return None
+            self._probing.add(key)
+        try:
+            return self._reconcile(body)
+        finally:
+            with self._lock:
+                self._probing.discard(key)
+
+    def _probe(self, body: JSON) -> tuple[LocationProbe, int | None]:
+        """The probe's outcome, and how many Backups the catalog sync re-created (None: no
+        sync ran)."""
+        meta = body["metadata"]
+        spec = BackupStorageLocationSpec.model_validate(body.get("spec", {}))
+        try:
+            resolved = resolve_location(self.clients.core, meta["namespace"], meta["name"], spec)
+            outcome = probe_location(resolved)
+        except SecretProblem as err:
+            return LocationProbe(False, err.reason, err.message), None
+        if not (outcome.ok and outcome.repository_initialized):
+            return outcome, None
+        try:
+            return outcome, sync_catalog(self.clients, resolved)
+        except Exception:  # a broken catalog must not make the location un-Ready
+            log.exception("catalog sync of %s/%s failed", meta["namespace"], meta["name"])
+            return outcome, None
+
+    def _reconcile(self, body: JSON) -> LocationProbe:
+        meta = body["metadata"]
+        namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+        before = BackupStorageLocationStatus.model_validate(body.get("status") or {})
+        outcome, synced = self._probe(body)
+        now = datetime.now(UTC)
+        after = status_after_probe(
+            before,
+            outcome.ok,
+            outcome.reason,
+            outcome.message,
+            outcome.repository_initialized,
+            generation,
+            now,
+        )
+        if synced is not None:
+            after.last_sync_time = now
+        patch_status(self.clients.custom, LOCATION, namespace, name, after.to_wire())
+        if synced:
+            self._event(
+                body,
+                "Normal",
+                "BackupsDiscovered",
+                f"re-created {synced} Backup(s) found in storage",
+            )
+        LOCATION_READY.labels(namespace, name).set(1 if outcome.ok else 0)
+        LOCATION_PROBES.labels(namespace, name, outcome.reason).inc()
+        if changed(before.conditions, after.conditions, "Ready"):
+            self._event(
+                body, "Normal" if outcome.ok else "Warning", outcome.reason, outcome.message
+            )
+            log.info(
+                "location %s/%s Ready=%s reason=%s", namespace, name, outcome.ok, outcome.reason
+            )
+            if self.on_ready_changed is not None:
+                self.on_ready_changed()
+        return outcome
+
+    def _event(self, body: JSON, type_: str, reason: str, message: str) -> None:
+        meta = body["metadata"]
+        post_event(
+            self.clients.core,
+            LOCATION.kind,
+            meta["namespace"],
+            meta["name"],
+            meta.get("uid"),
+            "Normal" if type_ == "Normal" else "Warning",
+            reason,
+            message,
+        )
+
+    def resync_once(self, now: datetime | None = None) -> int:
+        """Probe every location whose sync period (or failing re-probe interval) passed."""
+        now = now or datetime.now(UTC)
+        probed = 0
+        for body in list_all(self.clients.custom, LOCATION):
+            try:
+                spec = BackupStorageLocationSpec.model_validate(body.get("spec", {}))
+                status = BackupStorageLocationStatus.model_validate(body.get("status") or {})
+                due = probe_due(spec, status, body["metadata"].get("generation"), now)
+                if due and self.reconcile(body):
+                    probed += 1
+            except Exception:  # one broken object must not stop the others' resync
+                log.exception(
+                    "resync of location %s/%s failed",
+                    body["metadata"].get("namespace"),
+                    body["metadata"].get("name"),
+                )
+        return probed
+
+    async def loop(self, stop: asyncio.Event) -> None:
+        """Re-probe locations periodically until `stop` is set."""
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.resync_once)
+            except Exception:
+                log.exception("location resync failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RESYNC_TICK_SECONDS)

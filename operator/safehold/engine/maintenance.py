@@ -1,0 +1,95 @@
+"""Repository maintenance: `restic prune` per repository once per prune interval, never while a
+backup of that repository runs, after `restic unlock` has removed stale locks (restic removes
+only locks of dead processes or older than 30 minutes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+
+from safehold.api.base import JSON
+from safehold.api.location import BackupStorageLocationSpec
+from safehold.engine.deletion import RETRY_LOCK
+from safehold.engine.locations import load_location
+from safehold.engine.metrics import PRUNES
+from safehold.engine.settings import restic_cache_dir
+from safehold.kube.clients import Clients
+from safehold.planning.durations import parse_duration
+from safehold.planning.locations import location_problem
+from safehold.planning.policy import BackupView
+from safehold.storage import restic
+from safehold.storage.location import ResolvedLocation
+
+log = logging.getLogger(__name__)
+
+
+def prune_interval() -> timedelta:
+    return parse_duration(os.environ.get("SAFEHOLD_PRUNE_INTERVAL") or "24h")
+
+
+def prune_repository(location: ResolvedLocation, namespace: str) -> None:
+    """Clear stale locks, then free the data of forgotten snapshots (exclusive lock)."""
+    repo = location.repository(namespace, restic_cache_dir())
+    with restic.maintenance_lock(repo):
+        if not restic.is_initialized(repo):
+            return
+        restic.run(repo, ["unlock"], timeout=300)  # removes stale locks only
+        restic.run(repo, ["prune", "--retry-lock", RETRY_LOCK], timeout=6 * 3600)
+
+
+class Maintenance:
+    """Remembers when each location was pruned and prunes in background threads."""
+
+    def __init__(self, clients: Clients) -> None:
+        self.clients = clients
+        self._pruned: dict[str, datetime] = {}
+        self._pruning: set[str] = set()
+
+    def prune_due(
+        self,
+        locations: Mapping[tuple[str, str], JSON],
+        backups: Sequence[BackupView],
+        now: datetime,
+    ) -> list[str]:
+        """Start the prunes that are due; returns the locations (namespace/name) started."""
+        interval = prune_interval()
+        busy = {
+            (b.namespace, (b.body.get("status") or {}).get("storageLocation"))
+            for b in backups
+            if not b.finished
+        }
+        started = []
+        for (namespace, name), body in locations.items():
+            key = f"{namespace}/{name}"
+            last = self._pruned.setdefault(key, now)  # first prune one interval after start
+            if now - last < interval or key in self._pruning:
+                continue
+            spec = BackupStorageLocationSpec.model_validate(body.get("spec") or {})
+            if spec.access_mode != "ReadWrite" or location_problem(body) is not None:
+                continue
+            if (namespace, name) in busy or (namespace, None) in busy:
+                continue  # never while a backup of this repository runs
+            self._pruned[key] = now
+            self._pruning.add(key)
+            started.append(key)
+            threading.Thread(
+                target=self._prune, args=(namespace, name), name=f"prune-{key}", daemon=True
+            ).start()
+        return started
+
+    def _prune(self, namespace: str, name: str) -> None:
+        key = f"{namespace}/{name}"
+        try:
+            location = load_location(self.clients, namespace, name, need_write=True)
+            prune_repository(location, namespace)
+            PRUNES.labels(namespace, name, "Succeeded").inc()
+            log.info("pruned the repository of %s", key)
+        except Exception:
+            PRUNES.labels(namespace, name, "Failed").inc()
+            log.exception("prune of %s failed", key)
+        finally:
+            self._pruning.discard(key)

@@ -1,0 +1,109 @@
+"""plan_restore: ordered stages, mapped targets, scope checks, volumes and databases."""
+
+from __future__ import annotations
+
+import pytest
+
+from safehold.api.backup import DatabaseResult, VolumeResult
+from safehold.api.restore import RestoreRequestSpec
+from safehold.planning.restore import STAGES, Entry, plan_restore
+from safehold.planning.selection import Scope, SelectionError
+
+ADMIN = Scope("safehold-system", "safehold-system")
+
+
+def entry(resource: str, name: str, namespace: str | None = "shop", kind: str = "X") -> Entry:
+    group = resource.partition(".")[2]
+    return Entry(
+        path=f"resources/{resource}/{namespace or '_cluster'}/{name}.json",
+        resource=resource,
+        api_version=f"{group}/v1" if group else "v1",
+        kind=kind,
+        namespace=namespace,
+        name=name,
+    )
+
+
+ENTRIES = [
+    entry("deployments.apps", "web"),
+    entry("configmaps", "settings"),
+    entry("persistentvolumeclaims", "data"),
+    entry("persistentvolumeclaims", "fast"),
+    entry("widgets.demo.example.com", "w1"),
+    entry("customresourcedefinitions.apiextensions.k8s.io", "widgets.demo.example.com", None),
+    entry("namespaces", "shop", None),
+    entry("clusterroles.rbac.authorization.k8s.io", "reader", None),
+    entry("services", "web"),
+]
+VOLUMES = [
+    VolumeResult(namespace="shop", pvc="data", mode="filesystem", result="Succeeded"),
+    VolumeResult(namespace="shop", pvc="fast", mode="snapshot", result="Succeeded"),
+    VolumeResult(namespace="shop", pvc="lost", mode="filesystem", result="Failed"),
+]
+DATABASES = [
+    DatabaseResult(target="pg", type="postgresql", result="Succeeded"),
+    DatabaseResult(target="gone", type="postgresql", result="Failed"),
+]
+
+
+def names(plan_stage: object) -> list[str]:
+    return [o.entry.name for o in plan_stage.objects]  # type: ignore[attr-defined]
+
+
+def test_stages_in_order_with_their_items() -> None:
+    spec = RestoreRequestSpec.model_validate({"backupRef": {"name": "b"}})
+    plan = plan_restore(ENTRIES, spec, VOLUMES, DATABASES, ADMIN)
+    assert tuple(s.name for s in plan.stages) == STAGES
+    assert names(plan.stage("cluster")) == ["widgets.demo.example.com", "reader"]
+    assert names(plan.stage("namespaces")) == ["shop"]
+    assert plan.stage("namespaces").create_namespaces == ()
+    assert names(plan.stage("configuration")) == ["settings", "web"]
+    volumes = plan.stage("volumes")
+    assert names(volumes) == ["data", "fast"]
+    # A PVC from a VolumeSnapshot is created by the volume restore, not from its object.
+    assert [o.skip is not None for o in volumes.objects] == [False, True]
+    assert [v.backed_up.pvc for v in volumes.volumes] == ["data", "fast"]
+    assert names(plan.stage("workloads")) == ["web"]
+    assert names(plan.stage("resources")) == ["w1"]
+    assert [d.target for d in plan.stage("databases").databases] == ["pg"]
+
+
+def test_mapping_targets_and_missing_namespaces() -> None:
+    spec = RestoreRequestSpec.model_validate(
+        {
+            "backupRef": {"name": "b"},
+            "namespaceMapping": {"shop": "shop-copy"},
+            "excludedResources": ["namespaces"],
+        }
+    )
+    plan = plan_restore(ENTRIES, spec, VOLUMES, [], ADMIN)
+    assert plan.stage("namespaces").create_namespaces == ("shop-copy",)
+    assert {o.target_namespace for o in plan.stage("configuration").objects} == {"shop-copy"}
+    assert {v.target_namespace for v in plan.stage("volumes").volumes} == {"shop-copy"}
+
+
+def test_a_tenant_plan_stays_in_its_namespace() -> None:
+    tenant = Scope("shop", "safehold-system")
+    spec = RestoreRequestSpec.model_validate({"backupRef": {"name": "b"}})
+    plan = plan_restore(ENTRIES, spec, VOLUMES, DATABASES, tenant)
+    cluster = [o for s in plan.stages for o in s.objects if o.entry.namespace is None]
+    assert cluster == []
+    mapped = RestoreRequestSpec.model_validate(
+        {"backupRef": {"name": "b"}, "namespaceMapping": {"shop": "other"}}
+    )
+    with pytest.raises(SelectionError) as err:
+        plan_restore(ENTRIES, mapped, VOLUMES, DATABASES, tenant)
+    assert err.value.reason == "NamespaceNotAllowed"
+
+
+def test_volumes_and_databases_can_be_left_out() -> None:
+    spec = RestoreRequestSpec.model_validate(
+        {
+            "backupRef": {"name": "b"},
+            "volumes": {"pvcs": ["shop/data"]},
+            "databases": {"enabled": False},
+        }
+    )
+    plan = plan_restore(ENTRIES, spec, VOLUMES, DATABASES, ADMIN)
+    assert [v.backed_up.pvc for v in plan.stage("volumes").volumes] == ["data"]
+    assert plan.stage("databases").databases == ()
