@@ -22,7 +22,7 @@ from localcluster.objects import (
     wait_probed,
 )
 from localcluster.operator import OPERATOR_NAMESPACE as OPS
-from localcluster.sample_app import restic_check
+from localcluster.sample_app import LABELS, restic_check
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -67,6 +67,50 @@ def test_namespace_mapping_restores_into_a_new_namespace(
         get(local_cluster, None, "namespace", copy)["metadata"]["labels"]["safehold.io/restored-by"]
         == f"map-{app}"
     )
+    kubectl(local_cluster, "delete", "namespace", copy, "--wait=false")
+
+
+@pytest.mark.usefixtures("ops_bucket")
+def test_label_selector_restores_only_matching_objects_in_stages(
+    local_cluster: LocalCluster, app: str
+) -> None:
+    ns_backup(local_cluster, app, f"sel-{app}")
+    copy = f"{app}-sel"
+    done = create_and_wait(
+        local_cluster,
+        OPS,
+        "RestoreRequest",
+        f"sel-{app}",
+        {
+            "backupRef": {"name": f"sel-{app}"},
+            "namespaceMapping": {app: copy},
+            "labelSelector": {"matchLabels": LABELS},
+        },
+    )
+    status = done["status"]
+    assert status["phase"] == "Succeeded", status
+    restored = kubectl(
+        local_cluster, "get", "-n", copy, "cm,secret,sa,role,deploy,svc,widgets", "-o", "name"
+    ).stdout.split()
+    assert {"configmap/settings", "secret/db-password", "service/web"} <= set(restored)
+    assert "deployment.apps/web" in restored
+    # Objects without the labels (the ServiceAccount, Role, Widgets) were not selected.
+    assert not [n for n in restored if n.startswith(("serviceaccount/shop", "role.", "widget."))]
+    stages = status["stages"]
+    assert [s["name"] for s in stages] == [
+        "cluster",
+        "namespaces",
+        "configuration",
+        "volumes",
+        "workloads",
+        "resources",
+        "databases",
+    ]
+    assert {s["phase"] for s in stages} == {"Completed"}
+    by_name = {s["name"]: s for s in stages}
+    assert by_name["namespaces"]["items"] == 1  # the mapped namespace it created
+    assert by_name["workloads"]["counts"]["created"] == 1
+    assert sum(s["counts"]["created"] for s in stages) == status["counts"]["created"]
     kubectl(local_cluster, "delete", "namespace", copy, "--wait=false")
 
 
