@@ -413,6 +413,8 @@ def install_operator(platform: Platform, chart: Path, tmp: Path) -> JSON:
         # Small enough for any test machine.
         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
     }
+    if not platform.service_dns:  # movers reach the repository gateway at the pod's address
+        values["gateway"] = {"url": "http://$(POD_IP):8082"}
     values_file = tmp / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
     platform.helm(

@@ -273,6 +273,7 @@ def test_pvc_that_does_not_exist_fails_by_name(
     """A PVC deleted between planning and moving (the only way a selected PVC can be missing)
     fails with PVCNotFound and starts no mover."""
     from safehold.api.content import Volumes
+    from safehold.engine.gateway import Gateway
     from safehold.engine.movers import MoverLauncher
     from safehold.engine.volumes import back_up_volume
     from safehold.kube.clients import Clients
@@ -286,7 +287,8 @@ def test_pvc_that_does_not_exist_fails_by_name(
     resolved = resolve_location(
         clients.core, OPS, "main", BackupStorageLocationSpec.model_validate(location["spec"])
     )
-    launcher = MoverLauncher(clients, resolved, OPS, f"{OPS}/ghost", "ghost")
+    gateway = Gateway(clients, b"k" * 32, "http://127.0.0.1:9")  # nothing reaches it
+    launcher = MoverLauncher(clients, gateway, resolved, OPS, "ghost")
     task = VolumeTask(
         vol_ns,
         "ghost",

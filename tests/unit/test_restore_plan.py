@@ -85,9 +85,24 @@ def test_mapping_targets_and_missing_namespaces() -> None:
 def test_a_tenant_plan_stays_in_its_namespace() -> None:
     tenant = Scope("shop", "safehold-system")
     spec = RestoreRequestSpec.model_validate({"backupRef": {"name": "b"}})
-    plan = plan_restore(ENTRIES, spec, VOLUMES, DATABASES, tenant)
-    cluster = [o for s in plan.stages for o in s.objects if o.entry.namespace is None]
-    assert cluster == []
+    with pytest.raises(SelectionError) as refused:
+        plan_restore(ENTRIES, spec, VOLUMES, DATABASES, tenant)
+    assert refused.value.reason == "ClusterScopeNotAllowed"
+    assert "clusterroles.rbac.authorization.k8s.io reader" in refused.value.message
+    namespaced = RestoreRequestSpec.model_validate(
+        {
+            "backupRef": {"name": "b"},
+            "excludedResources": ["customresourcedefinitions", "namespaces", "clusterroles"],
+        }
+    )
+    plan = plan_restore(ENTRIES, namespaced, VOLUMES, DATABASES, tenant)
+    assert {o.target_namespace for s in plan.stages for o in s.objects} == {"shop"}
+    foreign_volume = [
+        VolumeResult(namespace="other", pvc="x", mode="filesystem", result="Succeeded")
+    ]
+    with pytest.raises(SelectionError) as err_volume:
+        plan_restore([], namespaced, foreign_volume, [], tenant)
+    assert err_volume.value.reason == "NamespaceNotAllowed"
     mapped = RestoreRequestSpec.model_validate(
         {"backupRef": {"name": "b"}, "namespaceMapping": {"shop": "other"}}
     )

@@ -46,7 +46,7 @@ class OperatorProcess:
 
     def __init__(self, cluster: LocalCluster, log_path: Path | None = None) -> None:
         self.cluster = cluster
-        self.metrics_port, self.health_port = free_ports(2)
+        self.metrics_port, self.health_port, self.gateway_port = free_ports(3)
         self.log_path = log_path or cluster.logs_dir / "safehold-operator.log"
         path = os.pathsep.join([str(binaries.tools_bin_dir()), os.environ.get("PATH", "")])
         env = {
@@ -55,6 +55,8 @@ class OperatorProcess:
             "PATH": path,
             "SAFEHOLD_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
             "SAFEHOLD_SCRATCH_DIR": str(cluster.workdir / "operator-scratch"),
+            # Movers (local processes of the node agent) reach the gateway on loopback.
+            "SAFEHOLD_GATEWAY_URL": f"http://127.0.0.1:{self.gateway_port}",
         }
         self._env = env
         self.process = self._new_process()
@@ -70,6 +72,7 @@ class OperatorProcess:
                 "--bind-address=127.0.0.1",
                 f"--metrics-port={self.metrics_port}",
                 f"--health-port={self.health_port}",
+                f"--gateway-port={self.gateway_port}",
             ],
             self.log_path,
             env=self._env,

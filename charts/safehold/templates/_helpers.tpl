@@ -54,3 +54,12 @@ app.kubernetes.io/part-of: safehold
 {{- define "safehold.peering" -}}
 {{- if gt (int .Values.replicas) 1 -}}true{{- end -}}
 {{- end -}}
+
+{{/* How mover Jobs reach the repository gateway. */}}
+{{- define "safehold.gatewayURL" -}}
+{{- if .Values.gateway.url -}}
+{{- .Values.gateway.url -}}
+{{- else -}}
+{{- printf "http://%s-gateway.%s.svc:%v" (include "safehold.fullname" .) .Release.Namespace .Values.gateway.port -}}
+{{- end -}}
+{{- end }}

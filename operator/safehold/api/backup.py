@@ -49,6 +49,10 @@ class VolumeResult(ApiModel):
     """Outcome."""
     snapshot_id: str | None = None
     """restic snapshot id, for modes that move data."""
+    repository: str | None = None
+    """Key (below the location's prefix) of the restic repository holding the snapshot: the
+    source namespace's own repository for its data (absent in backups made before Safehold
+    recorded it: the backup's namespace's repository)."""
     volume_snapshot: str | None = None
     """VolumeSnapshot name, for snapshot mode."""
     files: int | None = None

@@ -12,6 +12,7 @@ from safehold.api.base import (
     ApiModel,
     Condition,
     DnsLabel,
+    DnsSubdomain,
     Duration,
     LabelSelector,
     LocalObjectReference,
@@ -90,6 +91,12 @@ class RestoreRequestSpec(ApiModel):
     backed-up version over them."""
     dry_run: bool = False
     """Change nothing; report per object what would be created, updated or skipped."""
+    service_account_name: DnsSubdomain | None = None
+    """ServiceAccount of the RestoreRequest's namespace whose rights the restore of objects
+    acts with: the API server's RBAC and escalation checks decide what it may create or
+    change, and a refused object fails by name. Default outside the operator's namespace:
+    safehold-restore (it must exist); in the operator's namespace the operator's own rights,
+    unless an account is named here."""
     volumes: VolumeRestore | None = None
     """Volume data restore options."""
     databases: DatabaseRestore | None = None

@@ -334,8 +334,9 @@ def _download_source(args: argparse.Namespace) -> tuple[Any, str, Any]:
     except ValueError as err:  # pydantic ValidationError
         raise CliError(f"storage location {namespace}/{location} is invalid: {err}") from None
     try:
+        # Read with the caller's own credentials, for a download only.
         manifest = catalog.read_manifest(
-            make_client(resolved.s3), resolved.s3.layout, namespace, name
+            make_client(resolved.s3), resolved.s3.layout, namespace, name, privileged=True
         )
     except Exception as err:  # botocore errors; their text never holds the keys
         raise CliError(

@@ -65,6 +65,7 @@ def _cmd_operator(args: argparse.Namespace) -> int:
         health_port=args.health_port,
         peering=args.peering,
         bind_address=args.bind_address,
+        gateway_port=args.gateway_port,
     )
 
 
@@ -104,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--bind-address",
         default="0.0.0.0",  # noqa: S104 - kubelet probes and Prometheus scrapes come from outside
         help="address of the metrics and liveness servers",
+    )
+    op.add_argument(
+        "--gateway-port",
+        type=int,
+        default=8082,
+        help="port of the repository gateway movers reach (on --bind-address)",
     )
     op.add_argument("--peering", default=None, help="Kopf peering name when running replicas")
     op.set_defaults(func=_cmd_operator)

@@ -18,4 +18,4 @@ def backup_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     # Backups re-created from the catalog already happened; their status comes from storage.
     if ANNOTATION_SYNCED in (body.metadata.annotations or {}):
         return
-    run_backup(memo.clients, dict(body))
+    run_backup(memo.clients, memo.gateway, dict(body))

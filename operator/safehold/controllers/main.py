@@ -19,6 +19,7 @@ def run(
     health_port: int,
     peering: str | None,
     bind_address: str = "0.0.0.0",  # noqa: S104 - probes and scrapes come from other pods
+    gateway_port: int = 8082,
 ) -> int:
     """Run the operator until it is stopped; returns the exit code."""
     limit_malloc_arenas()  # before any thread starts
@@ -34,5 +35,6 @@ def run(
         liveness_endpoint=liveness,
         standalone=peering is None,
         peering_name=peering,
+        memo=kopf.Memo(gateway_address=bind_address, gateway_port=gateway_port),
     )
     return 0

@@ -14,4 +14,4 @@ from safehold.engine.restore import run_restore
 @kopf.on.resume(GROUP, VERSION, RESTORE.plural)
 @kopf.on.create(GROUP, VERSION, RESTORE.plural)
 def restore_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    run_restore(memo.clients, dict(body))
+    run_restore(memo.clients, memo.gateway, dict(body))

@@ -11,6 +11,7 @@ import kopf
 from safehold import GROUP
 from safehold.api.labels import FINALIZER
 from safehold.controllers.memory import release_loop
+from safehold.engine.gateway import Gateway
 from safehold.engine.locations import LocationReconciler
 from safehold.engine.scheduler import Scheduler
 from safehold.kube.clients import Clients, load_api_client
@@ -28,6 +29,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.execution.max_workers = 8
     settings.watching.server_timeout = 300
     memo.clients = Clients.from_api_client(load_api_client())
+    memo.gateway = Gateway.for_operator(memo.clients).start(memo.gateway_address, memo.gateway_port)
     memo.stop = asyncio.Event()
     memo.scheduler = Scheduler(memo.clients)
     memo.locations = LocationReconciler(memo.clients, memo.scheduler.wake)
@@ -43,3 +45,4 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     memo.stop.set()
     for task in memo.tasks:
         await task
+    memo.gateway.stop()

@@ -33,6 +33,7 @@ from safehold.api.policy import BackupPolicySpec
 from safehold.engine import metrics
 from safehold.engine.databases import dump_targets
 from safehold.engine.errors import RunError
+from safehold.engine.gateway import Gateway
 from safehold.engine.locations import load_location
 from safehold.engine.movers import MoverLauncher
 from safehold.engine.runs import OneShotRun
@@ -119,6 +120,7 @@ def plan_backup(clients: Clients, body: JSON) -> Plan:
         raise RunError("InvalidSpec", "no storageLocation: set it or a policyRef")
     scope = Scope(namespace, operator_namespace())
     namespaces = _namespaces(clients, scope, content)
+    scope.check_database_targets(content.databases)
     location = load_location(clients, namespace, content.storage_location, need_write=True)
     return Plan(
         namespace,
@@ -332,9 +334,7 @@ class BackupRun(OneShotRun[BackupStatus]):
         return errors, warnings + failed_softly
 
     def _launcher(self, plan: Plan) -> MoverLauncher:
-        return MoverLauncher(
-            self.clients, plan.location, plan.namespace, f"{plan.namespace}/{plan.name}", plan.name
-        )
+        return MoverLauncher(self.clients, self.gateway, plan.location, plan.namespace, plan.name)
 
     def _databases(self, plan: Plan) -> list[DatabaseResult]:
         """Dump every database target (each in its own mover Job)."""
@@ -428,5 +428,5 @@ def _versions(clients: Clients) -> dict[str, str]:
     return {"safehold": __version__, "kubernetes": str(kube), "restic": restic.version()}
 
 
-def run_backup(clients: Clients, body: JSON) -> None:
-    BackupRun(clients, body).run()
+def run_backup(clients: Clients, gateway: Gateway, body: JSON) -> None:
+    BackupRun(clients, body, gateway).run()

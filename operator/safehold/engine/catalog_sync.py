@@ -8,6 +8,7 @@ in their manifest. Nothing is ever deleted here.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from safehold.api.backup import BackupStatus
@@ -19,7 +20,8 @@ from safehold.kube.resources import patch_status
 from safehold.kube.rest import ApiError
 from safehold.planning.builders import backup_object, content_spec
 from safehold.planning.runs import Outcome, finished
-from safehold.storage.catalog import BackupManifest, list_manifests
+from safehold.planning.trust import is_name
+from safehold.storage.catalog import BackupManifest, ManifestProblem, scan_manifests
 from safehold.storage.location import ResolvedLocation
 from safehold.storage.s3 import make_client
 
@@ -77,26 +79,64 @@ def backup_from_manifest(manifest: BackupManifest, location: str) -> tuple[JSON,
     return body, status.to_wire()
 
 
-def sync_catalog(clients: Clients, location: ResolvedLocation) -> int:
-    """Create the Backups of the location's namespace found only in storage; returns how many."""
+@dataclass
+class SyncResult:
+    created: int = 0
+    problems: list[ManifestProblem] = field(default_factory=list)
+    """Catalog entries that are not valid manifests (reported; the others synced)."""
+
+
+def _problem_backup(problem: ManifestProblem, namespace: str, location: str) -> tuple[JSON, JSON]:
+    """A Failed Backup that says why its catalog entry cannot be used."""
+    body = backup_object(
+        problem.name,
+        namespace,
+        {"storageLocation": location},
+        annotations={ANNOTATION_SYNCED: location},
+    )
+    conditions = finished(
+        [],
+        "Failed",
+        problem.reason,
+        f"catalog entry {problem.key}: {problem.message}",
+        1,
+        datetime.now(UTC),
+    )
+    status = BackupStatus(conditions=conditions, phase="Failed", storage_location=location)
+    return body, status.to_wire()
+
+
+def sync_catalog(clients: Clients, location: ResolvedLocation, *, privileged: bool) -> SyncResult:
+    """Create the Backups of the location's namespace found only in storage. An entry that is
+    not a valid manifest becomes a Failed Backup naming why (when its folder is a valid name
+    and no Backup has it), and is listed in the result."""
     namespace = location.namespace
-    manifests = list_manifests(make_client(location.s3), location.s3.layout, namespace)
+    manifests, problems = scan_manifests(
+        make_client(location.s3), location.s3.layout, namespace, privileged=privileged
+    )
     present = {
         b["metadata"]["name"]
         for page in clients.rest.list_pages(BACKUP.path(namespace))
         for b in page
     }
-    created = 0
-    for manifest in manifests:
-        if manifest.name in present or manifest.phase in ("New", "Running"):
-            continue
-        body, status = backup_from_manifest(manifest, location.name)
+    result = SyncResult(problems=problems)
+    wanted = [
+        (m.name, *backup_from_manifest(m, location.name))
+        for m in manifests
+        if m.name not in present and m.phase not in ("New", "Running")
+    ]
+    wanted += [
+        (p.name, *_problem_backup(p, namespace, location.name))
+        for p in problems
+        if p.name not in present and is_name(p.name)
+    ]
+    for name, body, status in wanted:
         try:
             clients.rest.create(BACKUP.path(namespace), body)
-            patch_status(clients.custom, BACKUP, namespace, manifest.name, status)
+            patch_status(clients.custom, BACKUP, namespace, name, status)
         except ApiError as err:
             if err.status != 409:  # created meanwhile by someone else: fine
-                log.warning("could not re-create Backup %s/%s: %s", namespace, manifest.name, err)
+                log.warning("could not re-create Backup %s/%s: %s", namespace, name, err)
             continue
-        created += 1
-    return created
+        result.created += 1
+    return result

@@ -16,10 +16,12 @@ from safehold.api.errors import Failure
 from safehold.api.restore import DatabaseRestoreTarget
 from safehold.contract import env as menv
 from safehold.contract.result import Result
-from safehold.engine.movers import MoverLauncher, MoverRun
+from safehold.engine.movers import MoverFailed, MoverLauncher, MoverRun
+from safehold.engine.settings import restic_cache_dir
 from safehold.kube.secrets import read_secret_key
 from safehold.planning.builders import FILES_DIR
 from safehold.planning.durations import parse_duration
+from safehold.storage import restic
 
 PARALLELISM = 2
 SCRATCH = "/tmp"
@@ -116,6 +118,7 @@ def _launch(
         namespace=namespace,
         subject=target,
         suffix=suffix,
+        access=launcher.own_repository("append" if verb == "db-dump" else "read"),
         env={**env, **({menv.DB_USER: user} if user else {})},
         secret_env={menv.DB_PASSWORD: password} if password else {},
         files=files,
@@ -166,9 +169,29 @@ def dump_target(launcher: MoverLauncher, namespace: str, target: DatabaseTarget)
         env = target_environment(target, namespace)
         files = secrets.tls_files(target.tls)
         moved = _launch(launcher, "db-dump", namespace, target.name, "db", env, credentials, files)
+    except MoverFailed as err:
+        failed = _failed(target.name, target.type, err.summary(), started)
+        return _forget_partial(launcher, failed, Result.from_doc(err.document))
     except Failure as err:
         return _failed(target.name, target.type, err.summary(), started)
     return _result(target.name, target.type, started, moved)
+
+
+def _forget_partial(
+    launcher: MoverLauncher, failed: DatabaseResult, partial: Result
+) -> DatabaseResult:
+    """A target is wholly in the repository or not at all: the snapshots a failed dump already
+    made are forgotten (the mover's grant may not delete). When the repository is busy they
+    stay recorded on the failed target, so deleting the backup forgets them."""
+    made = [d.snapshot for d in partial.databases if d.snapshot]
+    if not made:
+        return failed
+    repo = launcher.location.repository_at(launcher.own_repository("read").key, restic_cache_dir())
+    try:
+        restic.run(repo, ["forget", "--retry-lock", "30s", *made], timeout=120)
+    except restic.ResticError:
+        return failed.model_copy(update={"snapshots": made})
+    return failed
 
 
 def dump_targets(

@@ -21,11 +21,12 @@ from safehold.api.labels import ANNOTATION_DELETE_REQUESTED, LABEL_POLICY
 from safehold.engine.errors import RunError
 from safehold.engine.locations import load_location
 from safehold.engine.metrics import RETENTION_DELETIONS
-from safehold.engine.settings import restic_cache_dir
+from safehold.engine.settings import operator_namespace, restic_cache_dir
 from safehold.kube.clients import Clients
 from safehold.kube.events import post_event
 from safehold.kube.rest import ApiError
 from safehold.planning.policy import BackupView, parse_time, policy_of
+from safehold.planning.trust import Untrusted
 from safehold.storage import restic
 from safehold.storage.catalog import BackupManifest, delete_manifest, read_manifest
 from safehold.storage.location import ResolvedLocation
@@ -99,7 +100,12 @@ def _delete_data(
     location: ResolvedLocation, namespace: str, name: str, status: BackupStatus
 ) -> list[str]:
     s3 = make_client(location.s3)
-    manifest = read_manifest(s3, location.s3.layout, namespace, name)
+    try:
+        manifest = read_manifest(
+            s3, location.s3.layout, namespace, name, privileged=namespace == operator_namespace()
+        )
+    except Untrusted:  # the status alone says what the backup owns
+        manifest = None
     wanted = snapshot_ids(manifest, status)
     repo = location.repository(namespace, restic_cache_dir())
     forgotten: list[str] = []

@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from safehold.api.base import JSON
 from safehold.api.kinds import LOCATION
 from safehold.api.location import BackupStorageLocationSpec, BackupStorageLocationStatus
-from safehold.engine.catalog_sync import sync_catalog
+from safehold.engine.catalog_sync import SyncResult, sync_catalog
 from safehold.engine.errors import RunError
-from safehold.engine.metrics import LOCATION_PROBES, LOCATION_READY
+from safehold.engine.metrics import INVALID_MANIFESTS, LOCATION_PROBES, LOCATION_READY
+from safehold.engine.settings import operator_namespace
 from safehold.kube.clients import Clients
 from safehold.kube.events import post_event
 from safehold.kube.locations import resolve_location
@@ -84,9 +85,8 @@ class LocationReconciler:
             with self._lock:
                 self._probing.discard(key)
 
-    def _probe(self, body: JSON) -> tuple[LocationProbe, int | None]:
-        """The probe's outcome, and how many Backups the catalog sync re-created (None: no
-        sync ran)."""
+    def _probe(self, body: JSON) -> tuple[LocationProbe, SyncResult | None]:
+        """The probe's outcome, and what the catalog sync did (None: no sync ran)."""
         meta = body["metadata"]
         spec = BackupStorageLocationSpec.model_validate(body.get("spec", {}))
         try:
@@ -96,9 +96,10 @@ class LocationReconciler:
             return LocationProbe(False, err.reason, err.message), None
         if not (outcome.ok and outcome.repository_initialized):
             return outcome, None
+        privileged = meta["namespace"] == operator_namespace()
         try:
-            return outcome, sync_catalog(self.clients, resolved)
-        except Exception:  # a broken catalog must not make the location un-Ready
+            return outcome, sync_catalog(self.clients, resolved, privileged=privileged)
+        except Exception:  # the store failing mid-sync must not make the location un-Ready
             log.exception("catalog sync of %s/%s failed", meta["namespace"], meta["name"])
             return outcome, None
 
@@ -139,6 +140,15 @@ class LocationReconciler:
             if self.on_ready_changed is not None:
                 self.on_ready_changed()
         return outcome
+
+    def _report_sync(self, body: JSON, synced: SyncResult) -> None:
+        meta = body["metadata"]
+        INVALID_MANIFESTS.labels(meta["namespace"], meta["name"]).set(len(synced.problems))
+        if synced.created:
+            message = f"re-created {synced.created} Backup(s) found in storage"
+            self._event(body, "Normal", "BackupsDiscovered", message)
+        for problem in synced.problems:
+            self._event(body, "Warning", problem.reason, f"{problem.key}: {problem.message}")
 
     def _event(self, body: JSON, type_: str, reason: str, message: str) -> None:
         meta = body["metadata"]

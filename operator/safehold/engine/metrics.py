@@ -17,6 +17,13 @@ LOCATION_PROBES = Counter(
     ["namespace", "location", "reason"],
 )
 
+INVALID_MANIFESTS = Gauge(
+    "safehold_catalog_invalid_manifests",
+    "Catalog entries of the location's namespace that are not valid manifests (each also "
+    "posted as a Warning Event on the location and shown as a Failed Backup).",
+    ["namespace", "location"],
+)
+
 BACKUP_RUNS = Counter(
     "safehold_backup_runs_total",
     "Finished Backup runs by result (Succeeded, PartiallyFailed, Failed); policy is empty for "

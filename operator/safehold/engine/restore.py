@@ -30,6 +30,7 @@ from safehold.api.restore import (
     RestoreStageStatus,
 )
 from safehold.engine.errors import RunError
+from safehold.engine.gateway import Gateway
 from safehold.engine.locations import load_location
 from safehold.engine.restore_data import DataRestorer
 from safehold.engine.runs import OneShotRun
@@ -60,6 +61,7 @@ from safehold.storage.s3 import make_client
 
 log = logging.getLogger(__name__)
 MAX_STATUS_ERRORS = 20
+DEFAULT_RESTORE_ACCOUNT = "safehold-restore"
 
 
 @dataclass
@@ -128,7 +130,13 @@ def resolve_source(clients: Clients, namespace: str, spec: RestoreRequestSpec) -
             "PartiallyFailed backups can be restored",
         )
     location = load_location(clients, namespace, status.storage_location, need_write=False)
-    manifest = read_manifest(make_client(location.s3), location.s3.layout, namespace, name)
+    manifest = read_manifest(
+        make_client(location.s3),
+        location.s3.layout,
+        namespace,
+        name,
+        privileged=namespace == operator_namespace(),
+    )
     if manifest is None or not manifest.restorable:
         raise RunError(
             "BackupNotRestorable",
@@ -154,8 +162,8 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
     info = RESTORE
     status_model = RestoreRequestStatus
 
-    def __init__(self, clients: Clients, body: JSON) -> None:
-        super().__init__(clients, body)
+    def __init__(self, clients: Clients, body: JSON, gateway: Gateway) -> None:
+        super().__init__(clients, body, gateway)
         self.spec = RestoreRequestSpec.model_validate(body.get("spec") or {})
         self.scope = Scope(self.namespace, operator_namespace())
 
@@ -204,9 +212,10 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
         )
         self.status.stages = [RestoreStageStatus(name=s.name, items=s.size) for s in plan.stages]
         results = Results()
-        applier = Applier(self.clients.rest, self.spec, self.name, results, workdir)
+        applier = Applier(self._acting_client(), self.spec, self.name, results, workdir)
         data = DataRestorer(
             self.clients,
+            self.gateway,
             self.spec,
             self.namespace,
             self.name,
@@ -223,6 +232,26 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
                 raise
             self._stage_phase(index, "Completed", _minus(results.counts, before))
         self._record(source, results, time.monotonic() - started)
+
+    def _acting_client(self) -> Rest:
+        """Whose rights the objects are applied with: outside the operator's namespace (or
+        when the spec names one) a ServiceAccount of the RestoreRequest's namespace."""
+        name = self.spec.service_account_name
+        if name is None and self.scope.privileged:
+            return self.clients.rest
+        name = name or DEFAULT_RESTORE_ACCOUNT
+        path = resource_path("", "v1", "serviceaccounts", self.namespace, name)
+        if self.clients.rest.get_or_none(path) is None:
+            raise RunError(
+                "ServiceAccountNotFound",
+                f"ServiceAccount {self.namespace}/{name} does not exist: a restore here acts "
+                "with its rights; create it and bind the roles it may restore with "
+                "(docs/security.md), or name another in spec.serviceAccountName",
+            )
+        self.status.warnings.append(
+            f"objects applied as system:serviceaccount:{self.namespace}:{name}"
+        )
+        return self.clients.rest.as_service_account(self.namespace, name)
 
     def _execute(self, stage: Stage, applier: Applier, data: DataRestorer) -> None:
         if stage.create_namespaces:
@@ -420,5 +449,5 @@ class Applier:
         self.pending_owners = []
 
 
-def run_restore(clients: Clients, body: JSON) -> None:
-    RestoreRun(clients, body).run()
+def run_restore(clients: Clients, gateway: Gateway, body: JSON) -> None:
+    RestoreRun(clients, body, gateway).run()

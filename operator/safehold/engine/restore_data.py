@@ -11,6 +11,7 @@ from safehold.api.content import DatabaseTarget, Volumes
 from safehold.api.labels import LABEL_RESTORED_BY
 from safehold.api.restore import DatabaseRestore, RestoreRequestSpec, VolumeRestore
 from safehold.engine.databases import restore_target
+from safehold.engine.gateway import Gateway
 from safehold.engine.movers import MoverLauncher
 from safehold.engine.volumes import restore_volume, task_for_restore
 from safehold.kube.clients import Clients
@@ -24,6 +25,7 @@ class DataRestorer:
     def __init__(
         self,
         clients: Clients,
+        gateway: Gateway,
         spec: RestoreRequestSpec,
         namespace: str,
         name: str,
@@ -34,7 +36,7 @@ class DataRestorer:
         self.namespace = namespace
         self.name = name
         self.targets = {t.name: t for t in targets}
-        self.launcher = MoverLauncher(clients, location, namespace, f"{namespace}/{name}", name)
+        self.launcher = MoverLauncher(clients, gateway, location, namespace, name)
 
     def volumes(self, planned: Sequence[PlannedVolume]) -> list[VolumeResult]:
         if self.spec.dry_run:

@@ -11,6 +11,7 @@ from safehold.api.backup import BackupStatus
 from safehold.api.base import JSON
 from safehold.api.kinds import KindInfo
 from safehold.api.restore import RestoreRequestStatus
+from safehold.engine.gateway import Gateway
 from safehold.kube.clients import Clients
 from safehold.kube.events import post_event
 from safehold.kube.resources import patch_status
@@ -24,8 +25,9 @@ class OneShotRun(Generic[StatusT]):
     info: ClassVar[KindInfo]
     status_model: ClassVar[type[BackupStatus] | type[RestoreRequestStatus]]
 
-    def __init__(self, clients: Clients, body: JSON) -> None:
+    def __init__(self, clients: Clients, body: JSON, gateway: Gateway) -> None:
         self.clients = clients
+        self.gateway = gateway
         self.body = body
         meta = body["metadata"]
         self.namespace: str = meta["namespace"]

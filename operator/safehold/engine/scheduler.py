@@ -32,6 +32,7 @@ from safehold.engine.deletion import Deleter
 from safehold.engine.maintenance import Maintenance
 from safehold.engine.metrics import LAST_SUCCESS, MISSED_RUNS, POLICY_READY, RPO_VIOLATED
 from safehold.engine.retention import apply_retention
+from safehold.engine.settings import operator_namespace
 from safehold.kube.clients import Clients
 from safehold.kube.events import post_event
 from safehold.kube.resources import list_all, patch_status
@@ -160,7 +161,7 @@ class Scheduler:
     ) -> datetime | None:
         meta = body["metadata"]
         namespace = meta["namespace"]
-        evaluation = evaluate(body, mine, location, now)
+        evaluation = evaluate(body, mine, location, now, operator_namespace())
         self._record_metrics(namespace, meta["name"], evaluation)
         events = list(evaluation.events)
         for run in evaluation.runs:

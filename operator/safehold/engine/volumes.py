@@ -7,9 +7,10 @@ removed whatever happens.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
@@ -20,7 +21,8 @@ from safehold.api.errors import Failure
 from safehold.api.labels import LABEL_BACKUP
 from safehold.contract import env as names
 from safehold.contract.result import VolumeMoved
-from safehold.engine.movers import MoverLauncher, MoverRun
+from safehold.engine.movers import MoverLauncher, MoverRun, RepositoryAccess
+from safehold.engine.settings import restic_cache_dir
 from safehold.kube.rest import ApiError, Rest
 from safehold.planning.builders import (
     DEFAULT_MOVER_UID,
@@ -35,6 +37,8 @@ from safehold.planning.durations import parse_duration
 from safehold.planning.names import object_name
 from safehold.planning.resource_types import resource_path
 from safehold.planning.volumes import VolumeTask, plan_volumes
+from safehold.storage import restic
+from safehold.storage.s3 import delete_prefix, make_client
 
 MOUNT = "/data"
 
@@ -89,6 +93,7 @@ def _move(
     claim: str,
     suffix: str,
     *,
+    access: RepositoryAccess,
     read_only: bool,
     env: dict[str, str] | None = None,
     delete_job: bool = False,
@@ -100,6 +105,7 @@ def _move(
         namespace=task.namespace,
         subject=task.pvc,
         suffix=suffix,
+        access=access,
         env={names.VOLUME_PATH: MOUNT, names.PVC: task.key, **(env or {})},
         pod=MoverPod(
             volumes=[VolumeMount("data", claim, MOUNT, read_only)],
@@ -171,19 +177,18 @@ def _base_result(task: VolumeTask) -> VolumeResult:
     )
 
 
-def _snapshot_and_move(
+def _move_from_snapshot(
     launcher: MoverLauncher,
     volumes: Volumes,
     task: VolumeTask,
+    snapshot: JSON,
+    access: RepositoryAccess,
     on_progress: Callable[[JSON], None] | None,
-) -> VolumeMoved | str:
-    """snapshot: the VolumeSnapshot's name; snapshot+move: what the mover read from a
-    temporary PVC made from it (both temporary objects are removed afterwards)."""
+) -> VolumeMoved:
+    """snapshot+move: the mover reads a temporary PVC made from the VolumeSnapshot; both
+    temporary objects are removed afterwards."""
     rest = launcher.clients.rest
-    snap_name = object_name("safehold", launcher.run_label, task.pvc)
-    snapshot = take_snapshot(launcher, volumes, task, snap_name)
-    if task.mode == "snapshot":
-        return snap_name
+    snap_name = snapshot["metadata"]["name"]
     temp = object_name("safehold", launcher.run_label, task.pvc, "tmp")
     try:
         size = (snapshot.get("status") or {}).get("restoreSize")
@@ -197,6 +202,7 @@ def _snapshot_and_move(
             task,
             temp,
             "mv",
+            access=access,
             read_only=True,
             delete_job=True,
             on_progress=on_progress,
@@ -206,6 +212,49 @@ def _snapshot_and_move(
         rest.delete_quietly(_snapshot_path(task.namespace, snap_name))
 
 
+def _take(
+    launcher: MoverLauncher,
+    volumes: Volumes,
+    task: VolumeTask,
+    base: VolumeResult,
+    on_progress: Callable[[JSON], None] | None,
+) -> VolumeResult:
+    """Protect one PVC in its mode: the result (without the timing)."""
+    if launcher.clients.rest.get_or_none(_pvc_path(task.namespace, task.pvc)) is None:
+        raise VolumeError("PVCNotFound", f"PVC {task.key} does not exist")
+    if task.mode == "snapshot":
+        name = object_name("safehold", launcher.run_label, task.pvc)
+        take_snapshot(launcher, volumes, task, name)
+        return base.model_copy(update={"volume_snapshot": name})
+    access = launcher.namespace_repository(task.namespace, "append")
+    if task.mode == "filesystem":
+        moved = _move(
+            launcher,
+            volumes,
+            "volume-backup",
+            task,
+            task.pvc,
+            "bk",
+            access=access,
+            read_only=True,
+            on_progress=on_progress,
+        )
+    else:
+        snap_name = object_name("safehold", launcher.run_label, task.pvc)
+        snapshot = take_snapshot(launcher, volumes, task, snap_name)
+        moved = _move_from_snapshot(launcher, volumes, task, snapshot, access, on_progress)
+    return base.model_copy(
+        update={
+            "snapshot_id": moved.snapshotId or None,
+            "repository": access.key,
+            "files": moved.files,
+            "bytes": moved.bytes,
+            "bytes_added": moved.bytesAdded,
+            "source_path": moved.sourcePath or None,
+        }
+    )
+
+
 def back_up_volume(
     launcher: MoverLauncher,
     volumes: Volumes,
@@ -213,47 +262,14 @@ def back_up_volume(
     on_bytes: Callable[[str, int], None] | None = None,
 ) -> VolumeResult:
     base = _base_result(task)
+    if task.mode == "none":
+        return base.model_copy(update={"result": "Skipped", "message": "mode none"})
     started = time.monotonic()
-    reporter = _bytes_reporter(task, on_bytes)
     try:
-        if task.mode == "none":
-            return base.model_copy(update={"result": "Skipped", "message": "mode none"})
-        if launcher.clients.rest.get_or_none(_pvc_path(task.namespace, task.pvc)) is None:
-            raise VolumeError("PVCNotFound", f"PVC {task.key} does not exist")
-        if task.mode == "filesystem":
-            moved = _move(
-                launcher,
-                volumes,
-                "volume-backup",
-                task,
-                task.pvc,
-                "bk",
-                read_only=True,
-                on_progress=reporter,
-            )
-        else:
-            taken = _snapshot_and_move(launcher, volumes, task, reporter)
-            if isinstance(taken, str):
-                elapsed = time.monotonic() - started
-                return base.model_copy(
-                    update={"volume_snapshot": taken, "duration_seconds": elapsed}
-                )
-            moved = taken
+        taken = _take(launcher, volumes, task, base, _bytes_reporter(task, on_bytes))
     except Failure as err:
-        elapsed = time.monotonic() - started
-        return base.model_copy(
-            update={"result": "Failed", "message": err.summary(), "duration_seconds": elapsed}
-        )
-    return base.model_copy(
-        update={
-            "snapshot_id": moved.snapshotId or None,
-            "files": moved.files,
-            "bytes": moved.bytes,
-            "bytes_added": moved.bytesAdded,
-            "source_path": moved.sourcePath or None,
-            "duration_seconds": round(time.monotonic() - started, 3),
-        }
-    )
+        taken = base.model_copy(update={"result": "Failed", "message": err.summary()})
+    return taken.model_copy(update={"duration_seconds": round(time.monotonic() - started, 3)})
 
 
 def _bytes_reporter(
@@ -341,6 +357,30 @@ def _restore_from_snapshot(
     return base.model_copy(update={"volume_snapshot": backed_up.volume_snapshot})
 
 
+@contextlib.contextmanager
+def _readable(
+    launcher: MoverLauncher, backed_up: VolumeResult, target_namespace: str
+) -> Iterator[tuple[RepositoryAccess, str]]:
+    """Read access, for a mover in `target_namespace`, to the backed-up snapshot: (access,
+    snapshot id). Direct when the snapshot lives in that namespace's own repository; else a
+    copy of that one snapshot in a scratch repository of its own, removed afterwards, so the
+    mover can open nothing of another namespace (a mapped restore, or a backup made before
+    volume data had repositories per namespace)."""
+    location = launcher.location
+    layout = location.s3.layout
+    key = backed_up.repository or layout.repository(launcher.owner)
+    snapshot = backed_up.snapshot_id or ""
+    if key == layout.namespace_repository(launcher.owner, target_namespace):
+        yield RepositoryAccess(key, location.repository_password_for(key), "read"), snapshot
+        return
+    access, scratch = launcher.scratch_repository(backed_up.pvc)
+    try:
+        source = location.repository_at(key, restic_cache_dir())
+        yield access, restic.copy_snapshot(source, scratch, snapshot)
+    finally:
+        delete_prefix(make_client(location.s3), layout.bucket, layout.key(access.key) + "/")
+
+
 def restore_volume(
     launcher: MoverLauncher,
     volumes: Volumes,
@@ -359,14 +399,23 @@ def restore_volume(
             raise VolumeError("SnapshotMissing", "the backup recorded no restic snapshot")
         if rest.get_or_none(_pvc_path(task.namespace, task.pvc)) is None:
             rest.create(_pvc_path(task.namespace), _task_pvc(task, task.pvc, labels))
-        env = {
-            names.SNAPSHOT_ID: backed_up.snapshot_id,
-            names.SNAPSHOT_PATH: quote(backed_up.source_path or "", safe=""),
-            names.OVERWRITE: "true" if overwrite else "false",
-        }
-        moved = _move(
-            launcher, volumes, "volume-restore", task, task.pvc, "rs", read_only=False, env=env
-        )
+        with _readable(launcher, backed_up, task.namespace) as (access, snapshot):
+            env = {
+                names.SNAPSHOT_ID: snapshot,
+                names.SNAPSHOT_PATH: quote(backed_up.source_path or "", safe=""),
+                names.OVERWRITE: "true" if overwrite else "false",
+            }
+            moved = _move(
+                launcher,
+                volumes,
+                "volume-restore",
+                task,
+                task.pvc,
+                "rs",
+                access=access,
+                read_only=False,
+                env=env,
+            )
     except Failure as err:
         result = "Skipped" if err.reason == "TargetNotEmpty" else "Failed"
         return base.model_copy(update={"result": result, "message": err.summary()})

@@ -47,8 +47,15 @@ class ApiError(Failure):
 class Rest:
     """Small JSON client over the official ApiClient (auth, TLS, proxies come from it)."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, impersonate: str | None = None) -> None:
         self.api = api
+        self.impersonate = impersonate
+
+    def as_service_account(self, namespace: str, name: str) -> Rest:
+        """A client acting as that ServiceAccount (Impersonate-User): the API server's RBAC
+        and escalation checks then decide, as for the account itself. The API server adds
+        the account's groups (system:serviceaccounts, system:serviceaccounts:<namespace>)."""
+        return Rest(self.api, f"system:serviceaccount:{namespace}:{name}")
 
     def request(
         self,
@@ -61,6 +68,8 @@ class Rest:
         timeout: float = 60.0,
     ) -> JSON:
         headers = {"Accept": "application/json"}
+        if self.impersonate:
+            headers["Impersonate-User"] = self.impersonate
         payload: Any = None
         if body is not None:
             headers["Content-Type"] = content_type

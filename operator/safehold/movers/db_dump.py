@@ -80,9 +80,12 @@ def _forget_partial(repo: restic.Repository, result: Result) -> None:
         return
     try:
         restic.forget(repo, ids)
-        result.warnings.append(f"forgot {len(ids)} snapshot(s) this failed run had made")
     except restic.ResticError as err:
+        # Through the operator's gateway a mover may not delete: the snapshots stay in the
+        # result, and the operator forgets them.
         result.warnings.append(f"could not forget the snapshots of this run: {err.reason}")
+        return
+    result.warnings.append(f"forgot {len(ids)} snapshot(s) this failed run had made")
     result.databases = []
     result.bytesProcessed = result.bytesAdded = 0
 

@@ -5,7 +5,8 @@ Namespaces. Nothing here talks to the API server, so each body is unit-testable.
 Every mover pod runs under the restricted Pod Security profile: non-root numeric UID, no
 privilege escalation, all capabilities dropped, RuntimeDefault seccomp, read-only root
 filesystem (an emptyDir holds /tmp and restic's cache), no service-account token. Secrets
-reach it only as Secret-backed environment variables or as files of its own Secret (a CA).
+reach it only as Secret-backed environment variables or as files of its own Secret (a
+database server's CA).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from safehold.contract.env import DEFAULT_TERMINATION_LOG
 from safehold.contract.env import TERMINATION_LOG as TERMINATION_LOG_ENV
 
 SNAPSHOT_GROUP, SNAPSHOT_VERSION = "snapshot.storage.k8s.io", "v1"
-CA_DIR = "/etc/safehold/ca"
 FILES_DIR = "/etc/safehold/files"  # Secret keys a mover reads as files (MoverSpec.file_keys)
 SCRATCH = "/tmp"
 DEFAULT_MOVER_UID = 65532
@@ -135,7 +135,6 @@ class MoverSpec:
     pod: MoverPod = field(default_factory=MoverPod)
     labels: Mapping[str, str] = field(default_factory=dict)
     ttl_seconds: int = 600
-    has_ca: bool = False
     file_keys: Sequence[str] = ()  # keys of the Secret mounted as FILES_DIR/<key>, not env
     service_account: str | None = field(default_factory=mover_service_account)
     image: str = field(default_factory=mover_image)
@@ -197,11 +196,8 @@ def _mover_volumes(spec: MoverSpec) -> tuple[list[JSON], list[JSON]]:
         claim = {"claimName": vol.claim, "readOnly": vol.read_only}
         volumes.append({"name": vol.name, "persistentVolumeClaim": claim})
         mounts.append({"name": vol.name, "mountPath": vol.path, "readOnly": vol.read_only})
-    secret_dirs = [("ca", ["ca.crt"], CA_DIR)] if spec.has_ca else []
     if spec.file_keys:
-        secret_dirs.append(("files", list(spec.file_keys), FILES_DIR))
-    for name, keys, path in secret_dirs:
-        volume, mount = _secret_files(spec, name, keys, path)
+        volume, mount = _secret_files(spec, "files", list(spec.file_keys), FILES_DIR)
         volumes.append(volume)
         mounts.append(mount)
     return volumes, mounts

@@ -28,6 +28,7 @@ from safehold.planning.schedule import (
     scheduled_name,
     triggered_name,
 )
+from safehold.planning.selection import Scope, SelectionError
 
 EventType = Literal["Normal", "Warning"]
 
@@ -115,8 +116,21 @@ class Evaluation:
     """The newest successful Backup."""
 
 
+def _out_of_scope(spec: BackupPolicySpec, scope: Scope) -> tuple[str, str] | None:
+    """Why the policy reaches beyond its namespace, if it does (a tenant's may not)."""
+    sel = spec.selection
+    try:
+        scope.backup_namespaces(
+            sel.namespaces, sel.namespace_selector, sel.include_cluster_resources
+        )
+        scope.check_database_targets(spec.databases)
+    except SelectionError as err:
+        return err.reason, err.message
+    return None
+
+
 def _validate(
-    spec: BackupPolicySpec, location: JSON | None
+    spec: BackupPolicySpec, location: JSON | None, scope: Scope
 ) -> tuple[tuple[str, str] | None, Schedule | None]:
     """(problem, schedule): the first thing wrong with the spec or its location."""
     schedule: Schedule | None = None
@@ -132,6 +146,9 @@ def _validate(
             parse_duration(spec.rpo)
         except ValueError as err:
             return ("InvalidRPO", str(err)), schedule
+    outside = _out_of_scope(spec, scope)
+    if outside is not None:
+        return outside, schedule
     found = location_problem(location)
     if found is not None:
         return (found[0], f"BackupStorageLocation {spec.storage_location} {found[1]}"), schedule
@@ -251,7 +268,11 @@ def _ready(
 
 
 def evaluate(
-    body: JSON, mine: list[BackupView], location: JSON | None, now: datetime
+    body: JSON,
+    mine: list[BackupView],
+    location: JSON | None,
+    now: datetime,
+    operator_namespace: str,
 ) -> Evaluation:
     """Evaluate one policy (`mine`: its Backups; `location`: its location's body or None)."""
     meta = body["metadata"]
@@ -259,7 +280,7 @@ def evaluate(
     before = BackupPolicyStatus.model_validate(body.get("status") or {})
     status = before.model_copy(deep=True)
     created = parse_time(meta.get("creationTimestamp")) or now
-    problem, schedule = _validate(spec, location)
+    problem, schedule = _validate(spec, location, Scope(meta["namespace"], operator_namespace))
     newest = _track_success(status, mine)
     rpo_message = _rpo(spec, status, newest, created, now) if problem is None else ""
     decision = decide(

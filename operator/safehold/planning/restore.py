@@ -378,9 +378,9 @@ def plan_restore(
     chosen = [e for e in entries if filters.wants_entry(e)]
     targets = sorted({t for e in chosen if (t := map_namespace(e.namespace, mapping))})
     scope.check_restore_targets(targets)
-    if not scope.privileged:
-        chosen = [e for e in chosen if e.namespace is not None]
+    scope.check_cluster_scoped([e.label() for e in chosen if e.namespace is None])
     planned_volumes = _wanted_volumes(spec, volumes)
+    scope.check_restore_targets(v.target_namespace for v in planned_volumes)
     from_snapshot = {
         (v.backed_up.namespace, v.backed_up.pvc)
         for v in planned_volumes

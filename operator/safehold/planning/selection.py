@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from safehold.api.base import LabelSelector
+from safehold.api.content import DatabaseTarget
 from safehold.api.errors import Failure
 from safehold.planning.resource_types import ResourceType
 
@@ -139,6 +140,35 @@ class Scope:
         if selector is not None:
             return None
         return [self.own_namespace]
+
+    def check_database_targets(self, targets: Iterable[DatabaseTarget]) -> None:
+        """A tenant dumps only database Services of its own namespace."""
+        if self.privileged:
+            return
+        foreign = sorted(
+            {
+                f"{t.name} ({t.service.namespace})"
+                for t in targets
+                if t.service is not None and t.service.namespace not in (None, self.own_namespace)
+            }
+        )
+        if foreign:
+            raise SelectionError(
+                "NamespaceNotAllowed",
+                f"a backup in namespace {self.own_namespace!r} may only dump database Services "
+                f"of that namespace, not target {', '.join(foreign)}",
+            )
+
+    def check_cluster_scoped(self, names: Sequence[str]) -> None:
+        """A tenant restores no cluster-scoped object (they are the cluster admin's)."""
+        if self.privileged or not names:
+            return
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise SelectionError(
+            "ClusterScopeNotAllowed",
+            f"a restore in namespace {self.own_namespace!r} may not restore cluster-scoped "
+            f"objects ({shown}); exclude them with excludedResources",
+        )
 
     def check_restore_targets(self, targets: Iterable[str]) -> None:
         """A tenant may restore only into its own namespace."""

@@ -8,20 +8,22 @@ only in the encrypted repository.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from safehold.api.backup import BackupPhase, DatabaseResult, ResourceSummary, VolumeResult
 from safehold.api.base import ApiModel
 from safehold.api.content import BackupContent
+from safehold.planning import trust
 from safehold.storage.layout import BucketLayout
+from safehold.storage.s3 import delete_prefix
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 # 1: the first format. 2: adds `content` (what the run took: selection, volumes, database
 # targets with their Secret names, hooks), so a restore from the bucket alone knows where each
@@ -87,31 +89,125 @@ def write_manifest(client: S3Client, layout: BucketLayout, manifest: BackupManif
     return key
 
 
-def read_manifest(
-    client: S3Client, layout: BucketLayout, namespace: str, name: str
-) -> BackupManifest | None:
-    """The manifest of one backup, or None when there is none."""
+@dataclass(frozen=True)
+class ManifestProblem:
+    """A catalog entry that cannot be used, and why."""
+
+    key: str
+    name: str
+    """The backup's name as its folder says (the manifest itself is not trusted)."""
+    reason: str
+    message: str
+
+
+def _parse(body: bytes, key: str) -> BackupManifest:
+    if len(body) > trust.MAX_MANIFEST_BYTES:
+        raise trust.Untrusted("ManifestInvalid", f"{key} is larger than a manifest can be")
     try:
-        obj = client.get_object(Bucket=layout.bucket, Key=layout.manifest_key(namespace, name))
+        doc = json.loads(body)
+    except ValueError as err:
+        raise trust.Untrusted("ManifestInvalid", f"{key} is not JSON: {err}") from None
+    if not isinstance(doc, dict):
+        raise trust.Untrusted("ManifestInvalid", f"{key} is not a JSON object")
+    version = doc.get("formatVersion")
+    if version not in READABLE_VERSIONS:
+        raise trust.Untrusted(
+            "ManifestVersionUnknown",
+            f"{key} has format {version!r}; this Safehold reads formats "
+            f"{', '.join(map(str, READABLE_VERSIONS))} (a newer Safehold wrote it?)",
+        )
+    try:
+        return BackupManifest.model_validate(doc)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise trust.Untrusted("ManifestInvalid", f"{key}: {where}: {first['msg']}") from None
+
+
+def check_manifest(
+    manifest: BackupManifest, layout: BucketLayout, namespace: str, name: str, *, privileged: bool
+) -> None:
+    """A manifest found at backups/<namespace>/<name>/ describes that backup only and names
+    nothing outside what the namespace may touch."""
+    if manifest.namespace != namespace or manifest.name != name or not trust.is_name(name):
+        raise trust.Untrusted(
+            "ManifestOutOfScope",
+            f"the manifest at backups/{namespace}/{name}/ describes "
+            f"{manifest.namespace}/{manifest.name}",
+        )
+    content = manifest.content
+    services = [t.service.namespace for t in content.databases if t.service] if content else []
+    trust.check_scope(
+        namespace,
+        privileged,
+        manifest.namespaces,
+        [v.namespace for v in manifest.volumes],
+        services,
+        manifest.included_cluster_resources,
+    )
+    trust.check_snapshots(
+        [
+            manifest.resources.snapshot_id if manifest.resources else None,
+            *(v.snapshot_id for v in manifest.volumes),
+            *(d.snapshot_id for d in manifest.databases),
+            *(s for d in manifest.databases for s in d.snapshots),
+            *(f.snapshot for d in manifest.databases for f in d.files),
+        ],
+        f"backup {name}",
+    )
+    for volume in manifest.volumes:
+        allowed = [layout.namespace_repository(namespace, volume.namespace)]
+        trust.check_repository(volume.repository, allowed, f"PVC {volume.pvc}")
+    for path in (f.path for d in manifest.databases for f in d.files):
+        trust.check_relative(path, "dump file")
+    if manifest.export is not None:
+        trust.check_absolute(manifest.export.root, "export root")
+        trust.check_relative(manifest.export.index_path, "export index")
+
+
+def read_manifest(
+    client: S3Client, layout: BucketLayout, namespace: str, name: str, *, privileged: bool
+) -> BackupManifest | None:
+    """The manifest of one backup, or None when there is none; Untrusted when it is not a
+    valid manifest of that backup."""
+    key = layout.manifest_key(namespace, name)
+    try:
+        obj = client.get_object(Bucket=layout.bucket, Key=key)
     except ClientError as err:
         if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             return None
         raise
-    return BackupManifest.model_validate(json.loads(obj["Body"].read()))
+    if int(obj.get("ContentLength") or 0) > trust.MAX_MANIFEST_BYTES:
+        raise trust.Untrusted("ManifestInvalid", f"{key} is larger than a manifest can be")
+    manifest = _parse(obj["Body"].read(trust.MAX_MANIFEST_BYTES + 1), key)
+    check_manifest(manifest, layout, namespace, name, privileged=privileged)
+    return manifest
 
 
-def list_manifests(client: S3Client, layout: BucketLayout, namespace: str) -> list[BackupManifest]:
-    """Every manifest of one namespace's backups, oldest first."""
+def scan_manifests(
+    client: S3Client, layout: BucketLayout, namespace: str, *, privileged: bool
+) -> tuple[list[BackupManifest], list[ManifestProblem]]:
+    """Every valid manifest of one namespace's backups (oldest first), and the entries that
+    are not valid, each on its own (one bad entry never hides the others)."""
     prefix = layout.key("backups", namespace) + "/"
-    manifests = []
+    manifests, problems = [], []
     for page in client.get_paginator("list_objects_v2").paginate(
         Bucket=layout.bucket, Prefix=prefix
     ):
         for item in page.get("Contents", []):
-            if item["Key"].endswith("/backup.json"):
-                body = client.get_object(Bucket=layout.bucket, Key=item["Key"])["Body"].read()
-                manifests.append(BackupManifest.model_validate(json.loads(body)))
-    return sorted(manifests, key=lambda m: (m.start_time is None, m.start_time or 0, m.name))
+            key = str(item["Key"])
+            rest = key.removeprefix(prefix).split("/")
+            if len(rest) != 2 or rest[1] != "backup.json":
+                continue
+            try:
+                found = read_manifest(client, layout, namespace, rest[0], privileged=privileged)
+            except trust.Untrusted as err:
+                problems.append(ManifestProblem(key, rest[0], err.reason, err.message))
+                continue
+            if found is not None:
+                manifests.append(found)
+    manifests.sort(key=lambda m: (m.start_time is None, m.start_time or 0, m.name))
+    return manifests, problems
 
 
 def write_json(client: S3Client, bucket: str, key: str, document: Any) -> str:
@@ -123,10 +219,4 @@ def write_json(client: S3Client, bucket: str, key: str, document: Any) -> str:
 
 def delete_manifest(client: S3Client, layout: BucketLayout, namespace: str, name: str) -> None:
     """Remove a backup's catalog entry and everything stored under its folder."""
-    prefix = layout.key("backups", namespace, name) + "/"
-    for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=layout.bucket, Prefix=prefix
-    ):
-        keys: list[ObjectIdentifierTypeDef] = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=layout.bucket, Delete={"Objects": keys})
+    delete_prefix(client, layout.bucket, layout.key("backups", namespace, name) + "/")

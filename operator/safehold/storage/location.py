@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field
 
 from safehold.api.location import BackupStorageLocationSpec
@@ -22,6 +23,20 @@ class ResolvedLocation:
     def repository(self, namespace: str, cache_dir: str | None = None) -> restic.Repository:
         """The restic repository of one namespace's backups in this location."""
         return restic.repository_for(self.s3, namespace, self.repository_password, cache_dir)
+
+    def repository_password_for(self, key: str) -> str:
+        """The password of the repository at `key`: the location's own for the repositories
+        of its namespaces; for a namespace repository, one derived from it and the source
+        namespace, so that what a mover in that namespace holds opens nothing else."""
+        parts = key.split("/")
+        if parts[0] == "namespace-repositories" and len(parts) == 3:
+            message = f"safehold.io/namespace-repository\0{parts[1]}\0{parts[2]}".encode()
+            return hmac.new(self.repository_password.encode(), message, "sha256").hexdigest()
+        return self.repository_password
+
+    def repository_at(self, key: str, cache_dir: str | None = None) -> restic.Repository:
+        """The repository at `key` (below the prefix), opened with its password."""
+        return restic.repository_at(self.s3, key, self.repository_password_for(key), cache_dir)
 
     @property
     def writable(self) -> bool:

@@ -68,20 +68,33 @@ class Repository:
         return tuple(v for k, v in self.env.items() if k in _SECRET_ENV)
 
 
-_SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "RESTIC_PASSWORD"}
+_SECRET_ENV = {
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "RESTIC_PASSWORD",
+    "RESTIC_FROM_PASSWORD",
+    "RESTIC_REST_USERNAME",
+    "RESTIC_REST_PASSWORD",
+}
 
 
-def repository_url(settings: S3Settings, namespace: str) -> str:
+def repository_url(settings: S3Settings, key: str) -> str:
+    """restic's S3 URL of the repository at `key` below the location's prefix."""
     endpoint = settings.endpoint or f"https://s3.{settings.region}.amazonaws.com"
-    return (
-        f"s3:{endpoint.rstrip('/')}/{settings.bucket}/{settings.layout.repository_key(namespace)}"
-    )
+    return f"s3:{endpoint.rstrip('/')}/{settings.bucket}/{settings.layout.key(key)}"
 
 
 def repository_for(
     settings: S3Settings, namespace: str, password: str, cache_dir: str | None = None
 ) -> Repository:
-    """The repository of one namespace inside a location."""
+    """The repository of one namespace's backups inside a location."""
+    return repository_at(settings, settings.layout.repository(namespace), password, cache_dir)
+
+
+def repository_at(
+    settings: S3Settings, key: str, password: str, cache_dir: str | None = None
+) -> Repository:
+    """The repository at `key` below the location's prefix, opened with `password`."""
     env = {
         "AWS_ACCESS_KEY_ID": settings.access_key_id,
         "AWS_SECRET_ACCESS_KEY": settings.secret_access_key,
@@ -101,7 +114,7 @@ def repository_for(
             options += ["--cacert", str(ca)]
     if not cache_dir:
         options.append("--no-cache")
-    return Repository(repository_url(settings, namespace), env, tuple(options))
+    return Repository(repository_url(settings, key), env, tuple(options))
 
 
 def _child_env(repo: Repository) -> dict[str, str]:
@@ -344,6 +357,28 @@ def snapshot_path(repo: Repository, snapshot_id: str) -> str:
     return str(found[0]["paths"][0])
 
 
+def copy_snapshot(source: Repository, target: Repository, snapshot_id: str) -> str:
+    """Copy one snapshot from `source` into `target` (both reachable with the same store
+    credentials); returns its id in `target`."""
+    both = Repository(
+        target.url,
+        {
+            **source.env,
+            **target.env,
+            "RESTIC_FROM_REPOSITORY": source.url,
+            "RESTIC_FROM_PASSWORD": source.env["RESTIC_PASSWORD"],
+        },
+        target.options,
+    )
+    run(both, ["copy", snapshot_id], timeout=6 * 3600)
+    copied = snapshots(target)
+    if len(copied) != 1:
+        raise ResticError(
+            "RepositoryError", f"copy of {snapshot_id[:8]} left {len(copied)} snapshots"
+        )
+    return str(copied[0]["id"])
+
+
 def forget(repo: Repository, snapshot_ids: Sequence[str]) -> None:
     """Remove snapshots from the repository index (data is freed by a later prune)."""
     if snapshot_ids:
@@ -352,9 +387,13 @@ def forget(repo: Repository, snapshot_ids: Sequence[str]) -> None:
 
 # Environment contract between the operator (Job builder) and movers: the restic variables
 # restic itself reads, plus extra restic options as one shell-quoted string.
+# The operator gives its movers a rest: repository (the gateway) and its grant; a mover run
+# by hand (tests, manual recovery) may also be given an s3: repository and keys.
 _REPOSITORY_ENV = (
     "RESTIC_REPOSITORY",
     "RESTIC_PASSWORD",
+    "RESTIC_REST_USERNAME",
+    "RESTIC_REST_PASSWORD",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_DEFAULT_REGION",
@@ -369,22 +408,6 @@ def repository_from_environment(environ: Mapping[str, str]) -> Repository:
     env = {k: environ[k] for k in _REPOSITORY_ENV if k in environ and k != "RESTIC_REPOSITORY"}
     options = tuple(shlex.split(environ.get(RESTIC_OPTIONS, "")))
     return Repository(environ["RESTIC_REPOSITORY"], env, options)
-
-
-def mover_environment(repo: Repository, ca_path: str | None = None) -> tuple[dict[str, str], str]:
-    """(secret values, options string) for a mover Job: secrets go into a Secret, the
-    options into plain env. A CA bundle is mounted at `ca_path` instead of a local file."""
-    secret = {"RESTIC_REPOSITORY": repo.url} | dict(repo.env)
-    secret.pop("RESTIC_CACHE_DIR", None)
-    options = list(repo.options)
-    if "--cacert" in options:
-        index = options.index("--cacert")
-        if ca_path is None:
-            del options[index : index + 2]
-        else:
-            options[index + 1] = ca_path
-    options = [o for o in options if o != "--no-cache"]
-    return secret, shlex.join(options)
 
 
 # ---------------------------------------------------------------------- streams (databases)

@@ -20,6 +20,7 @@ from safehold.storage.redact import redact
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 
 @dataclass(frozen=True)
@@ -216,3 +217,16 @@ def repository_objects(
             False, "EndpointUnreachable", f"cannot talk to {where}: {type(err).__name__}: {err}"
         )
     return RepositoryObjects(present=True, etags=tuple(sorted(etags)))
+
+
+def delete_prefix(client: S3Client, bucket: str, prefix: str) -> int:
+    """Delete every object whose key starts with `prefix` (end it with "/"); returns how many."""
+    if not prefix.endswith("/"):
+        raise ValueError(f"prefix {prefix!r} must end with /")
+    count = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys: list[ObjectIdentifierTypeDef] = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+            count += len(keys)
+    return count
