@@ -23,7 +23,10 @@ in two steps: objects and volume, then the database at the new pod's IP).
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -45,6 +48,7 @@ OPS = "safehold-system"
 APP = "shop"
 S3 = "safehold-s3"
 PG_UID = 999
+COMPONENT = "app.kubernetes.io/component"
 PG_PASSWORD = "e2e-postgres-password"  # a throwaway server inside the test
 
 RESTRICTED = {
@@ -428,6 +432,45 @@ def install_operator(platform: Platform, chart: Path, tmp: Path) -> JSON:
     return dict(pod)
 
 
+class CredentialWatch:
+    """Reads, while movers run, everything in `namespace` a tenant there could read (Secrets,
+    pod specs); records any value of `forbidden` it finds."""
+
+    def __init__(self, platform: Platform, namespace: str, forbidden: list[str]) -> None:
+        self.platform, self.namespace, self.forbidden = platform, namespace, forbidden
+        self.found: list[str] = []
+        self.mover_secrets: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(Exception):
+                listed = json.loads(
+                    self.platform.kubectl("-n", self.namespace, "get", "secrets,pods", "-o", "json")
+                )["items"]
+                for item in listed:
+                    labels = item["metadata"].get("labels") or {}
+                    if item["kind"] == "Secret" and labels.get(COMPONENT) == "mover":
+                        self.mover_secrets.append(item["metadata"]["name"])
+                    values = {
+                        k: base64.b64decode(v).decode(errors="replace")
+                        for k, v in (item.get("data") or {}).items()
+                    }
+                    text = json.dumps([values, item.get("spec")])
+                    self.found += [f"a secret value in {item['kind']} {item['metadata']['name']}"
+                                   for f in self.forbidden if f in text]  # fmt: skip
+            time.sleep(0.5)
+
+    def __enter__(self) -> CredentialWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
 # ------------------------------------------------------------------------------ the round trip
 def _step(timings: dict[str, float], name: str, started: float) -> float:
     now = time.monotonic()
@@ -483,7 +526,10 @@ def run_round_trip(
     assert operator_pod["spec"]["serviceAccountName"] == "safehold"
     assert operator_pod["spec"]["containers"][0]["image"] == IMAGE
     t = _step(timings, "install operator (helm install)", t)
-    apply(platform, OPS, *object_store(platform, "primary"))
+    store = object_store(platform, "primary")
+    apply(platform, OPS, *store)
+    # Values no namespace but the operator's may ever hold: the store's keys, the password.
+    forbidden = [v for doc in store if doc["kind"] == "Secret" for v in doc["stringData"].values()]
 
     def location_ready() -> JSON | None:
         loc = get(platform, OPS, "backupstoragelocation", "primary")
@@ -544,17 +590,20 @@ def run_round_trip(
         "databases": [_database_target(platform, pg_ip)],
         "hooks": {"pre": [hook]},
     }
-    apply(
-        platform,
-        OPS,
-        {
-            "apiVersion": API,
-            "kind": "Backup",
-            "metadata": {"name": "shop-e2e"},
-            "spec": backup_spec,
-        },
-    )
-    backup = wait_complete(platform, "backup", "shop-e2e")
+    with CredentialWatch(platform, APP, forbidden) as watch:
+        apply(
+            platform,
+            OPS,
+            {
+                "apiVersion": API,
+                "kind": "Backup",
+                "metadata": {"name": "shop-e2e"},
+                "spec": backup_spec,
+            },
+        )
+        backup = wait_complete(platform, "backup", "shop-e2e")
+    assert watch.mover_secrets, "never saw the volume mover's Secret in the app's namespace"
+    assert watch.found == [], watch.found
     status = backup["status"]
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     assert not status.get("warnings"), status.get("warnings")

@@ -76,3 +76,14 @@ def test_on_error_decides_between_error_and_warning() -> None:
     )
     assert errors == ["hook flush in shop/web-a: exit code 1"]
     assert warnings == ["hook soft in shop/web-a: timed out after 30s"]
+
+
+def test_hook_output_is_bounded_and_counts_what_it_dropped() -> None:
+    from safehold.kube.execs import BoundedOutput
+
+    output = BoundedOutput(limit=100)
+    for i in range(1000):
+        output.add(f"line {i}\n")
+    assert len(output.text) == 100
+    assert output.dropped == sum(len(f"line {i}\n") for i in range(1000)) - 100
+    assert output.tail(1) == f"[{output.dropped} characters of output dropped] line 999"

@@ -123,6 +123,12 @@ class LocalCluster:
         return self._need(self._seaweedfs).secret_key
 
     @property
+    def s3_tenant_keys(self) -> tuple[str, str]:
+        """Keys of the S3 identity that may use only buckets named `tenant-*`."""
+        weed = self._need(self._seaweedfs)
+        return weed.tenant_access_key, weed.tenant_secret_key
+
+    @property
     def s3_region(self) -> str:
         return S3_REGION
 

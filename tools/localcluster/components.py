@@ -239,18 +239,22 @@ class ControllerManager:
 class SeaweedFS:
     """`weed mini`: master, volume server, filer and S3 gateway in one process, all on loopback.
 
-    S3 identities come from an `-s3.config` JSON file holding one admin identity with keys
-    generated per run. WebDAV and the Iceberg/Lance endpoints are disabled; the admin server
+    S3 identities come from an `-s3.config` JSON file holding an admin identity and a tenant
+    identity (read and write on buckets named `tenant-*` only, as a cloud provider would give
+    one team), each with keys generated per run. WebDAV and the Iceberg/Lance endpoints are disabled; the admin server
     (UI off) still listens, on loopback. Its worker dials the admin gRPC port at admin port +
     10000, so the two are chosen as such a pair.
     """
 
     ACCESS_KEY_PREFIX = "SAFEHOLDLOCAL"
+    TENANT_BUCKETS = "tenant-"
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.access_key = self.ACCESS_KEY_PREFIX + secrets.token_hex(6).upper()
         self.secret_key = secrets.token_urlsafe(30)
+        self.tenant_access_key = self.ACCESS_KEY_PREFIX + "T" + secrets.token_hex(6).upper()
+        self.tenant_secret_key = secrets.token_urlsafe(30)
         (
             self.master_port,
             self.master_grpc_port,
@@ -276,7 +280,20 @@ class SeaweedFS:
                                 {"accessKey": self.access_key, "secretKey": self.secret_key}
                             ],
                             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                        }
+                        },
+                        {
+                            "name": "tenant",
+                            "credentials": [
+                                {
+                                    "accessKey": self.tenant_access_key,
+                                    "secretKey": self.tenant_secret_key,
+                                }
+                            ],
+                            "actions": [
+                                f"{a}:{self.TENANT_BUCKETS}*"
+                                for a in ("Read", "Write", "List", "Tagging")
+                            ],
+                        },
                     ]
                 },
                 indent=2,

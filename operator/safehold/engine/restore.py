@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +39,7 @@ from safehold.engine.runs import OneShotRun
 from safehold.engine.settings import operator_namespace, restic_cache_dir, scratch_dir
 from safehold.kube.clients import Clients
 from safehold.kube.rest import ApiError, Rest
+from safehold.planning import trust
 from safehold.planning.builders import namespace_body
 from safehold.planning.policy import policy_of
 from safehold.planning.resource_types import resource_path
@@ -193,13 +196,20 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _fetch(self, source: Source, workdir: Path) -> list[Entry]:
+        """The backup's export index, restored into `workdir` and checked entry by entry (a
+        snapshot is as untrusted as the bucket it came from)."""
         export, resources = source.manifest.export, source.manifest.resources
         if export is None or resources is None or not resources.snapshot_id:
             raise RunError("BackupNotRestorable", f"Backup {source.backup} holds no objects")
         repo = source.location.repository(self.namespace, restic_cache_dir())
         restic.restore_directory(repo, resources.snapshot_id, export.root, str(workdir))
-        index = json.loads((workdir / export.index_path).read_text())
-        return [Entry.from_index(item) for item in index["objects"]]
+        doc = json.loads(read_confined(workdir, export.index_path, trust.MAX_INDEX_BYTES))
+        items = doc.get("objects") if isinstance(doc, dict) else None
+        if not isinstance(items, list):
+            raise trust.Untrusted("IndexInvalid", "the export index lists no objects")
+        for item in items:
+            trust.check_index_item(item, source.manifest.namespaces)
+        return [Entry.from_index(item) for item in items]
 
     def _restore(self, source: Source, workdir: Path) -> None:
         started = time.monotonic()
@@ -337,6 +347,26 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
         return "Succeeded", "Completed", summary
 
 
+def read_confined(root: Path, relative: str, limit: int) -> bytes:
+    """A regular file below `root`, never through a symbolic link and never outside it."""
+    trust.check_relative(relative, "path")
+    path = root / relative
+    base = os.path.realpath(root)
+    if os.path.commonpath([base, os.path.realpath(path.parent)]) != base:
+        raise trust.Untrusted("PathOutsideExport", f"{relative!r} leads outside the export")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as err:
+        raise trust.Untrusted("PathOutsideExport", f"{relative!r}: {err.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise trust.Untrusted("PathOutsideExport", f"{relative!r} is not a regular file")
+        if info.st_size > limit:
+            raise trust.Untrusted("ObjectTooLarge", f"{relative!r} is larger than {limit} bytes")
+        return handle.read(limit + 1)
+
+
 def _minus(after: RestoreCounts, before: RestoreCounts) -> RestoreCounts:
     return RestoreCounts(
         created=after.created - before.created,
@@ -376,7 +406,14 @@ class Applier:
             reason, message = planned.skip
             self.results.add(planned, stage, "skipped", reason=reason, message=message)
             return
-        obj = json.loads((self.workdir / entry.path).read_text())
+        try:
+            obj = json.loads(read_confined(self.workdir, entry.path, trust.MAX_OBJECT_BYTES))
+            trust.check_object(obj, entry.api_version, entry.kind, entry.namespace, entry.name)
+        except (trust.Untrusted, ValueError) as err:
+            reason = getattr(err, "reason", "ObjectInvalid")
+            message = getattr(err, "message", str(err))
+            self.results.add(planned, stage, "failed", reason=reason, message=message)
+            return
         if not self.filters.wants_object(obj):
             return  # not selected by spec.labelSelector
         why = skip_reason(entry, obj)

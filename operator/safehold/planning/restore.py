@@ -10,7 +10,7 @@ from typing import Any, Literal
 from safehold.api.backup import DatabaseResult, VolumeResult
 from safehold.api.base import JSON, LabelSelector
 from safehold.api.restore import DatabaseRestore, RestoreRequestSpec, VolumeRestore
-from safehold.planning.selection import Scope, labels_match
+from safehold.planning.selection import Scope, labels_match, names_cluster_type
 
 # Lower runs first. CRDs and namespaces, then cluster-scoped configuration, then what
 # workloads consume, then workloads, then everything else (custom resources included).
@@ -378,7 +378,10 @@ def plan_restore(
     chosen = [e for e in entries if filters.wants_entry(e)]
     targets = sorted({t for e in chosen if (t := map_namespace(e.namespace, mapping))})
     scope.check_restore_targets(targets)
-    scope.check_cluster_scoped([e.label() for e in chosen if e.namespace is None])
+    scope.check_cluster_scoped(
+        [e.label() for e in chosen if e.namespace is None]
+        + [f"includedResources {p}" for p in spec.included_resources if names_cluster_type(p)]
+    )
     planned_volumes = _wanted_volumes(spec, volumes)
     scope.check_restore_targets(v.target_namespace for v in planned_volumes)
     from_snapshot = {

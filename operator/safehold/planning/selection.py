@@ -48,6 +48,25 @@ CLUSTER_TYPES = frozenset(
 )
 
 
+# Kinds of the cluster-scoped types above, as a pattern may name them.
+_CLUSTER_KINDS = frozenset(
+    {
+        "namespace",
+        "customresourcedefinition",
+        "clusterrole",
+        "clusterrolebinding",
+        "storageclass",
+        "priorityclass",
+    }
+)
+
+
+def names_cluster_type(pattern: str) -> bool:
+    """Whether a resource pattern (other than `*`) names a known cluster-scoped type."""
+    head = pattern.lower().partition(".")[0]
+    return head in {t.partition(".")[0] for t in CLUSTER_TYPES} or head in _CLUSTER_KINDS
+
+
 class SelectionError(Failure):
     """The selection cannot be served; `reason` is a CamelCase status reason."""
 
