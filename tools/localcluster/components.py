@@ -241,9 +241,9 @@ class SeaweedFS:
 
     S3 identities come from an `-s3.config` JSON file holding an admin identity and a tenant
     identity (read and write on buckets named `tenant-*` only, as a cloud provider would give
-    one team), each with keys generated per run. WebDAV and the Iceberg/Lance endpoints are disabled; the admin server
-    (UI off) still listens, on loopback. Its worker dials the admin gRPC port at admin port +
-    10000, so the two are chosen as such a pair.
+    one team), each with keys generated per run. WebDAV and the Iceberg/Lance endpoints are
+    disabled; the admin server (UI off) still listens, on loopback. Its worker dials the admin
+    gRPC port at admin port + 10000, so the two are chosen as such a pair.
     """
 
     ACCESS_KEY_PREFIX = "SAFEHOLDLOCAL"
