@@ -234,6 +234,8 @@ def test_rbac_is_split_and_restore_write_is_named(tmp_path: Path) -> None:
         "safehold-backup-read",
         "safehold-restore-write",
         "safehold-operator",
+        "safehold-tenant-edit",
+        "safehold-tenant-view",
     }
     assert roles["safehold-backup-read"]["rules"] == [
         {"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}
@@ -246,6 +248,53 @@ def test_rbac_is_split_and_restore_write_is_named(tmp_path: Path) -> None:
         "delete" in r["verbs"] and "*" in r["resources"] and r["apiGroups"] != ["safehold.io"]
         for r in operator_rules
     )
+
+
+def test_tenant_roles_aggregate_and_never_grant_status(tmp_path: Path) -> None:
+    roles = {r["metadata"]["name"]: r for r in by_kind(render({}, tmp_path), "ClusterRole")}
+    edit, view = roles["safehold-tenant-edit"], roles["safehold-tenant-view"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    for role in (edit, view):
+        resources = [r for rule in role["rules"] for r in rule["resources"]]
+        assert resources
+        assert not any("/" in r or r == "*" for r in resources)
+    assert view["rules"][0]["verbs"] == ["get", "list", "watch"]
+    # The operator may impersonate ServiceAccounts (tenant restores act as one).
+    assert any(
+        r["resources"] == ["serviceaccounts"] and r["verbs"] == ["impersonate"]
+        for r in roles["safehold-operator"]["rules"]
+    )
+    plain = render({"rbac": {"tenantRoles": {"aggregate": False}}}, tmp_path)
+    labels = {r["metadata"]["name"]: r["metadata"]["labels"] for r in by_kind(plain, "ClusterRole")}
+    assert not any(k.startswith("rbac.authorization") for k in labels["safehold-tenant-edit"])
+    none = render({"rbac": {"tenantRoles": {"create": False}}}, tmp_path)
+    assert "safehold-tenant-edit" not in {
+        r["metadata"]["name"] for r in by_kind(none, "ClusterRole")
+    }
+
+
+def test_gateway_service_port_and_url(tmp_path: Path) -> None:
+    docs = render({}, tmp_path)
+    service = next(
+        s for s in by_kind(docs, "Service") if s["metadata"]["name"] == "safehold-gateway"
+    )
+    assert service["spec"]["ports"][0]["port"] == 8082
+    (deployment,) = by_kind(docs, "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "--gateway-port=8082" in container["args"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SAFEHOLD_GATEWAY_URL"] == "http://safehold-gateway.safehold-system.svc:8082"
+    own = render({"gateway": {"url": "http://$(POD_IP):8082"}}, tmp_path)
+    (deployment,) = by_kind(own, "Deployment")
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    names = [e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]]
+    assert env["SAFEHOLD_GATEWAY_URL"] == "http://$(POD_IP):8082"
+    assert names.index("POD_IP") < names.index("SAFEHOLD_GATEWAY_URL")  # $(POD_IP) expands
 
 
 # ------------------------------------------------------------------ alerts
@@ -282,9 +331,11 @@ def test_service_monitor_scrapes_the_metrics_service(tmp_path: Path) -> None:
     values = {"metrics": {"serviceMonitor": {"enabled": True}}}
     docs = render(values, tmp_path)
     (monitor,) = by_kind(docs, "ServiceMonitor")
-    (service,) = by_kind(docs, "Service")
+    services = {s["metadata"]["name"]: s for s in by_kind(docs, "Service")}
+    service = services["safehold-metrics"]
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert service["metadata"]["labels"].items() >= selector.items()
+    assert not services["safehold-gateway"]["metadata"]["labels"].items() >= selector.items()
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
     assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
 
