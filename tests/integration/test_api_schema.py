@@ -165,3 +165,74 @@ def test_short_names_category_and_printer_columns(
     header = wide.splitlines()[0].split()
     assert header[:2] == ["NAME", "PHASE"]
     assert "MESSAGE" in header
+
+
+def _kind(kind: str, spec: dict[str, object], name: str = "bad") -> dict[str, object]:
+    return {
+        "apiVersion": "safehold.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+POLICY = {"storageLocation": "loc"}
+
+
+@pytest.mark.parametrize(
+    ("manifest", "words"),
+    [
+        (_location(syncPeriod="100000000h"), "should match"),
+        (_location(syncPeriod="25h"), "must be a duration from 10s to 24h"),
+        (_location(syncPeriod="1s"), "must be a duration from 10s to 24h"),
+        (_location(region="*"), "spec.region"),
+        (_location(bucket="Bad_Bucket"), "spec.bucket"),
+        (_location(bucket="a..b"), "not a valid S3 bucket name"),
+        (_location(prefix="team/../other"), "may not contain . or .. segments"),
+        (_location(prefix="/abs"), "spec.prefix"),
+        (_location(objectLock={"retentionDays": 7}), "objectLock"),
+        (_kind("Backup", {"storageLocation": "loc", "ttl": "100000000h"}), "spec.ttl"),
+        (_kind("Backup", {"storageLocation": "loc", "ttl": "99999h"}), "from 1m to 87840h"),
+        (_kind("BackupPolicy", {**POLICY, "rpo": "99999h9999h"}), "from 1m to 8784h"),
+        (
+            _kind("BackupPolicy", {**POLICY, "retention": {"failedBackupGracePeriod": "9999h"}}),
+            "from 0s to 8784h",
+        ),
+        (_kind("BackupPolicy", {**POLICY, "copyLocation": "other"}), "copyLocation"),
+        (_kind("BackupPolicy", {**POLICY, "verification": {"schedule": "@daily"}}), "verification"),
+        (_kind("BackupPolicy", POLICY, name="p" * 64), "at most 63 characters"),
+        (
+            _kind("Backup", {"storageLocation": "loc", "volumes": {"moverTimeout": "999h"}}),
+            "from 1m to 168h",
+        ),
+        (
+            _kind(
+                "Backup",
+                {
+                    "storageLocation": "loc",
+                    "volumes": {"moverResources": {"limits": {"cpu": "lots"}}},
+                },
+            ),
+            "spec.volumes.moverResources.limits.cpu",
+        ),
+        (
+            _kind(
+                "Backup",
+                {"storageLocation": "loc", "volumes": {"moverResources": {"limits": {"gpu": "1"}}}},
+            ),
+            "resource names are cpu, memory",
+        ),
+        (
+            _kind(
+                "RestoreRequest",
+                {"backupRef": {"name": "b"}, "databases": {"targetReadyTimeout": "48h"}},
+            ),
+            "from 0s to 24h",
+        ),
+    ],
+)
+def test_out_of_bounds_values_are_rejected_at_admission(
+    local_cluster: LocalCluster, namespace: str, manifest: dict[str, object], words: str
+) -> None:
+    error = _apply(local_cluster, namespace, manifest)
+    assert words in error, error

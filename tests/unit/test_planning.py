@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from safehold.api.durations import parse_duration
 from safehold.api.location import BackupStorageLocationSpec, BackupStorageLocationStatus
 from safehold.planning.conditions import changed, get_condition, set_condition
-from safehold.planning.durations import parse_duration
 from safehold.planning.locations import probe_due, status_after_probe
 from safehold.storage.layout import BucketLayout
 from safehold.storage.redact import redact

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from safehold.api.base import ApiModel, Condition, LocalObjectReference
 from safehold.api.content import BackupContent
+from safehold.api.durations import TimeToLive
 
 BackupPhase = Literal["New", "Running", "Succeeded", "PartiallyFailed", "Failed"]
 ItemResult = Literal["Succeeded", "Failed", "Skipped"]
@@ -20,7 +21,7 @@ class BackupSpec(BackupContent):
 
     policy_ref: LocalObjectReference | None = None
     """Take the content and location from this BackupPolicy (same namespace)."""
-    ttl: str | None = Field(default=None, pattern=r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$")
+    ttl: TimeToLive | None = None
     """Delete the backup (and its data) this long after it completes; empty: retention of
     the policy decides."""
 

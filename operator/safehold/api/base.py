@@ -6,11 +6,13 @@ and the operator parses every body it receives through them.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 # A JSON object as the API server sends and takes it.
 JSON = dict[str, Any]
@@ -33,11 +35,20 @@ class ApiModel(BaseModel):
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
-# A Go-style duration such as "90s", "15m", "26h" or "1h30m".
-Duration = Annotated[
+# A Kubernetes resource quantity (100m, 512Mi, 1.5G), as the API server parses them.
+Quantity = Annotated[
     str,
-    Field(pattern=r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$", max_length=32),
+    Field(
+        max_length=32,
+        pattern=r"^[+]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,3}))?$",
+    ),
 ]
+_NAMES: JsonDict = {
+    "rule": "self.all(k, k.matches('^(cpu|memory|ephemeral-storage|hugepages-[0-9A-Za-z]+)$'))",
+    "message": "resource names are cpu, memory, ephemeral-storage or hugepages-<size>",
+    "reason": "FieldValueInvalid",
+}
+_RESOURCE_NAME = re.compile(r"^(cpu|memory|ephemeral-storage|hugepages-[0-9A-Za-z]+)$")
 
 DnsLabel = Annotated[
     str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -108,7 +119,19 @@ class LabelSelector(ApiModel):
 class ResourceRequirements(ApiModel):
     """CPU and memory requests and limits for pods Safehold starts."""
 
-    requests: dict[str, str] | None = None
+    requests: dict[str, Quantity] | None = Field(
+        default=None, max_length=8, json_schema_extra={"x-kubernetes-validations": [_NAMES]}
+    )
     """Minimum resources, e.g. {cpu: 100m, memory: 128Mi}."""
-    limits: dict[str, str] | None = None
+    limits: dict[str, Quantity] | None = Field(
+        default=None, max_length=8, json_schema_extra={"x-kubernetes-validations": [_NAMES]}
+    )
     """Maximum resources."""
+
+    @field_validator("requests", "limits")
+    @classmethod
+    def _names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name in value or {}:
+            if not _RESOURCE_NAME.match(name):
+                raise ValueError(f"{name!r} is not cpu, memory, ephemeral-storage or hugepages-*")
+        return value

@@ -10,10 +10,10 @@ from safehold.api.base import (
     ApiModel,
     DnsLabel,
     DnsSubdomain,
-    Duration,
     LabelSelector,
     ResourceRequirements,
 )
+from safehold.api.durations import MoverTimeout, SnapshotTimeout
 
 VolumeMode = Literal["snapshot", "snapshot+move", "filesystem", "none"]
 DatabaseType = Literal["postgresql", "mysql", "redis"]
@@ -72,9 +72,9 @@ class Volumes(ApiModel):
     """Requests and limits of mover pods."""
     mover_security: VolumeSecurity | None = None
     """Override of the identity mover pods use."""
-    snapshot_timeout: Duration = "10m"
+    snapshot_timeout: SnapshotTimeout = "10m"
     """How long a VolumeSnapshot may take to become ready before the PVC fails."""
-    mover_timeout: Duration = "6h"
+    mover_timeout: MoverTimeout = "6h"
     """How long one mover Job may run before it is stopped and the PVC fails."""
 
 

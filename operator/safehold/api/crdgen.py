@@ -35,6 +35,8 @@ _KEPT = {
     "minItems",
     "maxItems",
     "uniqueItems",
+    "minProperties",
+    "maxProperties",
     "required",
 }
 
@@ -47,7 +49,11 @@ def _clean_text(text: str) -> str:
 
 def _resolve(node: JsonSchema, defs: dict[str, JsonSchema]) -> JsonSchema:
     """Inline $ref/allOf and collapse Optional[X] (anyOf X|null) to X."""
-    extra = {k: v for k, v in node.items() if k in ("description", "default")}
+    extra = {
+        k: v
+        for k, v in node.items()
+        if k in ("description", "default") or k.startswith("x-kubernetes-")
+    }
     if "$ref" in node:
         target = defs[node["$ref"].rsplit("/", 1)[-1]]
         return {**_resolve(target, defs), **extra}
@@ -110,6 +116,31 @@ def _conditions_as_map(status: JsonSchema) -> None:
         conditions["x-kubernetes-list-map-keys"] = ["type"]
 
 
+def _root(info: KindInfo, spec: JsonSchema, status: JsonSchema) -> JsonSchema:
+    root: JsonSchema = {
+        "type": "object",
+        "description": info.description,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+    }
+    if info.name_limit is not None:
+        root["x-kubernetes-validations"] = [
+            {
+                "rule": f"size(self.metadata.name) <= {info.name_limit}",
+                "message": f"a {info.kind} name has at most {info.name_limit} characters "
+                "(it becomes a label value of the objects it makes)",
+                "reason": "FieldValueInvalid",
+            }
+        ]
+    return root
+
+
 def crd_for(info: KindInfo) -> dict[str, Any]:
     """The CustomResourceDefinition of one kind."""
     spec = model_schema(info.spec)
@@ -148,20 +179,7 @@ def crd_for(info: KindInfo) -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": columns,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": info.description,
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec,
-                                "status": status,
-                            },
-                        }
-                    },
+                    "schema": {"openAPIV3Schema": _root(info, spec, status)},
                 }
             ],
         },

@@ -35,8 +35,12 @@ def _constraints(node: JsonSchema) -> str:
     for key, label in (("minimum", "≥"), ("maximum", "≤")):
         if key in node:
             parts.append(f"{label} {node[key]}")
+    for key, label in (("maxLength", "at most {} characters"), ("maxItems", "at most {} items")):
+        if key in node:
+            parts.append(label.format(node[key]))
     if "pattern" in node and "enum" not in node:
         parts.append("pattern")
+    parts += [rule["message"] for rule in node.get("x-kubernetes-validations", [])]
     return ", ".join(parts)
 
 
@@ -63,6 +67,10 @@ def render() -> str:
         for part in ("spec", "status"):
             node = schema["properties"][part]
             out.append(f"### {part}\n\n{node.get('description', '')}\n")
+            if part == "spec":
+                root = [r["message"] for r in schema.get("x-kubernetes-validations", [])]
+                if root:
+                    out.append("Name: " + "; ".join(root) + ".\n")
             rules = node.get("x-kubernetes-validations", [])
             if rules:
                 out.append("Rules: " + "; ".join(r["message"] for r in rules) + ".\n")

@@ -22,3 +22,18 @@ class Failure(Exception):
     def summary(self) -> str:
         """`Reason: message`, the form per-item results carry."""
         return f"{self.reason}: {self.message}"
+
+
+def invalid_spec(error: ValueError, where: str = "spec") -> Failure:
+    """A spec the models refuse (what the CRD schema could not catch, or an object written
+    under an older schema), as one InvalidSpec failure naming the fields."""
+    from pydantic import ValidationError
+
+    if not isinstance(error, ValidationError):
+        return Failure("InvalidSpec", f"{where}: {error}")
+    problems = []
+    for item in error.errors()[:5]:
+        field = ".".join(str(part) for part in (where, *item["loc"]))
+        problems.append(f"{field}: {item['msg']}")
+    more = f" (and {error.error_count() - 5} more)" if error.error_count() > 5 else ""
+    return Failure("InvalidSpec", "; ".join(problems) + more)

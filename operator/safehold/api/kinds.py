@@ -39,6 +39,8 @@ class KindInfo:
     status: type[ApiModel]
     columns: tuple[PrinterColumn, ...]
     spec_rules: tuple[CelRule, ...] = field(default_factory=tuple)
+    name_limit: int | None = None
+    """A shorter limit than the API server's on the object's name (checked at admission)."""
 
     @property
     def singular(self) -> str:
@@ -86,6 +88,7 @@ POLICY = KindInfo(
     description="What to back up, when, where to, and how long to keep it.",
     spec=BackupPolicySpec,
     status=BackupPolicyStatus,
+    name_limit=63,
     columns=(
         PrinterColumn("Ready", _condition("Ready", "status")),
         PrinterColumn("Schedule", ".spec.schedule"),

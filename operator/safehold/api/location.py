@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic.config import JsonDict
 
-from safehold.api.base import ApiModel, Condition, DnsSubdomain, Duration
+from safehold.api.base import ApiModel, Condition, DnsSubdomain
+from safehold.api.durations import SyncPeriod
 
 AccessMode = Literal["ReadWrite", "ReadOnly"]
 
@@ -32,13 +34,16 @@ class RepositoryPasswordSecret(ApiModel):
     """Key of the password inside the Secret."""
 
 
-class ObjectLock(ApiModel):
-    """S3 Object Lock retention applied to objects Safehold writes."""
-
-    mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
-    """Object Lock mode; COMPLIANCE cannot be shortened by anyone."""
-    retention_days: int = Field(ge=1, le=36500)
-    """Days each object stays locked after it is written."""
+_BUCKET_RULE: JsonDict = {
+    "rule": "!self.contains('..') && !self.contains('.-') && !self.contains('-.')",
+    "message": "not a valid S3 bucket name",
+    "reason": "FieldValueInvalid",
+}
+_PREFIX_RULE: JsonDict = {
+    "rule": "!self.split('/').exists(p, p == '.' || p == '..')",
+    "message": "the prefix may not contain . or .. segments",
+    "reason": "FieldValueInvalid",
+}
 
 
 class BackupStorageLocationSpec(ApiModel):
@@ -47,17 +52,28 @@ class BackupStorageLocationSpec(ApiModel):
     endpoint: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/.*)?$")
     """S3 endpoint URL, e.g. https://s3.eu-west-1.amazonaws.com or http://minio.minio:9000.
     Empty means AWS S3 for the region."""
-    bucket: str = Field(min_length=3, max_length=63)
+    bucket: str = Field(
+        min_length=3,
+        max_length=63,
+        # S3's bucket naming rules: lower case, digits, dots and hyphens; no `..`, `.-`, `-.`.
+        pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$",
+        json_schema_extra={"x-kubernetes-validations": [_BUCKET_RULE]},
+    )
     """Bucket name. The bucket must exist; Safehold never creates or deletes buckets."""
-    prefix: str = Field(default="", max_length=512, pattern=r"^([^/]+(/[^/]+)*)?$")
-    """Key prefix inside the bucket (no leading or trailing slash), so one bucket can hold
-    several locations."""
-    region: str = "us-east-1"
+    prefix: str = Field(
+        default="",
+        max_length=512,
+        pattern=r"^([A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*)?$",
+        json_schema_extra={"x-kubernetes-validations": [_PREFIX_RULE]},
+    )
+    """Key prefix inside the bucket (no leading or trailing slash, no `.` or `..` segments),
+    so one bucket can hold several locations."""
+    region: str = Field(default="us-east-1", min_length=1, max_length=32, pattern=r"^[a-z0-9-]+$")
     """Region of the bucket."""
     force_path_style: bool = False
     """Address the bucket as endpoint/bucket instead of bucket.endpoint (MinIO, Ceph RGW,
     SeaweedFS and most on-premises stores need this)."""
-    ca_bundle: str | None = None
+    ca_bundle: str | None = Field(default=None, max_length=262144)
     """PEM-encoded CA certificates trusted for the endpoint's TLS certificate."""
     insecure_skip_tls_verify: bool = False
     """Skip TLS certificate verification. For tests only; never in production."""
@@ -68,10 +84,22 @@ class BackupStorageLocationSpec(ApiModel):
     means losing every backup in the location."""
     access_mode: AccessMode = "ReadWrite"
     """ReadOnly locations are only read from: for disaster recovery into a new cluster."""
-    sync_period: Duration = "5m"
+    sync_period: SyncPeriod = "5m"
     """How often the location is probed again and the catalog re-synchronised."""
-    object_lock: ObjectLock | None = None
-    """Optional S3 Object Lock retention (the bucket must have Object Lock enabled)."""
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if any(bad in value for bad in ("..", ".-", "-.")):
+            raise ValueError(f"{value!r} is not a valid S3 bucket name")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if any(part in (".", "..") for part in value.split("/")):
+            raise ValueError(f"prefix {value!r} has a . or .. segment")
+        return value
 
 
 class BackupStorageLocationStatus(ApiModel):

@@ -7,38 +7,30 @@ from typing import Literal
 
 from pydantic import Field
 
-from safehold.api.base import ApiModel, Condition, DnsSubdomain, Duration
+from safehold.api.base import ApiModel, Condition, DnsSubdomain
 from safehold.api.content import BackupContent
+from safehold.api.durations import GracePeriod, RpoTarget
 
 
 class Retention(ApiModel):
     """How many successful backups to keep, with restic's forget semantics. A backup is kept
     when any rule keeps it; the newest successful backup is always kept."""
 
-    keep_last: int | None = Field(default=None, ge=0)
+    keep_last: int | None = Field(default=None, ge=0, le=100000)
     """Keep the newest N backups."""
-    keep_hourly: int | None = Field(default=None, ge=0)
+    keep_hourly: int | None = Field(default=None, ge=0, le=100000)
     """Keep the newest backup of each of the last N hours that have one."""
-    keep_daily: int | None = Field(default=None, ge=0)
+    keep_daily: int | None = Field(default=None, ge=0, le=100000)
     """Keep the newest backup of each of the last N days that have one."""
-    keep_weekly: int | None = Field(default=None, ge=0)
+    keep_weekly: int | None = Field(default=None, ge=0, le=100000)
     """Keep the newest backup of each of the last N ISO weeks that have one."""
-    keep_monthly: int | None = Field(default=None, ge=0)
+    keep_monthly: int | None = Field(default=None, ge=0, le=100000)
     """Keep the newest backup of each of the last N months that have one."""
-    keep_yearly: int | None = Field(default=None, ge=0)
+    keep_yearly: int | None = Field(default=None, ge=0, le=100000)
     """Keep the newest backup of each of the last N years that have one."""
-    failed_backup_grace_period: Duration | None = None
+    failed_backup_grace_period: GracePeriod | None = None
     """How long failed backups of the policy are kept for inspection before they are
     deleted; default 24h."""
-
-
-class Verification(ApiModel):
-    """Scheduled restore drills that prove backups restore."""
-
-    schedule: str = Field(min_length=1)
-    """Cron schedule of the drills."""
-    target_namespace: str | None = None
-    """Scratch namespace restored into; default: a generated one, deleted afterwards."""
 
 
 class BackupPolicySpec(BackupContent):
@@ -46,26 +38,24 @@ class BackupPolicySpec(BackupContent):
 
     storage_location: DnsSubdomain = Field()
     """Name of the BackupStorageLocation (same namespace) that receives the backups."""
-    copy_location: DnsSubdomain | None = None
-    """A second BackupStorageLocation that receives a copy of every backup (3-2-1)."""
     schedule: str | None = Field(default=None, min_length=1, max_length=128)
     """Cron schedule (5 fields, or @hourly, @daily, @weekly, @monthly, @yearly); empty means
     on demand only."""
-    time_zone: str = "UTC"
+    time_zone: str = Field(
+        default="UTC", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_+/-]+$"
+    )
     """IANA time zone the schedule and retention are evaluated in."""
     suspend: bool = False
     """Stop scheduling new runs; running ones finish."""
     concurrency_policy: Literal["Forbid", "Allow"] = "Forbid"
     """Forbid skips a run while the previous one still runs."""
-    starting_deadline_seconds: int | None = Field(default=None, ge=0)
+    starting_deadline_seconds: int | None = Field(default=None, ge=0, le=31622400)
     """A missed run still starts if no more than this many seconds late."""
     retention: Retention | None = None
     """Which successful backups to keep; absent keeps all."""
-    rpo: Duration | None = None
+    rpo: RpoTarget | None = None
     """Recovery point objective: Ready turns False when the newest successful backup is
     older than this."""
-    verification: Verification | None = None
-    """Restore drills."""
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
     """Retain keeps backup data when the policy is deleted; Delete removes it."""
 

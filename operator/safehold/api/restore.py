@@ -13,11 +13,11 @@ from safehold.api.base import (
     Condition,
     DnsLabel,
     DnsSubdomain,
-    Duration,
     LabelSelector,
     LocalObjectReference,
 )
 from safehold.api.content import DatabaseTls
+from safehold.api.durations import ReadyTimeout
 
 RestorePhase = Literal["New", "Running", "Succeeded", "PartiallyFailed", "Failed"]
 
@@ -64,7 +64,7 @@ class DatabaseRestore(ApiModel):
     """Restore database dumps contained in the backup."""
     targets: list[DatabaseRestoreTarget] = Field(default_factory=list)
     """Per-target overrides; targets not listed restore to their original server."""
-    target_ready_timeout: Duration = "5m"
+    target_ready_timeout: ReadyTimeout = "5m"
     """How long a database restore waits for its server to accept connections (refused,
     unreachable or starting up) before it fails with TargetNotReady; 0s = no waiting."""
 

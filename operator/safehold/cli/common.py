@@ -90,7 +90,7 @@ def namespace_pair(text: str) -> tuple[str, str]:
 
 def duration_seconds(text: str) -> float:
     """A Go-style duration ("90s", "30m", "1h30m") in seconds."""
-    from safehold.planning.durations import parse_duration
+    from safehold.api.durations import parse_duration
 
     try:
         seconds = parse_duration(text).total_seconds()

@@ -26,6 +26,7 @@ from safehold.api.backup import (
 )
 from safehold.api.base import JSON
 from safehold.api.content import BackupContent, Hook, Hooks
+from safehold.api.durations import parse_duration
 from safehold.api.errors import Failure
 from safehold.api.kinds import BACKUP, POLICY
 from safehold.api.labels import LABEL_POLICY
@@ -44,7 +45,6 @@ from safehold.kube.discovery import discover
 from safehold.kube.execs import run_exec
 from safehold.kube.export import Exporter, ExportResult, custom_resource_types
 from safehold.planning.dependencies import Dependencies
-from safehold.planning.durations import parse_duration
 from safehold.planning.hooks import plan_hooks, verdict
 from safehold.planning.resource_types import resource_path
 from safehold.planning.runs import Outcome, running

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from safehold.api.backup import DatabaseResult, DumpedFile
 from safehold.api.content import DatabaseCredentials, DatabaseTarget, DatabaseTls
+from safehold.api.durations import parse_duration
 from safehold.api.errors import Failure
 from safehold.api.restore import DatabaseRestoreTarget
 from safehold.contract import env as menv
@@ -20,7 +21,6 @@ from safehold.engine.movers import MoverFailed, MoverLauncher, MoverRun
 from safehold.engine.settings import restic_cache_dir
 from safehold.kube.secrets import read_secret_key
 from safehold.planning.builders import FILES_DIR
-from safehold.planning.durations import parse_duration
 from safehold.storage import restic
 
 PARALLELISM = 2

@@ -15,7 +15,10 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
+
 from safehold.api.base import JSON
+from safehold.api.errors import invalid_spec
 from safehold.api.kinds import LOCATION
 from safehold.api.location import BackupStorageLocationSpec, BackupStorageLocationStatus
 from safehold.engine.catalog_sync import SyncResult, sync_catalog
@@ -88,7 +91,11 @@ class LocationReconciler:
     def _probe(self, body: JSON) -> tuple[LocationProbe, SyncResult | None]:
         """The probe's outcome, and what the catalog sync did (None: no sync ran)."""
         meta = body["metadata"]
-        spec = BackupStorageLocationSpec.model_validate(body.get("spec", {}))
+        try:
+            spec = BackupStorageLocationSpec.model_validate(body.get("spec", {}))
+        except ValidationError as err:  # what an older schema let through: said once
+            failure = invalid_spec(err)
+            return LocationProbe(False, failure.reason, failure.message), None
         try:
             resolved = resolve_location(self.clients.core, meta["namespace"], meta["name"], spec)
             outcome = probe_location(resolved)
@@ -169,9 +176,13 @@ class LocationReconciler:
         probed = 0
         for body in list_all(self.clients.custom, LOCATION):
             try:
-                spec = BackupStorageLocationSpec.model_validate(body.get("spec", {}))
                 status = BackupStorageLocationStatus.model_validate(body.get("status") or {})
-                due = probe_due(spec, status, body["metadata"].get("generation"), now)
+                generation = body["metadata"].get("generation")
+                try:
+                    spec = BackupStorageLocationSpec.model_validate(body.get("spec", {}))
+                    due = probe_due(spec, status, generation, now)
+                except ValidationError:  # reported once per generation by reconcile
+                    due = status.observed_generation != generation
                 if due and self.reconcile(body):
                     probed += 1
             except Exception:  # one broken object must not stop the others' resync

@@ -12,13 +12,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from safehold.api.base import JSON
+from safehold.api.durations import parse_duration
 from safehold.api.location import BackupStorageLocationSpec
 from safehold.engine.deletion import RETRY_LOCK
 from safehold.engine.locations import load_location
 from safehold.engine.metrics import PRUNES
 from safehold.engine.settings import restic_cache_dir
 from safehold.kube.clients import Clients
-from safehold.planning.durations import parse_duration
 from safehold.planning.locations import location_problem
 from safehold.planning.policy import BackupView
 from safehold.storage import restic

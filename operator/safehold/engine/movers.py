@@ -24,7 +24,7 @@ from safehold.engine.settings import restic_cache_dir
 from safehold.kube.clients import Clients
 from safehold.kube.jobs import run_mover
 from safehold.planning.builders import MoverPod, MoverSpec
-from safehold.planning.names import object_name
+from safehold.planning.names import label_value, object_name
 from safehold.planning.resource_types import resource_path
 from safehold.storage import restic
 from safehold.storage.grants import Mode
@@ -138,7 +138,7 @@ class MoverLauncher:
             secret_name=name,
             secret_keys=[*secret_keys, "RESTIC_PASSWORD", *run.secret_env],
             pod=run.pod,
-            labels={LABEL_BACKUP: self.run_label},
+            labels={LABEL_BACKUP: label_value(self.run_label)},
             file_keys=sorted(run.files),
         )
 

@@ -41,6 +41,7 @@ from safehold.kube.clients import Clients
 from safehold.kube.rest import ApiError, Rest
 from safehold.planning import trust
 from safehold.planning.builders import namespace_body
+from safehold.planning.names import label_value
 from safehold.planning.policy import policy_of
 from safehold.planning.resource_types import resource_path
 from safehold.planning.restore import (
@@ -167,10 +168,10 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
 
     def __init__(self, clients: Clients, body: JSON, gateway: Gateway) -> None:
         super().__init__(clients, body, gateway)
-        self.spec = RestoreRequestSpec.model_validate(body.get("spec") or {})
         self.scope = Scope(self.namespace, operator_namespace())
 
     def _run(self) -> None:
+        self.spec = RestoreRequestSpec.model_validate(self.body.get("spec") or {})
         now = datetime.now(UTC)
         self.status.start_time = now
         try:
@@ -386,7 +387,7 @@ class Applier:
         self.spec = spec
         self.results = results
         self.workdir = workdir
-        self.labels = {LABEL_RESTORED_BY: restore}
+        self.labels = {LABEL_RESTORED_BY: label_value(restore)}
         self.filters = Filters(None, ["*"], [], spec.label_selector)
         self.restored: dict[tuple[str, str | None, str], str] = {}  # (kind, ns, name) -> uid
         self.pending_owners: list[tuple[str, str | None, list[JSON]]] = []

@@ -15,6 +15,7 @@ from safehold.engine.gateway import Gateway
 from safehold.engine.movers import MoverLauncher
 from safehold.engine.volumes import restore_volume, task_for_restore
 from safehold.kube.clients import Clients
+from safehold.planning.names import label_value
 from safehold.planning.restore import PlannedVolume
 from safehold.storage.location import ResolvedLocation
 
@@ -48,7 +49,7 @@ class DataRestorer:
             ]
         wanted = self.spec.volumes or VolumeRestore()
         settings = Volumes(parallelism=PARALLEL_VOLUMES)
-        labels = {LABEL_RESTORED_BY: self.name}
+        labels = {LABEL_RESTORED_BY: label_value(self.name)}
 
         def one(v: PlannedVolume) -> VolumeResult:
             task = task_for_restore(v.backed_up, v.target_namespace)

@@ -21,6 +21,8 @@ def apply_retention(
     planned deletion went through, so a blocked one is tried again on the next pass.
     """
     spec, status = evaluation.spec, evaluation.status
+    if spec is None:
+        return [], []
     planned = retention.plan(
         spec.retention, parse_zone(spec.time_zone), status.last_retention_backup, backups, now
     )

@@ -7,8 +7,11 @@ import logging
 from datetime import UTC, datetime
 from typing import ClassVar, Generic, TypeVar
 
+from pydantic import ValidationError
+
 from safehold.api.backup import BackupStatus
 from safehold.api.base import JSON
+from safehold.api.errors import invalid_spec
 from safehold.api.kinds import KindInfo
 from safehold.api.restore import RestoreRequestStatus
 from safehold.engine.gateway import Gateway
@@ -68,6 +71,9 @@ class OneShotRun(Generic[StatusT]):
             return
         try:
             self._run()
+        except ValidationError as err:  # what the schema let through, e.g. an older CRD
+            failure = invalid_spec(err)
+            self._finish("Failed", failure.reason, failure.message)
         except Exception as err:
             # Never leave a run Running forever: an unexpected error ends it.
             log.exception("%s %s/%s failed unexpectedly", self.info.kind, self.namespace, self.name)

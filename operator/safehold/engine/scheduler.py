@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 
 from safehold.api.base import JSON
 from safehold.api.kinds import BACKUP, LOCATION, POLICY
+from safehold.api.policy import BackupPolicySpec
 from safehold.engine.deletion import Deleter
 from safehold.engine.maintenance import Maintenance
 from safehold.engine.metrics import LAST_SUCCESS, MISSED_RUNS, POLICY_READY, RPO_VIOLATED
@@ -164,8 +165,9 @@ class Scheduler:
         evaluation = evaluate(body, mine, location, now, operator_namespace())
         self._record_metrics(namespace, meta["name"], evaluation)
         events = list(evaluation.events)
-        for run in evaluation.runs:
-            if self._create_backup(body, evaluation, run):
+        spec = evaluation.spec
+        for run in evaluation.runs if spec is not None else []:
+            if spec is not None and self._create_backup(body, spec, run):
                 result.created.append(f"{namespace}/{run.backup}")
                 events.append(run.started)
         if evaluation.location_ready:
@@ -230,9 +232,9 @@ class Scheduler:
             except Exception:  # one failed write must not stop the others
                 log.exception("writing a policy's status failed")
 
-    def _create_backup(self, policy: JSON, evaluation: Evaluation, run: RunRequest) -> bool:
+    def _create_backup(self, policy: JSON, spec: BackupPolicySpec, run: RunRequest) -> bool:
         """Create the Backup of a run; False when it exists already (the run was started)."""
-        body = policy_backup(policy, run.backup, run.annotations, evaluation.spec)
+        body = policy_backup(policy, run.backup, run.annotations, spec)
         try:
             self.clients.rest.create(BACKUP.path(policy["metadata"]["namespace"]), body)
         except ApiError as err:

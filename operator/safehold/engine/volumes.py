@@ -17,6 +17,7 @@ from urllib.parse import quote
 from safehold.api.backup import VolumeResult
 from safehold.api.base import JSON
 from safehold.api.content import Volumes
+from safehold.api.durations import parse_duration
 from safehold.api.errors import Failure
 from safehold.api.labels import LABEL_BACKUP
 from safehold.contract import env as names
@@ -33,8 +34,7 @@ from safehold.planning.builders import (
     pvc_body,
     volume_snapshot_body,
 )
-from safehold.planning.durations import parse_duration
-from safehold.planning.names import object_name
+from safehold.planning.names import label_value, object_name
 from safehold.planning.resource_types import resource_path
 from safehold.planning.volumes import VolumeTask, plan_volumes
 from safehold.storage import restic
@@ -124,7 +124,7 @@ def _move(
 def take_snapshot(launcher: MoverLauncher, volumes: Volumes, task: VolumeTask, name: str) -> JSON:
     """Create a VolumeSnapshot of the PVC and wait until it is ready to use."""
     rest = launcher.clients.rest
-    labels = {LABEL_BACKUP: launcher.run_label}
+    labels = {LABEL_BACKUP: label_value(launcher.run_label)}
     body = volume_snapshot_body(task.namespace, name, task.pvc, labels, task.snapshot_class)
     try:
         rest.create(_snapshot_path(task.namespace), body)
@@ -192,7 +192,7 @@ def _move_from_snapshot(
     temp = object_name("safehold", launcher.run_label, task.pvc, "tmp")
     try:
         size = (snapshot.get("status") or {}).get("restoreSize")
-        labels = {LABEL_BACKUP: launcher.run_label}
+        labels = {LABEL_BACKUP: label_value(launcher.run_label)}
         rest.create(_pvc_path(task.namespace), _task_pvc(task, temp, labels, size, snap_name))
         wait_bound(rest, task.namespace, temp)
         return _move(

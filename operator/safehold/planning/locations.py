@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from safehold.api.base import JSON
+from safehold.api.durations import parse_duration
 from safehold.api.location import BackupStorageLocationSpec, BackupStorageLocationStatus
 from safehold.planning.conditions import get_condition, set_condition
-from safehold.planning.durations import parse_duration
 
 # A location that is not Ready is re-probed at least this often, so a Secret or bucket
 # created after the location is noticed quickly.

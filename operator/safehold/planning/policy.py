@@ -8,7 +8,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from pydantic import ValidationError
+
 from safehold.api.base import JSON
+from safehold.api.durations import parse_duration
+from safehold.api.errors import Failure, invalid_spec
 from safehold.api.labels import (
     ANNOTATION_SCHEDULED_TIME,
     ANNOTATION_TRIGGER,
@@ -17,7 +21,6 @@ from safehold.api.labels import (
 )
 from safehold.api.policy import BackupPolicySpec, BackupPolicyStatus, BackupReference
 from safehold.planning.conditions import set_condition
-from safehold.planning.durations import parse_duration
 from safehold.planning.locations import location_problem
 from safehold.planning.runs import TERMINAL
 from safehold.planning.schedule import (
@@ -101,7 +104,8 @@ class RunRequest:
 class Evaluation:
     """What one pass decided for one policy."""
 
-    spec: BackupPolicySpec
+    spec: BackupPolicySpec | None
+    """None when the model refuses the spec (Ready says why)."""
     before: BackupPolicyStatus
     status: BackupPolicyStatus
     """The new status; the loop adds retention's bookkeeping before writing it."""
@@ -276,8 +280,11 @@ def evaluate(
 ) -> Evaluation:
     """Evaluate one policy (`mine`: its Backups; `location`: its location's body or None)."""
     meta = body["metadata"]
-    spec = BackupPolicySpec.model_validate(body.get("spec") or {})
     before = BackupPolicyStatus.model_validate(body.get("status") or {})
+    try:
+        spec = BackupPolicySpec.model_validate(body.get("spec") or {})
+    except ValidationError as err:
+        return _invalid(body, before, invalid_spec(err), now)
     status = before.model_copy(deep=True)
     created = parse_time(meta.get("creationTimestamp")) or now
     problem, schedule = _validate(spec, location, Scope(meta["namespace"], operator_namespace))
@@ -316,6 +323,17 @@ def evaluate(
         next_time=decision.next_time,
         newest=newest,
     )
+
+
+def _invalid(body: JSON, before: BackupPolicyStatus, failure: Failure, now: datetime) -> Evaluation:
+    """A spec the model refuses: Ready False with the reason, nothing scheduled."""
+    generation = body["metadata"].get("generation")
+    status = before.model_copy(deep=True)
+    ready: tuple[Literal["True", "False"], str, str] = ("False", failure.reason, failure.message)
+    status.conditions = set_condition(status.conditions, "Ready", *ready, generation, now)
+    status.observed_generation = generation
+    status.next_schedule_time = None
+    return Evaluation(spec=None, before=before, status=status, location_ready=False, ready=ready)
 
 
 def age(delta: timedelta) -> str:

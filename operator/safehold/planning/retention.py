@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
+from safehold.api.durations import parse_duration
 from safehold.api.policy import Retention
-from safehold.planning.durations import parse_duration
 from safehold.planning.policy import BackupView
 
 Bucket = Callable[[datetime], tuple[int, ...]]
