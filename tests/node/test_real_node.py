@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-import urllib.parse
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,8 @@ def test_mover_job_backs_up_a_pvc_to_seaweedfs(
     from safehold.kube.rest import Rest
     from safehold.planning.builders import MoverPod, MoverSpec, VolumeMount
     from safehold.storage import restic
+    from safehold.storage.gateway import GatewayServer, RepositoryGateway
+    from safehold.storage.grants import Grant, sign
 
     monkeypatch.setenv("SAFEHOLD_MOVER_IMAGE", IMAGE)
     monkeypatch.setenv("SAFEHOLD_RESTIC", str(binaries.find("restic")))
@@ -180,23 +182,25 @@ def test_mover_job_backs_up_a_pvc_to_seaweedfs(
     )
 
     cluster.create_bucket("realnode")
-    port = urllib.parse.urlparse(cluster.s3_endpoint_url).port
-    assert port is not None
-    in_pod = f"http://{node.expose_loopback_port(port)}"
-    env = {
-        "AWS_ACCESS_KEY_ID": cluster.s3_access_key,
-        "AWS_SECRET_ACCESS_KEY": cluster.s3_secret_key,
-        "AWS_DEFAULT_REGION": cluster.s3_region,
-        "RESTIC_PASSWORD": "real-node",
-    }
-    options = ("-o", f"s3.region={cluster.s3_region}", "-o", "s3.bucket-lookup=path")
-    host_repo = restic.Repository(
-        f"s3:{cluster.s3_endpoint_url}/realnode/repo", env, (*options, "--no-cache")
-    )
+    # The pod reaches its repository as in production: through the repository gateway, with
+    # an append grant for that one repository (the gateway runs here, on the host).
+    location = _location(cluster, "realnode")
+    key = "repositories/mover"
+    host_repo = location.repository_at(key)
     restic.init(host_repo)
-    secret, opts = restic.mover_environment(
-        restic.Repository(f"s3:{in_pod}/realnode/repo", env, options)
+    gateway = GatewayServer(
+        RepositoryGateway(GATEWAY_KEY, lambda ns, name: location), "127.0.0.1", 0
     )
+    gateway.start()
+    in_pod = f"http://{node.expose_loopback_port(gateway.port)}"
+    expires = datetime.now(UTC) + timedelta(minutes=10)
+    user, password = sign(GATEWAY_KEY, Grant.issue("ops", "realnode", key, "append", expires))
+    secret = {
+        "RESTIC_REPOSITORY": f"rest:{in_pod}/",
+        "RESTIC_REST_USERNAME": user,
+        "RESTIC_REST_PASSWORD": password,
+        "RESTIC_PASSWORD": location.repository_password_for(key),
+    }
 
     reported: list[dict[str, Any]] = []
     outcome = run_mover(
@@ -209,7 +213,6 @@ def test_mover_job_backs_up_a_pvc_to_seaweedfs(
                 "SAFEHOLD_VOLUME_PATH": "/data",
                 "SAFEHOLD_BACKUP": f"{ns}/b1",
                 "SAFEHOLD_PVC": f"{ns}/data",
-                "SAFEHOLD_RESTIC_OPTIONS": opts,
             },
             secret_name="backup-data",
             secret_keys=sorted(secret),
@@ -229,6 +232,37 @@ def test_mover_job_backs_up_a_pvc_to_seaweedfs(
     assert 0 < reported[0]["bytesDone"] <= reported[-1]["bytesDone"]
     snaps = restic.snapshots(host_repo, [f"safehold.io/backup={ns}/b1"])
     assert [s["short_id"] for s in snaps] == [outcome.result["snapshotId"][:8]]
+    gateway.stop()
+
+
+GATEWAY_KEY = b"real-node-gateway-key-0123456789"
+
+
+def _location(cluster: Any, bucket: str) -> Any:
+    """A ResolvedLocation on the host's SeaweedFS."""
+    from safehold.api.location import BackupStorageLocationSpec
+    from safehold.storage.location import ResolvedLocation
+    from safehold.storage.s3 import S3Settings
+
+    spec = BackupStorageLocationSpec.model_validate(
+        {
+            "endpoint": cluster.s3_endpoint_url,
+            "bucket": bucket,
+            "forcePathStyle": True,
+            "credentialsSecret": {"name": "s3"},
+            "repositoryPasswordSecret": {"name": "pw"},
+        }
+    )
+    s3 = S3Settings(
+        bucket=bucket,
+        prefix="",
+        region=cluster.s3_region,
+        endpoint=cluster.s3_endpoint_url,
+        force_path_style=True,
+        access_key_id=cluster.s3_access_key,
+        secret_access_key=cluster.s3_secret_key,
+    )
+    return ResolvedLocation("ops", bucket, spec, s3, "real-node")
 
 
 def test_backup_hooks_exec_in_a_running_pod(node: RealNode) -> None:

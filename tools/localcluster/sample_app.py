@@ -163,7 +163,12 @@ def delete_namespace_and_wait(cluster: LocalCluster, ns: str, timeout: float = 1
 
 
 def restic_cli(
-    cluster: LocalCluster, bucket: str, namespace: str, *args: str, prefix: str = ""
+    cluster: LocalCluster,
+    bucket: str,
+    namespace: str,
+    *args: str,
+    prefix: str = "",
+    password: str = TEST_REPOSITORY_PASSWORD,
 ) -> str:
     """Run restic against one namespace's repository in a bucket made by location_docs();
     returns stdout, raises AssertionError with stderr on failure."""
@@ -171,7 +176,7 @@ def restic_cli(
     env = {
         "AWS_ACCESS_KEY_ID": cluster.s3_access_key,
         "AWS_SECRET_ACCESS_KEY": cluster.s3_secret_key,
-        "RESTIC_PASSWORD": TEST_REPOSITORY_PASSWORD,
+        "RESTIC_PASSWORD": password,
         "RESTIC_REPOSITORY": f"s3:{cluster.s3_endpoint}/{bucket}/{path}",
         "PATH": "/usr/bin:/bin",
     }
@@ -188,6 +193,12 @@ def restic_cli(
     return result.stdout
 
 
-def restic_check(cluster: LocalCluster, bucket: str, namespace: str, prefix: str = "") -> None:
+def restic_check(
+    cluster: LocalCluster,
+    bucket: str,
+    namespace: str,
+    prefix: str = "",
+    password: str = TEST_REPOSITORY_PASSWORD,
+) -> None:
     """`restic check` of one namespace's repository in a bucket made by location_docs()."""
-    restic_cli(cluster, bucket, namespace, "check", prefix=prefix)
+    restic_cli(cluster, bucket, namespace, "check", prefix=prefix, password=password)

@@ -166,6 +166,10 @@ class BackupStatus(ApiModel):
     """Total payload size."""
     storage_path: str | None = None
     """Catalog path of the manifest in the bucket."""
+    run_uid: str | None = None
+    """UID of the run whose data this Backup stands for (its own; for a Backup re-discovered
+    from storage, the original's). Deleting it deletes data only when the catalog entry of its
+    name carries this UID."""
     errors: list[str] = Field(default_factory=list)
     """Errors, each naming the item it concerns."""
     warnings: list[str] = Field(default_factory=list)

@@ -35,7 +35,7 @@ from safehold.engine import metrics
 from safehold.engine.databases import dump_targets
 from safehold.engine.errors import RunError
 from safehold.engine.gateway import Gateway
-from safehold.engine.locations import load_location
+from safehold.engine.locations import load_location, store_failed
 from safehold.engine.movers import MoverLauncher
 from safehold.engine.runs import OneShotRun
 from safehold.engine.settings import operator_namespace, restic_cache_dir, scratch_dir
@@ -44,15 +44,17 @@ from safehold.kube.clients import Clients
 from safehold.kube.discovery import discover
 from safehold.kube.execs import run_exec
 from safehold.kube.export import Exporter, ExportResult, custom_resource_types
+from safehold.planning.conditions import set_condition
 from safehold.planning.dependencies import Dependencies
 from safehold.planning.hooks import plan_hooks, verdict
 from safehold.planning.resource_types import resource_path
 from safehold.planning.runs import Outcome, running
 from safehold.planning.selection import Scope, cluster_types, select_types, selector_string
+from safehold.planning.trust import Untrusted
 from safehold.storage import restic
-from safehold.storage.catalog import BackupManifest, ExportInfo, write_manifest
+from safehold.storage.catalog import BackupManifest, ExportInfo, read_manifest, write_manifest
 from safehold.storage.location import ResolvedLocation
-from safehold.storage.s3 import make_client
+from safehold.storage.s3 import make_client, probe_bucket
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,13 @@ class BackupRun(OneShotRun[BackupStatus]):
             return
         self.status.storage_location = plan.content.storage_location
         self.status.policy = plan.policy
+        self.status.run_uid = plan.uid
+        try:
+            self._preflight(plan)
+        except Failure as failure:
+            named = store_failed(self.clients, plan.location, failure)
+            self._finish("Failed", named.reason, named.message)
+            return
         self.status.conditions = running(
             self.status.conditions,
             f"exporting {len(plan.namespaces)} namespace(s)",
@@ -193,6 +202,29 @@ class BackupRun(OneShotRun[BackupStatus]):
                 {"metadata": {"labels": {LABEL_POLICY: plan.policy}}},
             )
         self._execute(plan)
+
+    def _preflight(self, plan: Plan) -> None:
+        """Before anything is taken: the store answers (a store that does not fails the run in
+        seconds, not after restic's timeout), and no earlier Backup of this name has its data
+        in the bucket (this run must never overwrite that catalog entry)."""
+        s3, layout = make_client(plan.location.s3), plan.location.s3.layout
+        reachable = probe_bucket(s3, plan.location.s3, writable=False)
+        if not reachable.ok:
+            raise RunError(reachable.reason, reachable.message)
+        try:
+            found = read_manifest(s3, layout, plan.namespace, plan.name, privileged=True)
+        except Untrusted:
+            found = None  # an unreadable entry is reported by the catalog sync
+        if found is None or found.uid in (None, plan.uid):
+            return
+        when = f"{found.completion_time:%Y-%m-%dT%H:%M:%SZ}" if found.completion_time else "?"
+        raise RunError(
+            "BackupNameInUse",
+            f"the bucket of {plan.location.name} holds the data of an earlier Backup {plan.name} "
+            f"({found.phase}, completed {when}, uid {found.uid}); its data is kept and this run "
+            "takes nothing: choose another name, or delete that backup's data first "
+            "(docs/backup-restore.md)",
+        )
 
     def _progress(self, done: int) -> None:
         self.status.progress = Progress(items_done=done, items_total=0)
@@ -229,11 +261,12 @@ class BackupRun(OneShotRun[BackupStatus]):
             return
         try:
             export, snapshot_id = self._export_and_upload(plan)
-        except Failure as err:
-            manifest.reason, manifest.message = err.reason, err.message
+        except Failure as failure:
+            named = store_failed(self.clients, plan.location, failure)
+            manifest.reason, manifest.message = named.reason, named.message
             manifest.completion_time = datetime.now(UTC)
             self._record_failure(plan, manifest)
-            self._finish("Failed", err.reason, err.message)
+            self._finish("Failed", named.reason, named.message)
             return
         exported = time.monotonic()
         volumes = self._volumes(plan)
@@ -303,6 +336,15 @@ class BackupRun(OneShotRun[BackupStatus]):
             }
         )
         key = write_manifest(make_client(plan.location.s3), plan.location.s3.layout, manifest)
+        self.status.conditions = set_condition(
+            self.status.conditions,
+            "Restorable",
+            "True",
+            "InCatalog",
+            f"in the catalog of location {plan.location.name}",
+            self.generation,
+            datetime.now(UTC),
+        )
         self.status.resources = resources
         self.status.size_bytes = taken.size_bytes
         self.status.volumes = taken.volumes

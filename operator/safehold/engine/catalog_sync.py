@@ -10,15 +10,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 from safehold.api.backup import BackupStatus
 from safehold.api.base import JSON
 from safehold.api.kinds import BACKUP
 from safehold.api.labels import ANNOTATION_SYNCED, LABEL_POLICY
 from safehold.kube.clients import Clients
+from safehold.kube.events import post_event
 from safehold.kube.resources import patch_status
 from safehold.kube.rest import ApiError
 from safehold.planning.builders import backup_object, content_spec
+from safehold.planning.conditions import changed, set_condition
 from safehold.planning.runs import Outcome, finished
 from safehold.planning.trust import is_name
 from safehold.storage.catalog import BackupManifest, ManifestProblem, scan_manifests
@@ -62,6 +65,11 @@ def backup_from_manifest(manifest: BackupManifest, location: str) -> tuple[JSON,
         1,
         now,
     )
+    if manifest.restorable:
+        in_catalog = f"in the catalog of location {location}"
+        conditions = set_condition(
+            conditions, "Restorable", "True", "InCatalog", in_catalog, 1, now
+        )
     status = BackupStatus(
         conditions=conditions,
         phase=manifest.phase,
@@ -75,6 +83,7 @@ def backup_from_manifest(manifest: BackupManifest, location: str) -> tuple[JSON,
         size_bytes=manifest.size_bytes,
         errors=manifest.errors,
         warnings=manifest.warnings,
+        run_uid=manifest.uid,
     )
     return body, status.to_wire()
 
@@ -106,19 +115,90 @@ def _problem_backup(problem: ManifestProblem, namespace: str, location: str) -> 
     return body, status.to_wire()
 
 
+RESTORABLE = ("Succeeded", "PartiallyFailed")
+
+
+def catalog_state(
+    body: JSON,
+    location: str,
+    manifests: dict[str, BackupManifest],
+    problems: dict[str, ManifestProblem],
+) -> tuple[Literal["True", "False"], str, str] | None:
+    """What the catalog says of a finished Backup of this location: its Restorable condition
+    (status, reason, message), or None when the Backup is not one to judge."""
+    status = body.get("status") or {}
+    if status.get("storageLocation") != location or status.get("phase") not in RESTORABLE:
+        return None
+    name = body["metadata"]["name"]
+    if name in problems:
+        problem = problems[name]
+        return "False", problem.reason, f"catalog entry {problem.key}: {problem.message}"
+    manifest = manifests.get(name)
+    if manifest is None:
+        return (
+            "False",
+            "ManifestMissing",
+            f"the catalog of location {location} no longer has this backup's manifest: it "
+            "cannot be restored",
+        )
+    run = status.get("runUid")
+    if run and manifest.uid and manifest.uid != run:
+        return "False", "ManifestOfAnotherRun", f"the catalog entry is run {manifest.uid}'s"
+    return "True", "InCatalog", f"in the catalog of location {location}"
+
+
+def _judge(
+    clients: Clients,
+    bodies: list[JSON],
+    location: str,
+    manifests: list[BackupManifest],
+    problems: list[ManifestProblem],
+) -> None:
+    """Say on each finished Backup whether the catalog still holds it."""
+    by_name = {m.name: m for m in manifests}
+    broken = {p.name: p for p in problems}
+    now = datetime.now(UTC)
+    for body in bodies:
+        state = catalog_state(body, location, by_name, broken)
+        if state is None:
+            continue
+        meta = body["metadata"]
+        status = BackupStatus.model_validate(body.get("status") or {})
+        after = set_condition(status.conditions, "Restorable", *state, meta.get("generation"), now)
+        if not changed(status.conditions, after, "Restorable"):
+            continue
+        patch_status(
+            clients.custom,
+            BACKUP,
+            meta["namespace"],
+            meta["name"],
+            {"conditions": [c.to_wire() for c in after]},
+        )
+        if state[0] == "False":
+            post_event(
+                clients.core,
+                BACKUP.kind,
+                meta["namespace"],
+                meta["name"],
+                meta.get("uid"),
+                "Warning",
+                state[1],
+                state[2],
+            )
+
+
 def sync_catalog(clients: Clients, location: ResolvedLocation, *, privileged: bool) -> SyncResult:
     """Create the Backups of the location's namespace found only in storage. An entry that is
     not a valid manifest becomes a Failed Backup naming why (when its folder is a valid name
-    and no Backup has it), and is listed in the result."""
+    and no Backup has it), and is listed in the result. Finished Backups whose entry is gone
+    or broken say so in their Restorable condition."""
     namespace = location.namespace
     manifests, problems = scan_manifests(
         make_client(location.s3), location.s3.layout, namespace, privileged=privileged
     )
-    present = {
-        b["metadata"]["name"]
-        for page in clients.rest.list_pages(BACKUP.path(namespace))
-        for b in page
-    }
+    bodies = [b for page in clients.rest.list_pages(BACKUP.path(namespace)) for b in page]
+    present = {b["metadata"]["name"] for b in bodies}
+    _judge(clients, bodies, location.name, manifests, problems)
     result = SyncResult(problems=problems)
     wanted = [
         (m.name, *backup_from_manifest(m, location.name))

@@ -17,7 +17,7 @@ from safehold.api.backup import BackupStatus
 from safehold.api.base import JSON
 from safehold.api.errors import Failure
 from safehold.api.kinds import BACKUP
-from safehold.api.labels import ANNOTATION_DELETE_REQUESTED, LABEL_POLICY
+from safehold.api.labels import ANNOTATION_DELETE_REQUESTED, ANNOTATION_SYNCED, LABEL_POLICY
 from safehold.engine.errors import RunError
 from safehold.engine.locations import load_location
 from safehold.engine.metrics import RETENTION_DELETIONS
@@ -29,6 +29,7 @@ from safehold.planning.policy import BackupView, parse_time, policy_of
 from safehold.planning.trust import Untrusted
 from safehold.storage import restic
 from safehold.storage.catalog import BackupManifest, delete_manifest, read_manifest
+from safehold.storage.layout import BucketLayout
 from safehold.storage.location import ResolvedLocation
 from safehold.storage.s3 import make_client
 
@@ -48,17 +49,25 @@ def location_of(body: JSON) -> str | None:
     return status.get("storageLocation") or (body.get("spec") or {}).get("storageLocation")
 
 
-def snapshot_ids(manifest: BackupManifest | None, status: BackupStatus) -> list[str]:
-    """Every restic snapshot a backup owns: its export, volumes and databases."""
-    ids: list[str | None] = []
+def snapshots_by_repository(
+    manifest: BackupManifest | None, status: BackupStatus, namespace: str
+) -> dict[str, set[str]]:
+    """Every restic snapshot a backup owns, by the repository (key below the location's
+    prefix) holding it: its export and databases in the namespace's repository, its volumes
+    in theirs."""
+    own = BucketLayout.repository(namespace)
+    found: dict[str, set[str]] = {}
     for source in (manifest, status):
         if source is None:
             continue
-        ids.append(source.resources.snapshot_id if source.resources else None)
-        ids += [v.snapshot_id for v in source.volumes]
+        ids = [source.resources.snapshot_id if source.resources else None]
         ids += [d.snapshot_id for d in source.databases]
         ids += [s for d in source.databases for s in d.snapshots]
-    return sorted({i for i in ids if i})
+        found.setdefault(own, set()).update(i for i in ids if i)
+        for volume in source.volumes:
+            if volume.snapshot_id:
+                found.setdefault(volume.repository or own, set()).add(volume.snapshot_id)
+    return {key: ids for key, ids in found.items() if ids}
 
 
 def delete_backup(clients: Clients, body: JSON, reason: str) -> list[str]:
@@ -78,7 +87,9 @@ def delete_backup(clients: Clients, body: JSON, reason: str) -> list[str]:
             if err.reason != "LocationNotFound" or status.storage_path:
                 raise DeletionBlocked(err.reason, err.message) from None
         else:
-            forgotten = _delete_data(location, namespace, name, status)
+            synced = ANNOTATION_SYNCED in (meta.get("annotations") or {})
+            owner = status.run_uid or (None if synced else meta.get("uid"))
+            forgotten = _delete_data(location, namespace, name, status, owner)
     try:
         clients.rest.delete(BACKUP.path(namespace, name))
     except ApiError as err:
@@ -97,8 +108,15 @@ def delete_backup(clients: Clients, body: JSON, reason: str) -> list[str]:
 
 
 def _delete_data(
-    location: ResolvedLocation, namespace: str, name: str, status: BackupStatus
+    location: ResolvedLocation,
+    namespace: str,
+    name: str,
+    status: BackupStatus,
+    owner: str | None,
 ) -> list[str]:
+    """Forget the backup's snapshots and remove its catalog entry, when that entry is this
+    run's (`owner`: the run's UID; None for Backups re-discovered before runs were told apart).
+    The entry of an earlier Backup of the same name is never touched."""
     s3 = make_client(location.s3)
     try:
         manifest = read_manifest(
@@ -106,16 +124,28 @@ def _delete_data(
         )
     except Untrusted:  # the status alone says what the backup owns
         manifest = None
-    wanted = snapshot_ids(manifest, status)
-    repo = location.repository(namespace, restic_cache_dir())
+    mine = manifest is None or owner is None or manifest.uid in (None, owner)
+    if not mine:
+        log.warning(
+            "backup %s/%s: the catalog entry of that name belongs to run %s; kept",
+            namespace,
+            name,
+            manifest.uid if manifest else "?",
+        )
+    wanted = snapshots_by_repository(manifest if mine else None, status, namespace)
     forgotten: list[str] = []
-    with restic.maintenance_lock(repo):
-        if wanted and restic.is_initialized(repo):
+    with restic.maintenance_lock(location.repository(namespace)):
+        for key, ids in sorted(wanted.items()):
+            repo = location.repository_at(key, restic_cache_dir())
+            if not restic.is_initialized(repo):
+                continue
             present = {s["id"] for s in restic.snapshots(repo)}
-            forgotten = [i for i in wanted if i in present]
-            if forgotten:
-                restic.run(repo, ["forget", "--retry-lock", RETRY_LOCK, *forgotten], timeout=900)
-        delete_manifest(s3, location.s3.layout, namespace, name)
+            gone = sorted(ids & present)
+            if gone:
+                restic.run(repo, ["forget", "--retry-lock", RETRY_LOCK, *gone], timeout=900)
+            forgotten += gone
+        if mine:
+            delete_manifest(s3, location.s3.layout, namespace, name)
     return forgotten
 
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from safehold.api.base import JSON
-from safehold.api.errors import invalid_spec
+from safehold.api.errors import Failure, invalid_spec
 from safehold.api.kinds import LOCATION
 from safehold.api.location import BackupStorageLocationSpec, BackupStorageLocationStatus
 from safehold.engine.catalog_sync import SyncResult, sync_catalog
@@ -58,6 +58,54 @@ def load_location(
         return resolve_location(clients.core, namespace, name, spec)
     except SecretProblem as err:
         raise RunError(err.reason, err.message) from None
+
+
+# Reasons of a failed run that say the object store did not answer.
+STORE_DOWN = frozenset({"RepositoryTimeout", "EndpointUnreachable"})
+
+
+def store_failed(clients: Clients, location: ResolvedLocation, failure: Failure) -> Failure:
+    """A run's failure, with the store named when it did not answer; the location then turns
+    Ready=False at once (with an Event), not only at its next probe."""
+    if failure.reason not in STORE_DOWN:
+        return failure
+    s3 = location.s3
+    where = f"the object store at {s3.endpoint or 'AWS S3'} (bucket {s3.bucket})"
+    text = (
+        failure.message
+        if where in failure.message
+        else f"{where} did not answer: {failure.message}"
+    )
+    named = Failure(failure.reason, text)
+    body = clients.rest.get_or_none(LOCATION.path(location.namespace, location.name))
+    if body is None:
+        return named
+    before = BackupStorageLocationStatus.model_validate(body.get("status") or {})
+    generation = body["metadata"].get("generation")
+    after = status_after_probe(
+        before,
+        False,
+        named.reason,
+        named.message,
+        before.repository_initialized,
+        generation,
+        datetime.now(UTC),
+    )
+    patch_status(clients.custom, LOCATION, location.namespace, location.name, after.to_wire())
+    LOCATION_READY.labels(location.namespace, location.name).set(0)
+    if changed(before.conditions, after.conditions, "Ready"):
+        meta = body["metadata"]
+        post_event(
+            clients.core,
+            LOCATION.kind,
+            meta["namespace"],
+            meta["name"],
+            meta.get("uid"),
+            "Warning",
+            named.reason,
+            named.message,
+        )
+    return named
 
 
 class LocationReconciler:
@@ -128,13 +176,8 @@ class LocationReconciler:
         if synced is not None:
             after.last_sync_time = now
         patch_status(self.clients.custom, LOCATION, namespace, name, after.to_wire())
-        if synced:
-            self._event(
-                body,
-                "Normal",
-                "BackupsDiscovered",
-                f"re-created {synced} Backup(s) found in storage",
-            )
+        if synced is not None:
+            self._report_sync(body, synced)
         LOCATION_READY.labels(namespace, name).set(1 if outcome.ok else 0)
         LOCATION_PROBES.labels(namespace, name, outcome.reason).inc()
         if changed(before.conditions, after.conditions, "Ready"):

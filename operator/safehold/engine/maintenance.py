@@ -9,7 +9,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from safehold.api.base import JSON
 from safehold.api.durations import parse_duration
@@ -23,6 +23,7 @@ from safehold.planning.locations import location_problem
 from safehold.planning.policy import BackupView
 from safehold.storage import restic
 from safehold.storage.location import ResolvedLocation
+from safehold.storage.s3 import delete_prefix, make_client
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,53 @@ def prune_interval() -> timedelta:
     return parse_duration(os.environ.get("SAFEHOLD_PRUNE_INTERVAL") or "24h")
 
 
+SCRATCH_LIFETIME = timedelta(hours=24)
+
+
+def repositories_of(location: ResolvedLocation, namespace: str) -> list[str]:
+    """Keys of every repository of a namespace's backups in the location: its own and the
+    per-namespace ones of its volume data."""
+    layout = location.s3.layout
+    prefix = layout.key("namespace-repositories", namespace) + "/"
+    pages = (
+        make_client(location.s3)
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket=layout.bucket, Prefix=prefix, Delimiter="/")
+    )
+    found = [
+        layout.namespace_repository(namespace, str(p["Prefix"])[len(prefix) :].strip("/"))
+        for page in pages
+        for p in page.get("CommonPrefixes", [])
+    ]
+    return [layout.repository(namespace), *sorted(found)]
+
+
+def remove_stale_scratch(location: ResolvedLocation, now: datetime) -> int:
+    """Scratch repositories a restore left behind (the operator stopped mid-way): removed a
+    day after they were made. Returns how many."""
+    layout, s3 = location.s3.layout, make_client(location.s3)
+    prefix = layout.key("scratch-repositories") + "/"
+    removed = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=layout.bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            key = str(item["Key"])
+            if key.endswith("/config") and now - item["LastModified"] > SCRATCH_LIFETIME:
+                delete_prefix(s3, layout.bucket, key.removesuffix("config"))
+                removed += 1
+    return removed
+
+
 def prune_repository(location: ResolvedLocation, namespace: str) -> None:
-    """Clear stale locks, then free the data of forgotten snapshots (exclusive lock)."""
-    repo = location.repository(namespace, restic_cache_dir())
-    with restic.maintenance_lock(repo):
-        if not restic.is_initialized(repo):
-            return
-        restic.run(repo, ["unlock"], timeout=300)  # removes stale locks only
-        restic.run(repo, ["prune", "--retry-lock", RETRY_LOCK], timeout=6 * 3600)
+    """Clear stale locks, then free the data of forgotten snapshots (exclusive lock), in every
+    repository of the namespace."""
+    with restic.maintenance_lock(location.repository(namespace)):
+        for key in repositories_of(location, namespace):
+            repo = location.repository_at(key, restic_cache_dir())
+            if not restic.is_initialized(repo):
+                continue
+            restic.run(repo, ["unlock"], timeout=300)  # removes stale locks only
+            restic.run(repo, ["prune", "--retry-lock", RETRY_LOCK], timeout=6 * 3600)
+    remove_stale_scratch(location, datetime.now(UTC))
 
 
 class Maintenance:

@@ -33,7 +33,7 @@ from safehold.api.restore import (
 )
 from safehold.engine.errors import RunError
 from safehold.engine.gateway import Gateway
-from safehold.engine.locations import load_location
+from safehold.engine.locations import load_location, store_failed
 from safehold.engine.restore_data import DataRestorer
 from safehold.engine.runs import OneShotRun
 from safehold.engine.settings import operator_namespace, restic_cache_dir, scratch_dir
@@ -41,8 +41,9 @@ from safehold.kube.clients import Clients
 from safehold.kube.rest import ApiError, Rest
 from safehold.planning import trust
 from safehold.planning.builders import namespace_body
+from safehold.planning.conditions import get_condition
 from safehold.planning.names import label_value
-from safehold.planning.policy import policy_of
+from safehold.planning.policy import BackupView, policy_of
 from safehold.planning.resource_types import resource_path
 from safehold.planning.restore import (
     CRD_RESOURCE,
@@ -107,7 +108,7 @@ def _latest_of_policy(rest: Rest, namespace: str, policy: str) -> str:
             if policy_of(body) != policy:
                 continue
             status = BackupStatus.model_validate(body.get("status") or {})
-            if status.phase in ("Succeeded", "PartiallyFailed") and status.completion_time:
+            if BackupView.of(body).restorable and status.completion_time:
                 candidates.append((status.completion_time, body["metadata"]["name"]))
     if not candidates:
         raise RunError(
@@ -133,6 +134,9 @@ def resolve_source(clients: Clients, namespace: str, spec: RestoreRequestSpec) -
             f"Backup {namespace}/{name} is {status.phase or 'New'}; only Succeeded or "
             "PartiallyFailed backups can be restored",
         )
+    gone = get_condition(status.conditions, "Restorable")
+    if gone is not None and gone.status == "False":
+        raise RunError("BackupNotRestorable", f"Backup {namespace}/{name}: {gone.message}")
     location = load_location(clients, namespace, status.storage_location, need_write=False)
     manifest = read_manifest(
         make_client(location.s3),
@@ -191,8 +195,9 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
         workdir.mkdir(parents=True)
         try:
             self._restore(source, workdir)
-        except Failure as err:
-            self._finish("Failed", err.reason, err.message)
+        except Failure as failure:
+            named = store_failed(self.clients, source.location, failure)
+            self._finish("Failed", named.reason, named.message)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -4,6 +4,7 @@ until the Job ends, read the mover's result back."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,22 @@ from safehold.planning.resource_types import resource_path
 
 log = logging.getLogger(__name__)
 PROGRESS_POLL = 3.0  # seconds between reads of a running mover's progress
+# Waiting reasons of a pod that will not start without someone changing something.
+STUCK_REASONS = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "Unschedulable",
+    }
+)
+
+
+def stuck_limit() -> float:
+    """How long a mover pod may wait for such a reason before its Job is given up."""
+    return float(os.environ.get("SAFEHOLD_MOVER_START_TIMEOUT_SECONDS") or 300)
 
 
 class MoverStartFailed(Failure):
@@ -127,11 +144,38 @@ def start_mover(rest: Rest, spec: MoverSpec, secret_data: Mapping[str, str]) -> 
     )
 
 
+def stuck_reason(rest: Rest, namespace: str, job: str) -> str | None:
+    """Why the Job's pod cannot start (a waiting reason that needs a change), if it cannot."""
+    pods = rest.get(
+        resource_path("", "v1", "pods", namespace),
+        labelSelector=f"batch.kubernetes.io/job-name={job}",
+    ).get("items", [])
+    for pod in pods:
+        status = pod.get("status") or {}
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
+                return f"pod {pod['metadata']['name']} is Unschedulable: {cond.get('message', '')}"
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in STUCK_REASONS:
+                name = pod["metadata"]["name"]
+                return f"pod {name} waits: {waiting['reason']}: {waiting.get('message', '')}"
+    return None
+
+
 def wait_mover(
-    rest: Rest, spec: MoverSpec, poll: float = 1.0, on_progress: ProgressFn | None = None
+    rest: Rest,
+    spec: MoverSpec,
+    poll: float = 1.0,
+    on_progress: ProgressFn | None = None,
+    stuck_after: float | None = None,
 ) -> MoverOutcome:
-    """Wait until the mover's Job ends; its outcome (and the mover's result document)."""
+    """Wait until the mover's Job ends; its outcome (and the mover's result document). A pod
+    that cannot start (its Secret gone, its image missing, no node for it) for `stuck_after`
+    seconds ends the Job with MoverCannotStart, so nothing waits for the Job's deadline."""
     deadline = time.monotonic() + spec.pod.deadline_seconds + 120
+    limit = stuck_limit() if stuck_after is None else stuck_after
+    stuck_since: float | None = None
     next_progress = time.monotonic()
     while time.monotonic() < deadline:
         current = rest.get_or_none(_job_path(spec.namespace, spec.name))
@@ -146,10 +190,17 @@ def wait_mover(
         }
         if "Complete" in conditions or "Failed" in conditions:
             return _outcome(rest, spec, conditions)
-        if on_progress is not None and time.monotonic() >= next_progress:
+        if time.monotonic() >= next_progress:  # the pod, every few seconds
             next_progress = time.monotonic() + PROGRESS_POLL
-            progress = latest_progress(rest, spec.namespace, spec.name)
-            if progress is not None:
+            why = stuck_reason(rest, spec.namespace, spec.name)
+            stuck_since = (stuck_since or time.monotonic()) if why else None
+            if why and stuck_since is not None and time.monotonic() - stuck_since >= limit:
+                path = _job_path(spec.namespace, spec.name)
+                rest.delete_quietly(path, propagation="Foreground")
+                message = f"Job {spec.namespace}/{spec.name}: {why}"
+                return MoverOutcome(False, "MoverCannotStart", message)
+            progress = latest_progress(rest, spec.namespace, spec.name) if on_progress else None
+            if on_progress is not None and progress is not None:
                 on_progress(progress)
         time.sleep(poll)
     return MoverOutcome(

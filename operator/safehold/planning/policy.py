@@ -80,6 +80,15 @@ class BackupView:
         return self.phase in TERMINAL
 
     @property
+    def restorable(self) -> bool:
+        """Succeeded or PartiallyFailed, and not known to be gone from the catalog."""
+        if self.phase not in ("Succeeded", "PartiallyFailed"):
+            return False
+        conditions = (self.body.get("status") or {}).get("conditions") or []
+        state = next((c for c in conditions if c.get("type") == "Restorable"), None)
+        return state is None or state.get("status") != "False"
+
+    @property
     def sort_key(self) -> tuple[datetime, str]:
         return (self.completed or self.time, self.name)
 
@@ -160,7 +169,9 @@ def _validate(
 
 
 def newest_success(mine: list[BackupView]) -> BackupView | None:
-    succeeded = sorted((b for b in mine if b.phase == "Succeeded"), key=lambda b: b.sort_key)
+    succeeded = sorted(
+        (b for b in mine if b.phase == "Succeeded" and b.restorable), key=lambda b: b.sort_key
+    )
     return succeeded[-1] if succeeded else None
 
 

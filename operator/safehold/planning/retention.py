@@ -145,6 +145,9 @@ def plan(
     newest = finished[-1].name
     if retention is None or last_applied == newest:
         return RetentionPlan(expired, [], None)
-    candidates = [Candidate(b.name, b.time) for b in finished if b.phase == "Succeeded"]
+    # A backup the catalog lost is no good backup: it never counts as one retention keeps.
+    candidates = [
+        Candidate(b.name, b.time) for b in finished if b.phase == "Succeeded" and b.restorable
+    ]
     decision = select(candidates, retention, zone)
     return RetentionPlan(expired, [n for n in decision.delete if n != newest], newest)

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, ValidationError
 
 from safehold.api.backup import BackupPhase, DatabaseResult, ResourceSummary, VolumeResult
 from safehold.api.base import ApiModel
 from safehold.api.content import BackupContent
+from safehold.api.errors import Failure
 from safehold.planning import trust
 from safehold.storage.layout import BucketLayout
 from safehold.storage.s3 import delete_prefix
@@ -87,6 +88,10 @@ def write_manifest(client: S3Client, layout: BucketLayout, manifest: BackupManif
     body = json.dumps(manifest.to_wire(), indent=2, sort_keys=True).encode()
     client.put_object(Bucket=layout.bucket, Key=key, Body=body, ContentType="application/json")
     return key
+
+
+class StoreFailed(Failure):
+    """The object store did not answer a catalog request."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,9 @@ def read_manifest(
     except ClientError as err:
         if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             return None
-        raise
+        raise StoreFailed("StorageError", f"reading {key} failed: {err}") from None
+    except BotoCoreError as err:
+        raise StoreFailed("EndpointUnreachable", f"reading {key} failed: {err}") from None
     if int(obj.get("ContentLength") or 0) > trust.MAX_MANIFEST_BYTES:
         raise trust.Untrusted("ManifestInvalid", f"{key} is larger than a manifest can be")
     manifest = _parse(obj["Body"].read(trust.MAX_MANIFEST_BYTES + 1), key)

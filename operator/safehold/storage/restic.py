@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
+from urllib.parse import urlsplit
 
 from safehold.api.errors import Failure
 from safehold.contract.env import RESTIC_OPTIONS
@@ -160,7 +161,13 @@ def _failure(code: int, stderr: bytes, secrets: Sequence[str]) -> ResticError:
 def _reason(code: int, stderr: str) -> str:
     if code == EXIT_REPOSITORY_MISSING:
         return "RepositoryNotFound"
-    if code == EXIT_WRONG_PASSWORD or "wrong password" in stderr:
+    # A key that opens but whose master key does not decrypt `config`: two writers created the
+    # repository at once with different passwords, and the other's `config` won.
+    if (
+        code == EXIT_WRONG_PASSWORD
+        or "wrong password" in stderr
+        or "ciphertext verification" in stderr
+    ):
         return "RepositoryPasswordWrong"
     if code == EXIT_LOCK_FAILED:
         return "RepositoryLocked"
@@ -213,7 +220,14 @@ def init_lock(repo: Repository) -> threading.Lock:
     own master key, leaving a repository no key can open.
     """
     with _init_locks_guard:
-        return _init_locks.setdefault(repo.url, threading.Lock())
+        return _init_locks.setdefault(_storage_key(repo.url), threading.Lock())
+
+
+def _storage_key(url: str) -> str:
+    """Where a repository lives, however its endpoint is spelled (127.0.0.1 or localhost):
+    the bucket and key part of its URL."""
+    scheme, _, rest = url.partition(":")
+    return f"{scheme}:{urlsplit(rest).path}" if "://" in rest else url
 
 
 _exclusive_locks: dict[str, threading.Lock] = {}
@@ -234,12 +248,22 @@ def ensure_initialized(repo: Repository, exists: Callable[[], bool] | None = Non
 
     `exists` answers whether the repository is there without restic (the location probe
     looks for its `config` object over S3); by default restic opens it, which also checks the
-    password.
+    password. After creating it, restic opens it again: another writer of the same prefix
+    (another process, or another location spelling the endpoint differently) may have
+    created it at the same moment with another password, and then this password does not
+    open it (ResticError RepositoryPasswordWrong).
     """
     with init_lock(repo):
         if exists() if exists is not None else is_initialized(repo):
             return False
-        init(repo)
+        try:
+            init(repo)
+        except ResticError as err:
+            if "already exists" not in err.message and "already initialized" not in err.message:
+                raise
+            is_initialized(repo)  # someone else's: this password must open it
+            return False
+        is_initialized(repo)
         return True
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.parsers import ResponseParserError
 
 from safehold.storage.layout import BucketLayout
 from safehold.storage.redact import redact
@@ -125,10 +126,24 @@ class ProbeResult:
 _CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"}
 
 
+def _speaks_s3(error: ClientError) -> bool:
+    """Whether the answer came from an S3 API: an S3 error code, or S3's request id headers."""
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    headers = error.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) or {}
+    return not code.isdigit() or any(h in headers for h in ("x-amz-request-id", "x-amz-id-2"))
+
+
 def _classify(error: ClientError, settings: S3Settings, action: str) -> ProbeResult:
     code = str(error.response.get("Error", {}).get("Code", ""))
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     text = redact(str(error), settings.secret_values)
+    if not _speaks_s3(error):
+        return ProbeResult(
+            False,
+            "NotAnS3Endpoint",
+            f"{settings.endpoint or 'the endpoint'} answered HTTP {status} without an S3 error: "
+            "it is not an S3 API (check the endpoint's host and port)",
+        )
     if code in ("NoSuchBucket", "404") or status == 404:
         return ProbeResult(False, "BucketNotFound", f"bucket {settings.bucket!r} does not exist")
     if code in _CREDENTIAL_ERRORS:
@@ -158,6 +173,12 @@ def probe_bucket(client: S3Client, settings: S3Settings, writable: bool) -> Prob
         )
     except ClientError as err:
         return _classify(err, settings, "list the bucket")
+    except ResponseParserError:
+        return ProbeResult(
+            False,
+            "NotAnS3Endpoint",
+            f"{where}: the answer is not S3's (check the endpoint's host and port)",
+        )
     except BotoCoreError as err:
         return ProbeResult(
             False, "EndpointUnreachable", f"cannot talk to {where}: {type(err).__name__}: {err}"
