@@ -1,4 +1,4 @@
-"""Backup: run once when created (or resumed unfinished after an operator restart)."""
+"""Backup: queued once when created (or resumed unfinished after an operator restart)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import kopf
 from safehold import GROUP, VERSION
 from safehold.api.kinds import BACKUP
 from safehold.api.labels import ANNOTATION_SYNCED
-from safehold.engine.backup import run_backup
+from safehold.engine.backup import BackupRun
+from safehold.engine.runs import submit
+from safehold.planning.policy import policy_of
 
 
 @kopf.on.resume(GROUP, VERSION, BACKUP.plural)
@@ -18,4 +20,5 @@ def backup_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     # Backups re-created from the catalog already happened; their status comes from storage.
     if ANNOTATION_SYNCED in (body.metadata.annotations or {}):
         return
-    run_backup(memo.clients, memo.gateway, dict(body))
+    obj = dict(body)
+    submit(memo.runs, memo.clients, memo.gateway, BackupRun, obj, policy_of(obj) or "")

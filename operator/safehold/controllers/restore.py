@@ -1,4 +1,5 @@
-"""RestoreRequest: run once when created (or resumed unfinished after an operator restart)."""
+"""RestoreRequest: queued once when created (or resumed unfinished after an operator
+restart)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import kopf
 
 from safehold import GROUP, VERSION
 from safehold.api.kinds import RESTORE
-from safehold.engine.restore import run_restore
+from safehold.engine.restore import RestoreRun
+from safehold.engine.runs import submit
 
 
 @kopf.on.resume(GROUP, VERSION, RESTORE.plural)
 @kopf.on.create(GROUP, VERSION, RESTORE.plural)
 def restore_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    run_restore(memo.clients, memo.gateway, dict(body))
+    submit(memo.runs, memo.clients, memo.gateway, RestoreRun, dict(body), "restores")

@@ -13,6 +13,7 @@ from safehold.api.labels import FINALIZER
 from safehold.controllers.memory import release_loop
 from safehold.engine.gateway import Gateway
 from safehold.engine.locations import LocationReconciler
+from safehold.engine.queue import FairQueue
 from safehold.engine.scheduler import Scheduler
 from safehold.kube.clients import Clients, load_api_client
 
@@ -30,6 +31,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     memo.clients = Clients.from_api_client(load_api_client())
     memo.gateway = Gateway.for_operator(memo.clients).start(memo.gateway_address, memo.gateway_port)
+    memo.runs = FairQueue().start()
     memo.stop = asyncio.Event()
     memo.scheduler = Scheduler(memo.clients)
     memo.locations = LocationReconciler(memo.clients, memo.scheduler.wake)
@@ -45,4 +47,5 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     memo.stop.set()
     for task in memo.tasks:
         await task
+    memo.runs.stop()
     memo.gateway.stop()

@@ -34,7 +34,6 @@ from safehold.api.policy import BackupPolicySpec
 from safehold.engine import metrics
 from safehold.engine.databases import dump_targets
 from safehold.engine.errors import RunError
-from safehold.engine.gateway import Gateway
 from safehold.engine.locations import load_location, store_failed
 from safehold.engine.movers import MoverLauncher
 from safehold.engine.runs import OneShotRun
@@ -468,7 +467,3 @@ def _summary(plan: Plan, taken: Taken) -> str:
 def _versions(clients: Clients) -> dict[str, str]:
     kube = clients.rest.get("/version").get("gitVersion", "unknown")
     return {"safehold": __version__, "kubernetes": str(kube), "restic": restic.version()}
-
-
-def run_backup(clients: Clients, gateway: Gateway, body: JSON) -> None:
-    BackupRun(clients, body, gateway).run()

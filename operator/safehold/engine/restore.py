@@ -490,7 +490,3 @@ class Applier:
                 except ApiError as err:
                     log.warning("could not restore owner references of %s: %s", path, err)
         self.pending_owners = []
-
-
-def run_restore(clients: Clients, gateway: Gateway, body: JSON) -> None:
-    RestoreRun(clients, body, gateway).run()

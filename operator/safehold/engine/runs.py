@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import ValidationError
 
@@ -15,10 +15,11 @@ from safehold.api.errors import invalid_spec
 from safehold.api.kinds import KindInfo
 from safehold.api.restore import RestoreRequestStatus
 from safehold.engine.gateway import Gateway
+from safehold.engine.queue import FairQueue
 from safehold.kube.clients import Clients
 from safehold.kube.events import post_event
 from safehold.kube.resources import patch_status
-from safehold.planning.runs import TERMINAL, Outcome, finished, phase_of
+from safehold.planning.runs import TERMINAL, Outcome, finished, phase_of, queued
 
 log = logging.getLogger(__name__)
 StatusT = TypeVar("StatusT", BackupStatus, RestoreRequestStatus)
@@ -66,6 +67,19 @@ class OneShotRun(Generic[StatusT]):
             message,
         )
 
+    def mark_queued(self, ahead: int) -> None:
+        """Say that the run waits for a free slot (only before it ever started)."""
+        if self.status.phase not in (None, "New") or self.status.start_time is not None:
+            return
+        message = f"queued: {ahead} run(s) of this namespace ahead" if ahead else "queued"
+        self.status.conditions = queued(
+            self.status.conditions, message, self.generation, datetime.now(UTC)
+        )
+        try:
+            self._write()
+        except Exception:  # best effort: the run writes its status when it starts
+            log.debug("could not mark %s/%s queued", self.namespace, self.name, exc_info=True)
+
     def run(self) -> None:
         if self.status.phase in TERMINAL:
             return
@@ -81,3 +95,26 @@ class OneShotRun(Generic[StatusT]):
 
     def _run(self) -> None:
         raise NotImplementedError
+
+
+def submit(
+    queue: FairQueue,
+    clients: Clients,
+    gateway: Gateway,
+    run_type: type[OneShotRun[Any]],
+    body: JSON,
+    group: str,
+) -> None:
+    """Queue one run of `body`; it starts from the object as it is then (and not at all when
+    the object was deleted or replaced meanwhile)."""
+    meta = body["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+
+    def work() -> None:
+        fresh = clients.rest.get_or_none(run_type.info.path(namespace, name))
+        if fresh is not None and fresh["metadata"]["uid"] == uid:
+            run_type(clients, fresh, gateway).run()
+
+    ahead = queue.submit(uid, namespace, group, work)
+    if ahead is not None:
+        run_type(clients, body, gateway).mark_queued(ahead)

@@ -22,10 +22,18 @@ def phase_of(conditions: list[Condition]) -> Phase:
     if succeeded is None:
         return "New"
     if succeeded.status == "Unknown":
-        return "Running"
+        return "New" if succeeded.reason == "Queued" else "Running"
     if succeeded.status == "True":
         return "Succeeded"
     return "PartiallyFailed" if succeeded.reason == "PartiallyFailed" else "Failed"
+
+
+def queued(
+    conditions: list[Condition], message: str, generation: int | None, now: datetime
+) -> list[Condition]:
+    """Waiting for a free run slot (phase New)."""
+    out = set_condition(conditions, "Succeeded", "Unknown", "Queued", message, generation, now)
+    return set_condition(out, "Complete", "False", "Queued", message, generation, now)
 
 
 def running(
