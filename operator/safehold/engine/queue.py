@@ -58,6 +58,16 @@ class FairQueue:
             self._stop = True
             self._cond.notify_all()
 
+    def has(self, key: str) -> bool:
+        """Whether the run is queued or running."""
+        with self._cond:
+            return key in self._keys
+
+    def waiting(self, namespace: str) -> int:
+        """Runs of a namespace waiting for a worker."""
+        with self._cond:
+            return sum(len(q) for (ns, _), q in self._waiting.items() if ns == namespace)
+
     def submit(self, key: str, namespace: str, group: str, work: Callable[[], None]) -> int | None:
         """Queue a run; returns how many runs of its namespace wait before it, or None when
         it is queued or running already."""

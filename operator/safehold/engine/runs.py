@@ -115,6 +115,8 @@ def submit(
         if fresh is not None and fresh["metadata"]["uid"] == uid:
             run_type(clients, fresh, gateway).run()
 
-    ahead = queue.submit(uid, namespace, group, work)
-    if ahead is not None:
-        run_type(clients, body, gateway).mark_queued(ahead)
+    # Said before it is queued: a run that is picked at once and ends at once must never have
+    # its final status overwritten by this.
+    if not queue.has(uid):
+        run_type(clients, body, gateway).mark_queued(queue.waiting(namespace))
+    queue.submit(uid, namespace, group, work)
