@@ -193,7 +193,7 @@ POLICY = {"storageLocation": "loc"}
         (_location(objectLock={"retentionDays": 7}), "objectLock"),
         (_kind("Backup", {"storageLocation": "loc", "ttl": "100000000h"}), "spec.ttl"),
         (_kind("Backup", {"storageLocation": "loc", "ttl": "99999h"}), "from 1m to 87840h"),
-        (_kind("BackupPolicy", {**POLICY, "rpo": "99999h9999h"}), "from 1m to 8784h"),
+        (_kind("BackupPolicy", {**POLICY, "rpo": "99999h9999h"}), "from 1s to 8784h"),
         (
             _kind("BackupPolicy", {**POLICY, "retention": {"failedBackupGracePeriod": "9999h"}}),
             "from 0s to 8784h",

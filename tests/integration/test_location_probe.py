@@ -100,7 +100,9 @@ def test_new_repository_is_created_once_and_later_probes_run_no_restic(
     first = probe_location(location)
     assert (first.ok, first.reason, first.repository_initialized) == (True, "Available", True)
     assert first.message.endswith("repository created")
-    assert restic_calls.take() == ["init"]  # absent config seen over S3: no `cat config` first
+    # An absent config seen over S3: no `cat config` before `init`; one after it, so that a
+    # repository another writer created at the same moment with another password is noticed.
+    assert restic_calls.take() == ["init", "cat"]
 
     again = probe_location(location)
     assert (again.ok, again.reason, again.repository_initialized) == (True, "Available", True)

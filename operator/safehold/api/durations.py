@@ -62,5 +62,5 @@ SnapshotTimeout = Annotated[str, duration_field("1s", "24h"), duration_check("1s
 MoverTimeout = Annotated[str, duration_field("1m", "168h"), duration_check("1m", "168h")]
 ReadyTimeout = Annotated[str, duration_field("0s", "24h"), duration_check("0s", "24h")]
 GracePeriod = Annotated[str, duration_field("0s", "8784h"), duration_check("0s", "8784h")]
-RpoTarget = Annotated[str, duration_field("1m", "8784h"), duration_check("1m", "8784h")]
+RpoTarget = Annotated[str, duration_field("1s", "8784h"), duration_check("1s", "8784h")]
 TimeToLive = Annotated[str, duration_field("1m", "87840h"), duration_check("1m", "87840h")]

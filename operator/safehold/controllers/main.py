@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 
 import kopf
 from prometheus_client import start_http_server
@@ -10,6 +12,14 @@ from prometheus_client import start_http_server
 from safehold.controllers.memory import limit_malloc_arenas
 
 log = logging.getLogger(__name__)
+
+
+def peering_priority() -> int:
+    """Kopf peering pauses every replica when two have the same priority: each replica takes
+    one of its own (from its pod name), and the highest runs. Runs hold leases, so a replica
+    that loses its turn mid-run never makes one run twice (engine/leases.py)."""
+    name = f"{os.environ.get('HOSTNAME') or 'operator'}-{os.getpid()}"
+    return int(hashlib.sha256(name.encode()).hexdigest()[:7], 16)
 
 
 def run(
@@ -35,6 +45,7 @@ def run(
         liveness_endpoint=liveness,
         standalone=peering is None,
         peering_name=peering,
+        priority=peering_priority(),
         memo=kopf.Memo(gateway_address=bind_address, gateway_port=gateway_port),
     )
     return 0

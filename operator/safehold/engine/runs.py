@@ -4,6 +4,7 @@ the Event, and the rule that an unexpected error ends the run instead of leaving
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -14,6 +15,7 @@ from safehold.api.base import JSON
 from safehold.api.errors import invalid_spec
 from safehold.api.kinds import KindInfo
 from safehold.api.restore import RestoreRequestStatus
+from safehold.engine import leases
 from safehold.engine.gateway import Gateway
 from safehold.engine.queue import FairQueue
 from safehold.kube.clients import Clients
@@ -97,6 +99,9 @@ class OneShotRun(Generic[StatusT]):
         raise NotImplementedError
 
 
+TAKEOVER_POLL = 15.0
+
+
 def submit(
     queue: FairQueue,
     clients: Clients,
@@ -111,9 +116,17 @@ def submit(
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
 
     def work() -> None:
-        fresh = clients.rest.get_or_none(run_type.info.path(namespace, name))
-        if fresh is not None and fresh["metadata"]["uid"] == uid:
-            run_type(clients, fresh, gateway).run()
+        while True:
+            fresh = clients.rest.get_or_none(run_type.info.path(namespace, name))
+            if fresh is None or fresh["metadata"]["uid"] != uid:
+                return  # deleted (or replaced) while it waited
+            if (fresh.get("status") or {}).get("phase") in TERMINAL:
+                return  # another replica finished it
+            with leases.held(clients.rest, uid) as mine:
+                if mine:
+                    run_type(clients, fresh, gateway).run()
+                    return
+            time.sleep(TAKEOVER_POLL)  # another replica runs it; take over if it dies
 
     # Said before it is queued: a run that is picked at once and ends at once must never have
     # its final status overwritten by this.
