@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from localcluster.cluster import LocalCluster
-from localcluster.helpers import wait_for
+from localcluster.helpers import kubectl, wait_for
 from localcluster.kube import KubeError
 from localcluster.operator import OperatorProcess
 
@@ -193,8 +194,6 @@ def test_fuzzed_objects_all_get_a_reason_and_the_operator_holds(
 ) -> None:
     namespace = f"fuzz-{uuid.uuid4().hex[:6]}"
     local_cluster.create_namespace(namespace)
-    pid = operator.process.pid
-    log_start = len(operator.log_text())
     accepted: list[JSON] = []
     refused: list[str] = []
 
@@ -217,6 +216,22 @@ def test_fuzzed_objects_all_get_a_reason_and_the_operator_holds(
                 assert not server_errors, server_errors
                 refused.append(err.message)
 
+    try:
+        _post_and_check(local_cluster, operator, namespace, post, accepted, refused)
+    finally:  # its policies would otherwise keep being scheduled by later tests' clocks
+        kubectl(local_cluster, "delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _post_and_check(
+    local_cluster: LocalCluster,
+    operator: OperatorProcess,
+    namespace: str,
+    post: Callable[[], None],
+    accepted: list[JSON],
+    refused: list[str],
+) -> None:
+    pid = operator.process.pid
+    log_start = len(operator.log_text())
     post()
     # Both sides of admission are exercised, each by many objects.
     assert len(accepted) >= EXAMPLES, (len(accepted), len(refused))
