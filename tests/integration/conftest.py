@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from localcluster import LocalCluster
+from localcluster.csi_standin import CsiStandIn
 from localcluster.helpers import kubectl
 from localcluster.objects import apply, condition, location_docs, wait_probed
 from localcluster.operator import OPERATOR_NAMESPACE, OperatorProcess, install_crds
@@ -98,6 +99,14 @@ def operator(local_cluster: LocalCluster, crds_installed: None) -> Iterator[Oper
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def csi(local_cluster: LocalCluster) -> Iterator[CsiStandIn]:
+    """The test-only CSI stand-in: PVCs Bound, VolumeSnapshots taken (tests/README.md)."""
+    standin = CsiStandIn(local_cluster).start()
+    yield standin
+    standin.stop()
 
 
 @pytest.fixture(scope="session")

@@ -25,13 +25,6 @@ from localcluster.trees import change_fraction, describe, make_tree
 pytestmark = pytest.mark.usefixtures("operator")
 
 
-@pytest.fixture(scope="session")
-def csi(local_cluster: LocalCluster) -> Iterator[CsiStandIn]:
-    standin = CsiStandIn(local_cluster).start()
-    yield standin
-    standin.stop()
-
-
 def pvc(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "v1",

@@ -111,3 +111,15 @@ def test_restic_repository_keeps_secrets_out_of_arguments() -> None:
         assert secret not in repr(settings)
     assert "s3.bucket-lookup=path" in repo.options
     assert repo.env["RESTIC_PASSWORD"] == "repo-password"
+
+
+def test_exports_leave_out_safeholds_machinery_and_one_shot_kinds() -> None:
+    from safehold.planning.selection import NEVER_EXPORTED, is_machinery, without_machinery
+
+    assert without_machinery(None) == "!safehold.io/internal,!safehold.io/backup"
+    assert without_machinery("app=shop") == "app=shop,!safehold.io/internal,!safehold.io/backup"
+    assert is_machinery({"safehold.io/internal": "true"})
+    assert is_machinery({"safehold.io/backup": "old-run"})
+    assert not is_machinery({"safehold.io/restored-by": "r1", "safehold.io/policy": "p"})
+    assert {"backups.safehold.io", "restorerequests.safehold.io"} <= NEVER_EXPORTED
+    assert "backuppolicies.safehold.io" not in NEVER_EXPORTED

@@ -15,8 +15,16 @@ LABEL_RESTORED_BY = "safehold.io/restored-by"
 # On every child object of a run (mover Jobs, their Secrets, VolumeSnapshots, temporary PVCs):
 # the Backup or RestoreRequest it belongs to.
 LABEL_BACKUP = "safehold.io/backup"
+# "true" on every object that is Safehold's machinery (the run children above, the gateway's
+# key Secret): never exported, never restored. Objects made before it existed are known by
+# LABEL_BACKUP alone.
+LABEL_INTERNAL = "safehold.io/internal"
+MACHINERY_LABELS = (LABEL_INTERNAL, LABEL_BACKUP)
 LABEL_COMPONENT = "app.kubernetes.io/component"
 
+# On a ClusterRoleBinding a mapped restore created for the copies of its subjects: the name of
+# the binding it copies (which keeps its own subjects).
+ANNOTATION_COPY_OF = "safehold.io/copy-of"
 ANNOTATION_SYNCED = "safehold.io/synced-from-storage"
 # Any new value on a BackupPolicy starts one run.
 ANNOTATION_TRIGGER = "safehold.io/trigger"

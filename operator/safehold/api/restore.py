@@ -157,6 +157,9 @@ class RestoreRequestStatus(ApiModel):
     """Per-target results of the database restore."""
     results_path: str | None = None
     """Catalog path of the full per-object result list."""
+    results_config_map: str | None = None
+    """The ConfigMap (in the RestoreRequest's namespace) holding the per-object results when
+    the location is ReadOnly: gzip-compressed JSON under binaryData `results.json.gz`."""
     errors: list[str] = Field(default_factory=list)
     """Errors, each naming the item it concerns."""
     warnings: list[str] = Field(default_factory=list)

@@ -44,11 +44,18 @@ from safehold.kube.discovery import discover
 from safehold.kube.execs import run_exec
 from safehold.kube.export import Exporter, ExportResult, custom_resource_types
 from safehold.planning.conditions import set_condition
-from safehold.planning.dependencies import Dependencies
+from safehold.planning.dependencies import Dependencies, left_out
 from safehold.planning.hooks import plan_hooks, verdict
 from safehold.planning.resource_types import resource_path
 from safehold.planning.runs import Outcome, running
-from safehold.planning.selection import Scope, cluster_types, select_types, selector_string
+from safehold.planning.selection import (
+    Scope,
+    cluster_custom_types,
+    cluster_types,
+    select_types,
+    selector_string,
+    without_machinery,
+)
 from safehold.planning.trust import Untrusted
 from safehold.storage import restic
 from safehold.storage.catalog import BackupManifest, ExportInfo, read_manifest, write_manifest
@@ -429,15 +436,19 @@ class BackupRun(OneShotRun[BackupStatus]):
         exporter = Exporter(rest, root, self._progress)
         exporter.result.warnings += warnings
         deps = Dependencies()
+        custom_groups = custom_resource_types(rest)
         exporter.export_namespaced(
             namespaced,
             plan.namespaces,
-            selector_string(sel.label_selector),
-            custom_resource_types(rest),
+            without_machinery(selector_string(sel.label_selector)),
+            custom_groups,
             deps,
         )
+        custom = cluster_custom_types(types, custom_groups, sel.excluded_resources)
         if sel.include_cluster_resources:
-            exporter.export_cluster(cluster_types(types, sel.excluded_resources), deps)
+            exporter.export_cluster(cluster_types(types, sel.excluded_resources), custom, deps)
+        else:
+            exporter.result.warnings += left_out(deps, custom)
         return exporter.finish()
 
     def _record_failure(self, plan: Plan, manifest: BackupManifest) -> None:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from safehold.api.base import JSON
 from safehold.api.kinds import LOCATION
-from safehold.api.labels import LABEL_COMPONENT
+from safehold.api.labels import LABEL_COMPONENT, LABEL_INTERNAL
 from safehold.api.location import BackupStorageLocationSpec
 from safehold.engine.errors import RunError
 from safehold.engine.settings import operator_namespace
@@ -57,7 +57,7 @@ def load_or_create_key(clients: Clients, namespace: str) -> bytes:
             KEY_SECRET,
             namespace,
             {KEY_FIELD: ""},
-            {LABEL_COMPONENT: "gateway"},
+            {LABEL_COMPONENT: "gateway", LABEL_INTERNAL: "true"},
         )
         body.pop("stringData")
         body["data"] = {KEY_FIELD: base64.b64encode(new_key()).decode()}

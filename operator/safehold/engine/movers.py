@@ -17,7 +17,7 @@ from typing import Protocol, Self, TypeVar
 
 from safehold.api.base import JSON
 from safehold.api.errors import Failure
-from safehold.api.labels import LABEL_BACKUP
+from safehold.api.labels import LABEL_BACKUP, LABEL_INTERNAL
 from safehold.contract import env as names
 from safehold.engine.gateway import Gateway
 from safehold.engine.settings import restic_cache_dir
@@ -138,7 +138,7 @@ class MoverLauncher:
             secret_name=name,
             secret_keys=[*secret_keys, "RESTIC_PASSWORD", *run.secret_env],
             pod=run.pod,
-            labels={LABEL_BACKUP: label_value(self.run_label)},
+            labels={LABEL_BACKUP: label_value(self.run_label), LABEL_INTERNAL: "true"},
             file_keys=sorted(run.files),
         )
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import stat
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from safehold.api.base import JSON
 from safehold.api.content import DatabaseTarget
 from safehold.api.errors import Failure
 from safehold.api.kinds import BACKUP, POLICY, RESTORE
-from safehold.api.labels import FIELD_MANAGER, LABEL_RESTORED_BY
+from safehold.api.labels import FIELD_MANAGER
 from safehold.api.policy import BackupPolicySpec
 from safehold.api.restore import (
     RestoreCounts,
@@ -34,29 +32,22 @@ from safehold.api.restore import (
 from safehold.engine.errors import RunError
 from safehold.engine.gateway import Gateway
 from safehold.engine.locations import load_location, store_failed
+from safehold.engine.restore_apply import Applier, Results, read_confined
 from safehold.engine.restore_data import DataRestorer
 from safehold.engine.runs import OneShotRun
 from safehold.engine.settings import operator_namespace, restic_cache_dir, scratch_dir
 from safehold.kube.clients import Clients
 from safehold.kube.rest import ApiError, Rest
 from safehold.planning import trust
-from safehold.planning.builders import namespace_body
 from safehold.planning.conditions import get_condition
-from safehold.planning.names import label_value
 from safehold.planning.policy import BackupView, policy_of
 from safehold.planning.resource_types import resource_path
 from safehold.planning.restore import (
-    CRD_RESOURCE,
     Entry,
-    Filters,
-    PlannedObject,
     Stage,
-    clean,
-    diff_paths,
-    owner_references,
     plan_restore,
-    skip_reason,
 )
+from safehold.planning.results import results_config_map
 from safehold.planning.runs import running
 from safehold.planning.selection import Scope
 from safehold.storage import restic
@@ -74,31 +65,6 @@ class Source:
     backup: str
     location: ResolvedLocation
     manifest: BackupManifest
-
-
-@dataclass
-class Results:
-    items: list[JSON] = field(default_factory=list)
-    counts: RestoreCounts = field(default_factory=RestoreCounts)
-    errors: list[str] = field(default_factory=list)
-
-    def add(self, planned: PlannedObject, stage: str, action: str, **extra: Any) -> None:
-        entry, target_ns = planned.entry, planned.target_namespace
-        self.items.append(
-            {
-                "stage": stage,
-                "resource": entry.resource,
-                "namespace": entry.namespace,
-                "name": entry.name,
-                "targetNamespace": target_ns,
-                "action": action,
-                **extra,
-            }
-        )
-        key = {"create": "created", "update": "updated"}.get(action, action)
-        setattr(self.counts, key, getattr(self.counts, key) + 1)
-        if action == "failed":
-            self.errors.append(f"{entry.label(target_ns)}: {extra.get('message', '')}")
 
 
 def _latest_of_policy(rest: Rest, namespace: str, policy: str) -> str:
@@ -317,7 +283,7 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
 
     def _write_results(self, source: Source, results: Results) -> None:
         if not source.location.writable:
-            self.status.warnings.append("location is ReadOnly: per-object results not stored")
+            self._write_results_config_map(results)
             return
         key = source.location.s3.layout.restore_results_key(
             self.namespace, source.backup, self.name
@@ -332,6 +298,26 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
             self.status.results_path = f"s3://{source.location.s3.bucket}/{path}"
         except Exception as err:  # results are a convenience; the restore happened
             self.status.warnings.append(f"could not write the results file: {err}")
+
+    def _write_results_config_map(self, results: Results) -> None:
+        """Beside the RestoreRequest, when the bucket may not be written."""
+        body, left_out = results_config_map(
+            self.name, self.namespace, self.body["metadata"]["uid"], self.spec.dry_run,
+            results.items,
+        )  # fmt: skip
+        name = body["metadata"]["name"]
+        path = resource_path("", "v1", "configmaps", self.namespace, name)
+        try:
+            self.clients.rest.apply(path, body, field_manager=FIELD_MANAGER, force=True)
+        except ApiError as err:
+            self.status.warnings.append(f"could not write the results ConfigMap: {err.message}")
+            return
+        self.status.results_config_map = name
+        if left_out:
+            self.status.warnings.append(
+                f"results ConfigMap {name} holds the first {len(results.items) - left_out} "
+                f"of {len(results.items)} items (a ConfigMap holds at most 1 MiB)"
+            )
 
     def _verdict(self, c: RestoreCounts, seconds: float) -> tuple[Any, str, str]:
         would = "would be " if self.spec.dry_run else ""
@@ -353,26 +339,6 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
         return "Succeeded", "Completed", summary
 
 
-def read_confined(root: Path, relative: str, limit: int) -> bytes:
-    """A regular file below `root`, never through a symbolic link and never outside it."""
-    trust.check_relative(relative, "path")
-    path = root / relative
-    base = os.path.realpath(root)
-    if os.path.commonpath([base, os.path.realpath(path.parent)]) != base:
-        raise trust.Untrusted("PathOutsideExport", f"{relative!r} leads outside the export")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as err:
-        raise trust.Untrusted("PathOutsideExport", f"{relative!r}: {err.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise trust.Untrusted("PathOutsideExport", f"{relative!r} is not a regular file")
-        if info.st_size > limit:
-            raise trust.Untrusted("ObjectTooLarge", f"{relative!r} is larger than {limit} bytes")
-        return handle.read(limit + 1)
-
-
 def _minus(after: RestoreCounts, before: RestoreCounts) -> RestoreCounts:
     return RestoreCounts(
         created=after.created - before.created,
@@ -380,113 +346,3 @@ def _minus(after: RestoreCounts, before: RestoreCounts) -> RestoreCounts:
         skipped=after.skipped - before.skipped,
         failed=after.failed - before.failed,
     )
-
-
-class Applier:
-    """Applies cleaned objects one by one and records what happened to each."""
-
-    def __init__(
-        self, rest: Rest, spec: RestoreRequestSpec, restore: str, results: Results, workdir: Path
-    ) -> None:
-        self.rest = rest
-        self.spec = spec
-        self.results = results
-        self.workdir = workdir
-        self.labels = {LABEL_RESTORED_BY: label_value(restore)}
-        self.filters = Filters(None, ["*"], [], spec.label_selector)
-        self.restored: dict[tuple[str, str | None, str], str] = {}  # (kind, ns, name) -> uid
-        self.pending_owners: list[tuple[str, str | None, list[JSON]]] = []
-
-    def ensure_namespaces(self, names: tuple[str, ...]) -> None:
-        """Create target namespaces the backup holds no Namespace object for."""
-        if self.spec.dry_run:
-            return
-        for ns in names:
-            path = resource_path("", "v1", "namespaces", name=ns)
-            if self.rest.get_or_none(path) is None:
-                self.rest.apply(path, namespace_body(ns, self.labels), field_manager=FIELD_MANAGER)
-
-    def restore(self, stage: str, planned: PlannedObject) -> None:
-        entry = planned.entry
-        if planned.skip is not None:
-            reason, message = planned.skip
-            self.results.add(planned, stage, "skipped", reason=reason, message=message)
-            return
-        try:
-            obj = json.loads(read_confined(self.workdir, entry.path, trust.MAX_OBJECT_BYTES))
-            trust.check_object(obj, entry.api_version, entry.kind, entry.namespace, entry.name)
-        except (trust.Untrusted, ValueError) as err:
-            reason = getattr(err, "reason", "ObjectInvalid")
-            message = getattr(err, "message", str(err))
-            self.results.add(planned, stage, "failed", reason=reason, message=message)
-            return
-        if not self.filters.wants_object(obj):
-            return  # not selected by spec.labelSelector
-        why = skip_reason(entry, obj)
-        if why is not None:
-            self.results.add(planned, stage, "skipped", reason="NotRestorable", message=why)
-            return
-        self._apply(stage, planned, obj)
-
-    def _apply(self, stage: str, planned: PlannedObject, obj: JSON) -> None:
-        entry, target_ns = planned.entry, planned.target_namespace
-        desired = clean(entry, obj, self.spec.namespace_mapping, self.labels)
-        name = desired["metadata"]["name"]
-        path = resource_path(entry.group, entry.version, entry.plural, target_ns, name)
-        try:
-            existing = self.rest.get_or_none(path)
-            if existing is not None and self.spec.existing_resource_policy == "skip":
-                self.results.add(
-                    planned,
-                    stage,
-                    "skipped",
-                    reason="AlreadyExists",
-                    message="exists; existingResourcePolicy is skip",
-                )
-                return
-            action = "create" if existing is None else "update"
-            diff = diff_paths(desired, existing) if existing is not None else []
-            applied = self.rest.apply(
-                path, desired, field_manager=FIELD_MANAGER, force=True, dry_run=self.spec.dry_run
-            )
-        except ApiError as err:
-            self.results.add(
-                planned, stage, "failed", reason=err.reason or "Rejected", message=err.message
-            )
-            return
-        if self.spec.dry_run:
-            self.results.add(planned, stage, action, dryRun=True, changes=diff)
-            return
-        self.results.add(planned, stage, action, changes=diff)
-        self.restored[(entry.kind, target_ns, name)] = applied["metadata"]["uid"]
-        refs = owner_references(obj)
-        if refs:
-            self.pending_owners.append((path, target_ns, refs))
-        if entry.resource == CRD_RESOURCE:
-            self._wait_established(path, name)
-
-    def _wait_established(self, path: str, name: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            crd = self.rest.get_or_none(path) or {}
-            conditions = (crd.get("status") or {}).get("conditions") or []
-            if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
-                return
-            time.sleep(0.2)
-        raise RunError("CRDNotEstablished", f"CustomResourceDefinition {name} not Established")
-
-    def repoint_owners(self) -> None:
-        """Owner references of restored objects point at the restored owners' new UIDs;
-        references to owners that were not restored are dropped."""
-        for path, ns, refs in self.pending_owners:
-            kept = []
-            for ref in refs:
-                uid = self.restored.get((ref["kind"], ns, ref["name"]))
-                if uid is not None:
-                    kept.append({**ref, "uid": uid})
-            if kept and not self.spec.dry_run:
-                try:
-                    self.rest.merge_patch(path, {"metadata": {"ownerReferences": kept}})
-                except ApiError as err:
-                    log.warning("could not restore owner references of %s: %s", path, err)
-        self.pending_owners = []

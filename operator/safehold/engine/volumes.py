@@ -19,7 +19,7 @@ from safehold.api.base import JSON
 from safehold.api.content import Volumes
 from safehold.api.durations import parse_duration
 from safehold.api.errors import Failure
-from safehold.api.labels import LABEL_BACKUP
+from safehold.api.labels import LABEL_BACKUP, LABEL_INTERNAL
 from safehold.contract import env as names
 from safehold.contract.result import VolumeMoved
 from safehold.engine.movers import MoverLauncher, MoverRun, RepositoryAccess
@@ -124,7 +124,7 @@ def _move(
 def take_snapshot(launcher: MoverLauncher, volumes: Volumes, task: VolumeTask, name: str) -> JSON:
     """Create a VolumeSnapshot of the PVC and wait until it is ready to use."""
     rest = launcher.clients.rest
-    labels = {LABEL_BACKUP: label_value(launcher.run_label)}
+    labels = {LABEL_BACKUP: label_value(launcher.run_label), LABEL_INTERNAL: "true"}
     body = volume_snapshot_body(task.namespace, name, task.pvc, labels, task.snapshot_class)
     try:
         rest.create(_snapshot_path(task.namespace), body)
@@ -192,7 +192,7 @@ def _move_from_snapshot(
     temp = object_name("safehold", launcher.run_label, task.pvc, "tmp")
     try:
         size = (snapshot.get("status") or {}).get("restoreSize")
-        labels = {LABEL_BACKUP: label_value(launcher.run_label)}
+        labels = {LABEL_BACKUP: label_value(launcher.run_label), LABEL_INTERNAL: "true"}
         rest.create(_pvc_path(task.namespace), _task_pvc(task, temp, labels, size, snap_name))
         wait_bound(rest, task.namespace, temp)
         return _move(

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from safehold.api.base import JSON
@@ -116,19 +117,31 @@ class Exporter:
                     where = f" in {ns}" if ns else ""
                     self.result.warnings.append(f"could not list {rt.name}{where}: {err.message}")
 
-    def export_cluster(self, types: Sequence[ResourceType], deps: Dependencies) -> None:
+    def export_cluster(
+        self,
+        types: Sequence[ResourceType],
+        custom: Sequence[ResourceType],
+        deps: Dependencies,
+    ) -> None:
+        """Cluster-scoped objects the namespaced ones depend on: namespaces, then the custom
+        resources they name (before CRDs, whose selection those add to), then the rest."""
         by_name = {rt.name: rt for rt in types}
         for name in CLUSTER_EXPORT_ORDER:
             rt = by_name.get(name)
-            if rt is None:
-                continue
-            try:
-                for page in self.rest.list_pages(rt.path()):
-                    for obj in page:
-                        if deps.wanted(rt.name, obj):
-                            self._write(rt, obj)
-            except ApiError as err:
-                self.result.warnings.append(f"could not list {rt.name}: {err.message}")
+            if rt is not None:
+                self._export_wanted(rt, partial(_wanted_builtin, deps, rt))
+            if name == "namespaces":
+                for crt in custom:
+                    self._export_wanted(crt, partial(_wanted_custom, deps, crt))
+
+    def _export_wanted(self, rt: ResourceType, wanted: Callable[[JSON], bool]) -> None:
+        try:
+            for page in self.rest.list_pages(rt.path()):
+                for obj in page:
+                    if wanted(obj):
+                        self._write(rt, obj)
+        except ApiError as err:
+            self.result.warnings.append(f"could not list {rt.name}: {err.message}")
 
     def finish(self) -> ExportResult:
         """Write the index; its sha256 (which covers every object's sha256) is the export's."""
@@ -140,6 +153,14 @@ class Exporter:
         self.result.sha256 = hashlib.sha256(data).hexdigest()
         self.result.bytes += len(data)
         return self.result
+
+
+def _wanted_builtin(deps: Dependencies, rt: ResourceType, obj: JSON) -> bool:
+    return deps.wanted(rt.name, obj)
+
+
+def _wanted_custom(deps: Dependencies, rt: ResourceType, obj: JSON) -> bool:
+    return deps.takes_cluster_custom(rt.group, rt.plural, rt.kind, obj["metadata"]["name"])
 
 
 def custom_resource_types(rest: Rest) -> set[tuple[str, str]]:

@@ -9,8 +9,16 @@ from typing import Any, Literal
 
 from safehold.api.backup import DatabaseResult, VolumeResult
 from safehold.api.base import JSON, LabelSelector
+from safehold.api.labels import ANNOTATION_COPY_OF
 from safehold.api.restore import DatabaseRestore, RestoreRequestSpec, VolumeRestore
-from safehold.planning.selection import Scope, labels_match, names_cluster_type
+from safehold.planning.names import object_name
+from safehold.planning.selection import (
+    NEVER_EXPORTED,
+    Scope,
+    is_machinery,
+    labels_match,
+    names_cluster_type,
+)
 
 # Lower runs first. CRDs and namespaces, then cluster-scoped configuration, then what
 # workloads consume, then workloads, then everything else (custom resources included).
@@ -64,8 +72,15 @@ _SERVER_ANNOTATIONS = (
 _JOB_LABELS = ("controller-uid", "batch.kubernetes.io/controller-uid")
 
 
-def priority(resource: str) -> int:
-    return _PRIORITY.get(resource, REST_PRIORITY)
+# Cluster-scoped custom resources (e.g. a ClusterIssuer): after their CRDs, before the
+# namespaced objects that name them.
+CLUSTER_CUSTOM_PRIORITY = 3
+
+
+def priority(resource: str, cluster_scoped: bool = False) -> int:
+    if resource in _PRIORITY:
+        return _PRIORITY[resource]
+    return CLUSTER_CUSTOM_PRIORITY if cluster_scoped else REST_PRIORITY
 
 
 @dataclass(frozen=True)
@@ -140,19 +155,26 @@ class Filters:
         return labels_match((obj.get("metadata") or {}).get("labels") or {}, self.selector)
 
 
-def skip_reason(entry: Entry, obj: JSON) -> str | None:
-    """Why an object is never restored (its controller or the cluster recreates it)."""
+def skip_reason(entry: Entry, obj: JSON) -> tuple[str, str] | None:
+    """(reason, message) when an object is never restored: Safehold's own machinery and
+    one-shot objects (restoring them would start runs), and what a controller or the cluster
+    recreates."""
     meta = obj.get("metadata") or {}
+    if entry.resource in NEVER_EXPORTED:
+        return "SafeholdInternal", f"{entry.kind} objects are never restored (they start runs)"
+    if is_machinery(meta.get("labels") or {}):
+        return "SafeholdInternal", "Safehold's machinery of an earlier run"
     for ref in meta.get("ownerReferences") or []:
         if ref.get("controller"):
-            return f"managed by its controller {ref.get('kind')}/{ref.get('name')}"
+            return "NotRestorable", f"managed by its controller {ref.get('kind')}/{ref.get('name')}"
+    why = None
     if entry.resource == "secrets" and obj.get("type") == "kubernetes.io/service-account-token":
-        return "service account token Secret; the cluster issues new tokens"
-    if entry.resource == "configmaps" and entry.name == "kube-root-ca.crt":
-        return "published by the cluster in every namespace"
-    if entry.resource == "namespaces" and entry.name in ("default", "kube-system", "kube-public"):
-        return "system namespace"
-    return None
+        why = "service account token Secret; the cluster issues new tokens"
+    elif entry.resource == "configmaps" and entry.name == "kube-root-ca.crt":
+        why = "published by the cluster in every namespace"
+    elif entry.resource == "namespaces" and entry.name in ("default", "kube-system", "kube-public"):
+        why = "system namespace"
+    return ("NotRestorable", why) if why else None
 
 
 def map_namespace(namespace: str | None, mapping: Mapping[str, str]) -> str | None:
@@ -219,11 +241,38 @@ def clean(entry: Entry, obj: JSON, mapping: Mapping[str, str], labels: Mapping[s
     cleaner = _SPEC_CLEANERS.get(entry.resource)
     if cleaner is not None:
         cleaner(out, out.get("spec") or {})
+    if entry.resource == _BINDINGS[1] and mapped_subjects(out, mapping):
+        return _mapped_copy(out, mapping)
     if entry.resource in _BINDINGS:
         for subject in out.get("subjects") or []:
             if subject.get("namespace"):
                 subject["namespace"] = map_namespace(subject["namespace"], mapping)
     return out
+
+
+def mapped_subjects(binding: JSON, mapping: Mapping[str, str]) -> list[JSON]:
+    """The subjects of a binding that live in a namespace the restore maps elsewhere."""
+    return [
+        s
+        for s in binding.get("subjects") or []
+        if s.get("namespace") and mapping.get(s["namespace"], s["namespace"]) != s["namespace"]
+    ]
+
+
+def _mapped_copy(binding: JSON, mapping: Mapping[str, str]) -> JSON:
+    """A ClusterRoleBinding granting its role to the mapped copies of its subjects, under a
+    new name: the original keeps its subjects (a restored copy never takes an original's
+    rights away, nor gives them to anyone but the copy's own ServiceAccounts)."""
+    subjects = [
+        {**s, "namespace": mapping[s["namespace"]]} for s in mapped_subjects(binding, mapping)
+    ]
+    targets = sorted({s["namespace"] for s in subjects})
+    meta = binding["metadata"]
+    original = meta["name"]
+    meta["name"] = object_name(original, *targets, limit=253)
+    meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_COPY_OF: original}
+    binding["subjects"] = subjects
+    return binding
 
 
 def owner_references(obj: JSON) -> list[JSON]:
@@ -250,9 +299,53 @@ def diff_paths(desired: JSON, existing: JSON, depth: int = 3) -> list[str]:
     return changes
 
 
+# Set by the server or the cluster, never by a backup: not drift.
+_SERVER_PATHS = frozenset(
+    {
+        *(f"metadata.{key}" for key in _SERVER_METADATA),
+        *(f"metadata.annotations.{key}" for key in _SERVER_ANNOTATIONS),
+        "metadata.finalizers",
+        "spec.clusterIP",
+        "spec.clusterIPs",
+        "spec.healthCheckNodePort",
+        "spec.volumeName",
+        "spec.nodeName",
+        "spec.selector",
+        "secrets",
+    }
+)
+MAX_KEPT_PATHS = 20
+
+
+def kept_paths(desired: JSON, existing: JSON, depth: int = 3) -> list[str]:
+    """Dotted paths (to `depth`) the live object holds and the backup's copy lacks: an
+    `update` restore takes over every field the backup holds and leaves these as they are
+    (they were set by another field manager). Server-set fields are not listed."""
+    found: list[str] = []
+
+    def walk(have: Any, want: Any, path: str, level: int) -> None:
+        for key in sorted(have):
+            sub = f"{path}.{key}" if path else key
+            if (not path and key == "status") or sub in _SERVER_PATHS:
+                continue
+            if key not in want:
+                found.append(sub)
+            elif isinstance(have[key], dict) and isinstance(want[key], dict) and level + 1 < depth:
+                walk(have[key], want[key], sub, level + 1)
+
+    walk(existing, desired, "", 0)
+    return found[:MAX_KEPT_PATHS]
+
+
 def sort_entries(entries: Sequence[Entry]) -> list[Entry]:
     return sorted(
-        entries, key=lambda e: (priority(e.resource), e.resource, e.namespace or "", e.name)
+        entries,
+        key=lambda e: (
+            priority(e.resource, e.namespace is None),
+            e.resource,
+            e.namespace or "",
+            e.name,
+        ),
     )
 
 
@@ -271,9 +364,9 @@ STAGES: tuple[StageName, ...] = (
 )
 
 
-def stage_of(resource: str) -> StageName:
+def stage_of(resource: str, cluster_scoped: bool = False) -> StageName:
     """The stage an object of this resource type is restored in."""
-    rank = priority(resource)
+    rank = priority(resource, cluster_scoped)
     if resource == "namespaces":
         return "namespaces"
     if resource == "persistentvolumeclaims":
@@ -398,7 +491,7 @@ def plan_restore(
             and (entry.namespace, entry.name) in from_snapshot
         ):
             skip = ("RestoredFromSnapshot", "created from its VolumeSnapshot by the volume restore")
-        by_stage[stage_of(entry.resource)].append(
+        by_stage[stage_of(entry.resource, entry.namespace is None)].append(
             PlannedObject(entry, map_namespace(entry.namespace, mapping), skip)
         )
     return RestorePlan(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from safehold.api.base import LabelSelector
 from safehold.api.content import DatabaseTarget
 from safehold.api.errors import Failure
+from safehold.api.labels import MACHINERY_LABELS
 from safehold.planning.resource_types import ResourceType
 
 # Types never exported: derived by controllers, ephemeral, or not real objects.
@@ -31,6 +32,14 @@ NEVER_EXPORTED = frozenset(
         "prioritylevelconfigurations.flowcontrol.apiserver.k8s.io",
         "ipaddresses.networking.k8s.io",
         "servicecidrs.networking.k8s.io",
+        # Safehold's own one-shot kinds: restoring one would start a run (the catalog sync
+        # re-creates Backups from the bucket). Policies and locations are configuration and
+        # are taken like any custom resource.
+        "backups.safehold.io",
+        "restorerequests.safehold.io",
+        # Kopf's peering state of running operators.
+        "kopfpeerings.kopf.dev",
+        "clusterkopfpeerings.kopf.dev",
     }
 )
 
@@ -113,6 +122,22 @@ def cluster_types(types: Sequence[ResourceType], excluded: Sequence[str]) -> lis
         rt
         for rt in types
         if rt.name in CLUSTER_TYPES and rt.listable and not any(matches(rt, p) for p in excluded)
+    ]
+
+
+def cluster_custom_types(
+    types: Sequence[ResourceType], custom_groups: set[tuple[str, str]], excluded: Sequence[str]
+) -> list[ResourceType]:
+    """Cluster-scoped types served by CRDs (e.g. ClusterIssuers): a backup with cluster
+    resources takes the objects of these that its namespaced custom resources name."""
+    return [
+        rt
+        for rt in types
+        if not rt.namespaced
+        and rt.listable
+        and (rt.group, rt.plural) in custom_groups
+        and rt.name not in NEVER_EXPORTED
+        and not any(matches(rt, p) for p in excluded)
     ]
 
 
@@ -200,6 +225,17 @@ class Scope:
                 f"a restore in namespace {self.own_namespace!r} may only restore into that "
                 f"namespace, not {', '.join(foreign)}",
             )
+
+
+def is_machinery(labels: dict[str, str]) -> bool:
+    """Whether an object is Safehold's machinery (a mover Job, its Pod or Secret, ...)."""
+    return any(key in labels for key in MACHINERY_LABELS)
+
+
+def without_machinery(selector: str | None) -> str:
+    """`selector` narrowed to objects that are not Safehold's machinery."""
+    excluded = ",".join(f"!{key}" for key in MACHINERY_LABELS)
+    return f"{selector},{excluded}" if selector else excluded
 
 
 def selector_string(selector: LabelSelector | None) -> str | None:
