@@ -46,6 +46,7 @@ def _skip_reason() -> str | None:
 
 
 _REASON = _skip_reason()
+PODS = "app.kubernetes.io/name=safehold,app.kubernetes.io/component=operator"
 pytestmark = [pytest.mark.node, skip_unless_runnable(_REASON)]
 
 
@@ -101,10 +102,23 @@ def test_backup_delete_restore_round_trip(
     print("round trip timings (s):", json.dumps(timings))
 
 
+def test_a_second_replica_takes_over_a_run_whose_operator_died(
+    platform: RealNodePlatform,
+) -> None:
+    """tests/e2e/failover.py, on the installation the round trip left."""
+    from e2e.failover import run_failover
+
+    try:
+        print("failover:", json.dumps(run_failover(platform, str(REPO / "charts" / "safehold"))))
+    except Exception:
+        _dump_operator_log(platform)
+        raise
+
+
 def _dump_operator_log(platform: RealNodePlatform) -> None:
     try:
         print(
-            platform.kubectl("-n", "safehold-system", "logs", "deployment/safehold", "--tail=200")
+            platform.kubectl("-n", "safehold-system", "logs", "--prefix", "--tail=200", "-l", PODS)
         )
     except subprocess.SubprocessError as err:
         print(f"no operator log: {err}")
