@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.tools/bin:$(PATH)
 PYTEST_ARGS ?=
+# Parallel workers of `make test` (tests/conftest.py groups tests by module); 0 runs serially.
+PYTEST_WORKERS ?= 3
 
 .PHONY: help tools test lint unit integration e2e demo crds fmt clean image image-save image-test node-tools node-images node-test e2e-podman
 
@@ -41,7 +43,7 @@ integration: tools
 	pytest tests/integration $(PYTEST_ARGS)
 
 test: tools lint image-save node-tools node-images
-	pytest tests $(PYTEST_ARGS)
+	pytest tests -n $(PYTEST_WORKERS) --dist loadgroup --durations=30 $(PYTEST_ARGS)
 
 # The image: podman + a debootstrap base (no registry here); cold about a minute, warm seconds.
 image: tools
