@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from safehold.contract import env as menv
@@ -169,14 +169,22 @@ def store(
     return item
 
 
-def refuse_existing(cfg: menv.DbConfig, existing: set[str]) -> None:
-    """Refuse before touching anything when a target database exists and clean was not
-    asked for."""
-    if existing and not cfg.restore_clean:
+# The RestoreRequest field that allows a restore over existing data (never a mover variable:
+# whoever reads the message sets it there).
+CLEAN_FIELD = "spec.databases.targets[].clean"
+
+
+def refuse_existing(
+    cfg: menv.DbConfig, existing: Iterable[str], clean_does: str = "restore over them"
+) -> None:
+    """Refuse before touching anything when the target already holds what the restore would
+    write and clean was not asked for."""
+    found = list(existing)
+    if found and not cfg.restore_clean:
         raise MoverError(
             DATABASE_EXISTS,
-            f"already exist: {', '.join(sorted(existing))}; set {menv.DB_RESTORE_CLEAN}=true"
-            " to restore over them",
+            f"already in the target: {', '.join(sorted(found))}; set {CLEAN_FIELD}: true in"
+            f" the RestoreRequest to {clean_does}",
         )
 
 
