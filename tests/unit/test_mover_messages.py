@@ -10,7 +10,7 @@ import pytest
 
 from safehold.contract import env as menv
 from safehold.contract.result import MoverError
-from safehold.movers import dbtools, mysql_accounts, redis
+from safehold.movers import db_dump, dbtools, mysql_accounts, redis
 
 SCRIPT = """/*!40101 SET NAMES utf8mb4 */;
 CREATE USER IF NOT EXISTS `root`@`localhost` IDENTIFIED VIA mysql_native_password USING 'invalid' OR unix_socket;
@@ -129,3 +129,30 @@ def test_redis_mapping_must_name_logical_databases() -> None:
         redis.destinations(_cfg(**{menv.DB_MAPPING: "0:cache"}), [0])
     assert bad.value.reason == "InvalidDatabaseMapping"
     assert bad.value.message.startswith("databaseMapping:")
+
+
+def test_a_waiting_restore_reports_each_attempt_without_the_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg = _cfg(**{menv.DB_READY_TIMEOUT: "30", menv.DB_PASSWORD: "hunter2-secret"})
+    calls = {"n": 0}
+
+    def probe(_: menv.DbConfig) -> str:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise MoverError("HostUnreachable", "refused; password hunter2-secret")
+        return "up"
+
+    reports: list[dict[str, object]] = []
+    attempts, probed = dbtools.wait_until_ready(
+        probe, cfg, sleep=lambda _: None, report=reports.append
+    )
+    assert (attempts, probed) == (3, "up")
+    assert [r["attempts"] for r in reports] == [1, 2]
+    assert reports[0]["address"] == "r:6379"
+    assert reports[0]["phase"] == "waiting"
+    assert str(reports[0]["lastError"]).startswith("HostUnreachable: refused")
+    db_dump._progress(cfg, reports[0])
+    line = capsys.readouterr().out
+    assert line.startswith('{"progress":{"phase":"waiting"')
+    assert "hunter2-secret" not in line
