@@ -123,6 +123,22 @@ def test_postgres_target_round_trip_and_a_failing_target(
     )
     assert postgres.psql("SELECT nextval('orders_id_seq');", copy).strip() == "5001"
 
+    # The same restore again: the copy exists. The message names the RestoreRequest's field.
+    again = create_and_wait(
+        local_cluster,
+        OPS,
+        "RestoreRequest",
+        f"{name}-again",
+        {"backupRef": {"name": name}, "databases": {"targets": [main]}},
+        timeout=240,
+    )["status"]
+    refused = {d["target"]: d for d in again["databases"]}["main"]
+    assert refused["result"] == "Failed", again
+    assert refused["message"].startswith(f"DatabaseExists: already in the target: {copy};"), refused
+    assert "set spec.databases.targets[].clean: true in the RestoreRequest" in refused["message"]
+    assert "SAFEHOLD_" not in str(again)
+    assert again["phase"] in ("PartiallyFailed", "Failed"), again
+
 
 def test_tls_target_trusts_the_ca_from_its_secret(
     local_cluster: LocalCluster, ops_bucket: str, tmp_path: Path

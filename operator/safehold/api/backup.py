@@ -119,7 +119,10 @@ class DatabaseResult(ApiModel):
     duration_seconds: float | None = None
     """Duration of the dump."""
     message: str | None = None
-    """Why it failed."""
+    """Why it failed or was skipped, as Reason: text."""
+    warnings: list[str] = Field(default_factory=list)
+    """What the mover noted without failing (a statement of the stored accounts that failed,
+    accounts left as they were); also in the run's warnings, named by target."""
 
 
 class ResourceSummary(ApiModel):

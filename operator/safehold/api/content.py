@@ -102,7 +102,8 @@ class DatabaseCredentials(ApiModel):
     name: DnsSubdomain
     """Name of the Secret."""
     username_key: str = "username"
-    """Key of the user name."""
+    """Key of the user name. Redis needs no user: a Secret without the key username means
+    Redis' default user (password only). Any other key named here must exist."""
     password_key: str = "password"
     """Key of the password."""
 

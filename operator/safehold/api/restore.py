@@ -49,8 +49,11 @@ class DatabaseRestoreTarget(ApiModel):
     database_mapping: dict[str, str] = Field(default_factory=dict)
     """Rename databases: original name to new name."""
     clean: bool = False
-    """Drop existing objects before restoring (PostgreSQL --clean); otherwise the database
-    must be empty."""
+    """Restore over what the target already has: PostgreSQL drops the dumped objects first
+    (pg_restore --clean), MySQL/MariaDB replays the dump's DROP TABLE IF EXISTS, Redis empties
+    (FLUSHDB) each logical database it writes into and replaces function libraries of the
+    same name. Without it a database that exists (for Redis: a logical database holding keys,
+    a library of the same name) fails the target with DatabaseExists and nothing is written."""
     restore_accounts: bool = False
     """Also replay the stored accounts before the databases: PostgreSQL roles and tablespaces
     (globals.sql), MySQL/MariaDB users and grants (users.sql, when the backup has them).
@@ -63,7 +66,10 @@ class DatabaseRestore(ApiModel):
     enabled: bool = True
     """Restore database dumps contained in the backup."""
     targets: list[DatabaseRestoreTarget] = Field(default_factory=list)
-    """Per-target overrides; targets not listed restore to their original server."""
+    """Per-target overrides; targets not listed restore to their original server. A target
+    named here that the backup has no dump of (never backed up, or failed at backup time)
+    fails in the result (TargetNotInBackup, TargetNotBackedUp) and the restore is not
+    Succeeded; a target not named here whose dump failed is Skipped, with a warning."""
     target_ready_timeout: ReadyTimeout = "5m"
     """How long a database restore waits for its server to accept connections (refused,
     unreachable or starting up) before it fails with TargetNotReady; 0s = no waiting."""

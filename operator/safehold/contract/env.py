@@ -39,8 +39,6 @@ Per-type options:
   ``false``.
 - ``SAFEHOLD_MYSQL_RESTORE_ACCOUNTS`` — ``true`` replays ``users.sql`` before the databases
   (``CREATE USER IF NOT EXISTS``; failing statements are warnings); default ``false``.
-- ``SAFEHOLD_REDIS_FLUSH`` — ``true`` empties the target (``FLUSHALL``) before a restore;
-  default ``false`` (keys of the dump replace keys of the same name, others stay).
 
 Restore only:
 
@@ -58,8 +56,10 @@ Restore only:
   the run fails with ``TargetNotReady``. A rejected password fails at once
   (``AuthenticationFailed``).
 - ``SAFEHOLD_DB_RESTORE_CLEAN`` — ``true`` restores over an existing database (PostgreSQL
-  ``--clean --if-exists``, MySQL replays its ``DROP TABLE IF EXISTS``); default ``false``: a
-  database that already exists is refused with ``DatabaseExists``.
+  ``--clean --if-exists``, MySQL replays its ``DROP TABLE IF EXISTS``, Redis empties each
+  logical database it writes into with ``FLUSHDB``); default ``false``: a database that
+  already exists (for Redis: a logical database that holds keys, a function library of the
+  same name) is refused with ``DatabaseExists``. Set from ``spec.databases.targets[].clean``.
 - ``SAFEHOLD_SCRATCH_DIR`` — a writable (ideally memory-backed) directory for the few restore
   paths that need a file: parallel ``pg_restore`` and the Redis RDB. Default ``$TMPDIR``.
 
@@ -112,7 +112,6 @@ PG_RESTORE_GLOBALS = "SAFEHOLD_PG_RESTORE_GLOBALS"
 MYSQL_DUMP_OPTIONS = "SAFEHOLD_MYSQL_DUMP_OPTIONS"
 MYSQL_ACCOUNTS = "SAFEHOLD_MYSQL_ACCOUNTS"
 MYSQL_RESTORE_ACCOUNTS = "SAFEHOLD_MYSQL_RESTORE_ACCOUNTS"
-REDIS_FLUSH = "SAFEHOLD_REDIS_FLUSH"
 SCRATCH_DIR = "SAFEHOLD_SCRATCH_DIR"
 BACKUP = "SAFEHOLD_BACKUP"
 TARGET = "SAFEHOLD_TARGET"
@@ -176,8 +175,11 @@ def parse_mapping(raw: str) -> dict[str, str]:
         if not item:
             continue
         source, sep, dest = item.partition(":")
-        if not sep or not source.strip() or not dest.strip():
-            raise ConfigError(f"{DB_MAPPING}: {item!r} is not FROM:TO")
+        if not sep or not source.strip() or not dest.strip() or ":" in dest:
+            # Named after the RestoreRequest field the mapping comes from.
+            raise ConfigError(
+                f"databaseMapping: {item!r} is not FROM:TO (names with ',' or ':' cannot be mapped)"
+            )
         mapping[source.strip()] = dest.strip()
     return mapping
 
@@ -241,7 +243,6 @@ class DbConfig:
     mysql_dump_options: tuple[str, ...] = ()
     mysql_accounts: bool = False
     mysql_restore_accounts: bool = False
-    redis_flush: bool = False
     snapshot: str = ""
     files: Mapping[str, tuple[str, int]] = field(default_factory=dict)
     mapping: Mapping[str, str] = field(default_factory=dict)
@@ -280,7 +281,7 @@ def from_environment(environ: Mapping[str, str] | None = None) -> DbConfig:
         raise ConfigError(f"{DB_TYPE} must be one of {', '.join(DB_TYPES)}, not {db_type!r}")
     host = env.get(DB_HOST, "").strip()
     if not host:
-        raise ConfigError(f"{DB_HOST} is not set")
+        raise ConfigError("the target names no host (host or service)")
     tls_mode = env.get(DB_TLS_MODE, "").strip().lower() or "prefer"
     if tls_mode not in TLS_MODES:
         raise ConfigError(f"{DB_TLS_MODE} must be one of {', '.join(TLS_MODES)}")
@@ -292,7 +293,7 @@ def from_environment(environ: Mapping[str, str] | None = None) -> DbConfig:
         raise ConfigError(f"{TARGET} must be a target name without commas")
     databases = tuple(d.strip() for d in env.get(DB_DATABASES, "").split(",") if d.strip())
     if any("," in d or "/" in d for d in databases):
-        raise ConfigError(f"{DB_DATABASES}: database names must not contain '/'")
+        raise ConfigError("databases: database names must not contain ',' or '/'")
     return DbConfig(
         type=db_type,
         host=host,
@@ -313,7 +314,6 @@ def from_environment(environ: Mapping[str, str] | None = None) -> DbConfig:
         mysql_dump_options=tuple(shlex.split(env.get(MYSQL_DUMP_OPTIONS, ""))),
         mysql_accounts=_flag(env, MYSQL_ACCOUNTS, False),
         mysql_restore_accounts=_flag(env, MYSQL_RESTORE_ACCOUNTS, False),
-        redis_flush=_flag(env, REDIS_FLUSH, False),
         snapshot=env.get(DB_SNAPSHOT, "").strip(),
         files=parse_files(env.get(DB_FILES, "")),
         mapping=parse_mapping(env.get(DB_MAPPING, "")),

@@ -32,7 +32,7 @@ from safehold.api.kinds import BACKUP, POLICY
 from safehold.api.labels import LABEL_POLICY
 from safehold.api.policy import BackupPolicySpec
 from safehold.engine import metrics
-from safehold.engine.databases import dump_targets
+from safehold.engine.databases import dump_targets, target_warnings
 from safehold.engine.errors import RunError
 from safehold.engine.locations import load_location, store_failed
 from safehold.engine.movers import MoverLauncher
@@ -291,7 +291,7 @@ class BackupRun(OneShotRun[BackupStatus]):
             volumes=volumes,
             databases=databases,
             errors=errors + post_errors,
-            warnings=export.warnings + hook_warnings + post_warnings,
+            warnings=export.warnings + hook_warnings + post_warnings + target_warnings(databases),
             seconds={
                 "exportSeconds": round(exported - started, 3),
                 "uploadSeconds": round(done - exported, 3),

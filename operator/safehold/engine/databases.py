@@ -7,10 +7,11 @@ travels only in the Job's Secret. A failing target does not stop the others.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from safehold.api.backup import DatabaseResult, DumpedFile
+from safehold.api.base import JSON
 from safehold.api.content import DatabaseCredentials, DatabaseTarget, DatabaseTls
 from safehold.api.durations import parse_duration
 from safehold.api.errors import Failure
@@ -19,12 +20,13 @@ from safehold.contract import env as menv
 from safehold.contract.result import Result
 from safehold.engine.movers import MoverFailed, MoverLauncher, MoverRun
 from safehold.engine.settings import restic_cache_dir
-from safehold.kube.secrets import read_secret_key
+from safehold.kube.secrets import SecretProblem, read_secret_key
 from safehold.planning.builders import FILES_DIR
 from safehold.storage import restic
 
 PARALLELISM = 2
 SCRATCH = "/tmp"
+DEFAULT_USERNAME_KEY = "username"
 DB_CA_KEY = "db-ca.crt"  # key of the mover Secret holding the database server's CA
 
 # The mover switch that replays a target's stored accounts, by engine.
@@ -88,11 +90,21 @@ class _Secrets:
         self.core = launcher.clients.core
         self.namespace = namespace
 
-    def credentials(self, creds: DatabaseCredentials | None) -> tuple[str, str]:
+    def credentials(self, creds: DatabaseCredentials | None, db_type: str) -> tuple[str, str]:
         if creds is None:
             return "", ""
-        user = read_secret_key(self.core, self.namespace, creds.name, creds.username_key)
         password = read_secret_key(self.core, self.namespace, creds.name, creds.password_key)
+        key = creds.username_key
+        try:
+            user = read_secret_key(self.core, self.namespace, creds.name, key)
+        except SecretProblem as err:
+            # Redis needs no user (its default user); another key the target names must be
+            # there. (The default cannot be told from a key set to it: the CRD's default
+            # is stored in every object.)
+            optional = db_type == "redis" and key == DEFAULT_USERNAME_KEY
+            if err.reason != "SecretKeyMissing" or not optional:
+                raise
+            user = ""
         return user, password
 
     def tls_files(self, tls: DatabaseTls | None) -> dict[str, str]:
@@ -111,6 +123,7 @@ def _launch(
     env: dict[str, str],
     credentials: tuple[str, str],
     files: dict[str, str],
+    on_progress: Callable[[JSON], None] | None = None,
 ) -> Result:
     user, password = credentials
     run = MoverRun(
@@ -123,7 +136,7 @@ def _launch(
         secret_env={menv.DB_PASSWORD: password} if password else {},
         files=files,
     )
-    return launcher.launch(run, Result)
+    return launcher.launch(run, Result, on_progress=on_progress)
 
 
 def _failed(target: str, type_: str, message: str, started: float | None = None) -> DatabaseResult:
@@ -158,14 +171,20 @@ def _result(target: str, type_: str, started: float, moved: Result) -> DatabaseR
         server_version=moved.serverVersion or None,
         tool_version=moved.toolVersion or None,
         duration_seconds=round(time.monotonic() - started, 3),
+        warnings=moved.warnings,
     )
+
+
+def target_warnings(results: Sequence[DatabaseResult]) -> list[str]:
+    """The targets' warnings for the run's status, each naming its target."""
+    return [f"database target {d.target}: {w}" for d in results for w in d.warnings]
 
 
 def dump_target(launcher: MoverLauncher, namespace: str, target: DatabaseTarget) -> DatabaseResult:
     started = time.monotonic()
     secrets = _Secrets(launcher, namespace)
     try:
-        credentials = secrets.credentials(target.credentials_secret)
+        credentials = secrets.credentials(target.credentials_secret, target.type)
         env = target_environment(target, namespace)
         files = secrets.tls_files(target.tls)
         moved = _launch(launcher, "db-dump", namespace, target.name, "db", env, credentials, files)
@@ -250,6 +269,31 @@ def restore_tls(
     return original.tls if original is not None else None
 
 
+def _text(value: object, limit: int = 200) -> str:
+    return str(value)[:limit]
+
+
+def restore_status(target: str, address: str, timeout: str, progress: JSON | None) -> str:
+    """What a database restore is doing, for the RestoreRequest's condition (pure). The
+    progress document comes from the mover's log: shown bounded, never trusted as more."""
+    if progress is None:
+        return (
+            f"database target {target}: waiting for {address} to accept connections"
+            f" (up to {timeout}), then restoring"
+        )
+    if progress.get("phase") == "restoring":
+        return f"database target {target}: restoring into {address}"
+    return (
+        f"database target {target}: waiting for {address} to accept connections:"
+        f" {_text(progress.get('attempts'), 8)} attempt(s) in"
+        f" {_text(progress.get('seconds'), 8)} s of {_text(progress.get('timeoutSeconds'), 8)} s;"
+        f" last error {_text(progress.get('lastError'))}"
+    )
+
+
+StatusFn = Callable[[str], None]
+
+
 def restore_target(
     launcher: MoverLauncher,
     namespace: str,
@@ -257,9 +301,11 @@ def restore_target(
     original: DatabaseTarget | None,
     override: DatabaseRestoreTarget | None,
     ready_timeout: str = "5m",
+    on_status: StatusFn | None = None,
 ) -> DatabaseResult:
     """Restore one dumped target into its original server or the override's; the mover
-    first waits up to `ready_timeout` for the server to accept connections."""
+    first waits up to `ready_timeout` for the server to accept connections. `on_status`
+    hears what it waits for and, where the mover's log can be read, how that goes."""
     started = time.monotonic()
     secrets = _Secrets(launcher, namespace)
     try:
@@ -270,13 +316,23 @@ def restore_target(
                 "lives; name a host in spec.databases.targets",
             )
         env = _restore_environment(dumped, original, override, namespace, ready_timeout)
-        credentials = secrets.credentials(original.credentials_secret if original else None)
+        creds = original.credentials_secret if original else None
         if override is not None and override.credentials_secret:
-            credentials = secrets.credentials(DatabaseCredentials(name=override.credentials_secret))
+            creds = DatabaseCredentials(name=override.credentials_secret)
+        credentials = secrets.credentials(creds, dumped.type)
         files = secrets.tls_files(restore_tls(original, override))
+        port = env.get(menv.DB_PORT) or str(menv.DEFAULT_PORTS.get(dumped.type, ""))
+        address = f"{env.get(menv.DB_HOST, '')}:{port}"
+
+        def progress(doc: JSON | None) -> None:
+            if on_status is not None:
+                on_status(restore_status(dumped.target, address, ready_timeout, doc))
+
+        progress(None)
         moved = _launch(
-            launcher, "db-restore", namespace, dumped.target, "dbr", env, credentials, files
-        )
+            launcher, "db-restore", namespace, dumped.target, "dbr", env, credentials, files,
+            progress if on_status is not None else None,
+        )  # fmt: skip
     except Failure as err:
         return _failed(dumped.target, dumped.type, err.summary())
     result = _result(dumped.target, dumped.type, started, moved)

@@ -29,6 +29,7 @@ from safehold.api.restore import (
     RestoreRequestStatus,
     RestoreStageStatus,
 )
+from safehold.engine.databases import target_warnings
 from safehold.engine.errors import RunError
 from safehold.engine.gateway import Gateway
 from safehold.engine.locations import load_location, store_failed
@@ -244,8 +245,9 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
             self.status.volumes = data.volumes(stage.volumes)
         if stage.name == "resources":
             applier.repoint_owners()
-        if stage.databases:
-            self.status.databases = data.databases(stage.databases)
+        if stage.databases or stage.unavailable_databases:
+            restored = data.databases(stage.databases, self._progress) if stage.databases else []
+            self.status.databases = restored + list(stage.unavailable_databases)
 
     def _stage_phase(self, index: int, phase: str, counts: RestoreCounts | None = None) -> None:
         stage = self.status.stages[index]
@@ -264,12 +266,29 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
         except Exception:  # progress is best effort
             log.debug("stage progress update failed", exc_info=True)
 
+    def _progress(self, message: str) -> None:
+        """A running stage says what it is doing (what a database restore waits for)."""
+        current = get_condition(self.status.conditions, "Succeeded")
+        text = f"stage databases: {message}"
+        if current is not None and current.message == text:
+            return
+        self.status.conditions = running(
+            self.status.conditions, text, self.generation, datetime.now(UTC)
+        )
+        try:
+            self._write()
+        except Exception:  # progress is best effort
+            log.debug("progress update failed", exc_info=True)
+
     def _record(self, source: Source, results: Results, seconds: float) -> None:
         c = results.counts
         self.status.counts = c
         for db in self.status.databases:
             if db.result == "Failed":
                 results.errors.append(f"database target {db.target}: {db.message}")
+            elif db.result == "Skipped" and not self.spec.dry_run:
+                self.status.warnings.append(f"database target {db.target} skipped: {db.message}")
+        self.status.warnings += target_warnings(self.status.databases)
         for vol in self.status.volumes:
             if vol.result == "Failed":
                 results.errors.append(f"PVC {vol.namespace}/{vol.pvc}: {vol.message}")
@@ -327,14 +346,15 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
         )
         if self.spec.dry_run:
             summary = "dry run, nothing changed: " + summary
-        failed_items = sum(v.result == "Failed" for v in self.status.volumes) + sum(
-            d.result == "Failed" for d in self.status.databases
-        )
+        items = [v.result for v in self.status.volumes] + [d.result for d in self.status.databases]
+        failed_items = items.count("Failed")
         if failed_items:
             summary += f"; {failed_items} PVC(s) or database target(s) failed"
-        if (c.failed or failed_items) and (c.created or c.updated or c.skipped):
+        failed = c.failed + failed_items
+        done = c.created + c.updated + c.skipped + len(items) - failed_items
+        if failed and done:
             return "PartiallyFailed", "PartiallyFailed", summary
-        if c.failed:
+        if failed:
             return "Failed", "RestoreFailed", summary
         return "Succeeded", "Completed", summary
 

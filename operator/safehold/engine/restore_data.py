@@ -10,7 +10,7 @@ from safehold.api.backup import DatabaseResult, VolumeResult
 from safehold.api.content import DatabaseTarget, Volumes
 from safehold.api.labels import LABEL_RESTORED_BY
 from safehold.api.restore import DatabaseRestore, RestoreRequestSpec, VolumeRestore
-from safehold.engine.databases import restore_target
+from safehold.engine.databases import StatusFn, restore_target
 from safehold.engine.gateway import Gateway
 from safehold.engine.movers import MoverLauncher
 from safehold.engine.volumes import restore_volume, task_for_restore
@@ -60,7 +60,11 @@ class DataRestorer:
         with ThreadPoolExecutor(max_workers=PARALLEL_VOLUMES) as pool:
             return list(pool.map(one, planned))
 
-    def databases(self, dumped: Sequence[DatabaseResult]) -> list[DatabaseResult]:
+    def databases(
+        self, dumped: Sequence[DatabaseResult], on_status: StatusFn | None = None
+    ) -> list[DatabaseResult]:
+        """Restore the dumped targets one after the other; `on_status` hears what each
+        waits for."""
         if self.spec.dry_run:
             return [
                 d.model_copy(update={"result": "Skipped", "message": "dry run: would restore"})
@@ -76,6 +80,7 @@ class DataRestorer:
                 self.targets.get(d.target),
                 overrides.get(d.target),
                 wanted.target_ready_timeout,
+                on_status,
             )
             for d in dumped
         ]

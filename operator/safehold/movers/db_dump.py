@@ -17,6 +17,8 @@ of the same RestoreRequest.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -96,12 +98,20 @@ def db_dump(environ: Mapping[str, str] = os.environ) -> int:
     return 0 if result.ok else 1
 
 
+def _progress(cfg: menv.DbConfig, progress: Mapping[str, object]) -> None:
+    """One progress line in the log (the operator reads the newest); never a secret."""
+    doc = {k: redact(v, [cfg.password]) if isinstance(v, str) else v for k, v in progress.items()}
+    print(json.dumps({"progress": doc}, separators=(",", ":"), ensure_ascii=False), flush=True)
+
+
 def _restore(engine: ModuleType, cfg: menv.DbConfig, repo: restic.Repository, res: Result) -> None:
     with ThreadPoolExecutor(1) as side:
         # Finding the dumped files (a restic start) overlaps the wait for the server.
         listing = side.submit(dbtools.stored_files, cfg, repo)
         # A restore often starts right after the objects were applied: wait for the server.
-        attempts, probed = dbtools.wait_until_ready(engine.probe, cfg)
+        report = functools.partial(_progress, cfg)
+        attempts, probed = dbtools.wait_until_ready(engine.probe, cfg, report=report)
+        report({"phase": "restoring", "address": f"{cfg.host}:{cfg.port}"})
         if attempts > 1:
             res.warnings.append(f"the target accepted connections after {attempts} attempts")
         # Each engine restores the stored files into the server its probe just described.

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from safehold.contract import env as menv
@@ -169,14 +169,22 @@ def store(
     return item
 
 
-def refuse_existing(cfg: menv.DbConfig, existing: set[str]) -> None:
-    """Refuse before touching anything when a target database exists and clean was not
-    asked for."""
-    if existing and not cfg.restore_clean:
+# The RestoreRequest field that allows a restore over existing data (never a mover variable:
+# whoever reads the message sets it there).
+CLEAN_FIELD = "spec.databases.targets[].clean"
+
+
+def refuse_existing(
+    cfg: menv.DbConfig, existing: Iterable[str], clean_does: str = "restore over them"
+) -> None:
+    """Refuse before touching anything when the target already holds what the restore would
+    write and clean was not asked for."""
+    found = list(existing)
+    if found and not cfg.restore_clean:
         raise MoverError(
             DATABASE_EXISTS,
-            f"already exist: {', '.join(sorted(existing))}; set {menv.DB_RESTORE_CLEAN}=true"
-            " to restore over them",
+            f"already in the target: {', '.join(sorted(found))}; set {CLEAN_FIELD}: true in"
+            f" the RestoreRequest to {clean_does}",
         )
 
 
@@ -284,15 +292,18 @@ def wait_until_ready(
     cfg: menv.DbConfig,
     *,
     sleep: Callable[[float], None] = time.sleep,
+    report: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[int, T]:
     """Call `probe(cfg)` until it succeeds or `cfg.ready_timeout` seconds have passed.
 
     Only "not up yet" failures (refused, unreachable, unresolvable, starting up) are retried;
     anything else, a rejected password first of all, is raised at once. Returns the number of
     attempts and what the successful probe returned; raises MoverError(TargetNotReady) when
-    the time is up (with a timeout of 0, the first failure itself).
+    the time is up (with a timeout of 0, the first failure itself). `report` hears of each
+    failed attempt (`waiting_progress`) while there is time left.
     """
-    deadline = time.monotonic() + cfg.ready_timeout
+    started = time.monotonic()
+    deadline = started + cfg.ready_timeout
     delay = 1.0
     attempts = 0
     while True:
@@ -314,5 +325,21 @@ def wait_until_ready(
                 f"{cfg.ready_timeout} s ({attempts} attempts); last error: "
                 f"{last.reason}: {tail(str(last), 2)}",
             )
+        if report is not None:
+            report(waiting_progress(cfg, attempts, time.monotonic() - started, last))
         sleep(min(delay, remaining))
         delay = min(delay * 1.5, 5.0)
+
+
+def waiting_progress(
+    cfg: menv.DbConfig, attempts: int, seconds: float, last: MoverError
+) -> dict[str, Any]:
+    """The progress document of a restore waiting for its target (the operator shows it)."""
+    return {
+        "phase": "waiting",
+        "address": f"{cfg.host}:{cfg.port}",
+        "attempts": attempts,
+        "seconds": round(seconds),
+        "timeoutSeconds": cfg.ready_timeout,
+        "lastError": f"{last.reason}: {tail(last.message, 1)[:200]}",
+    }

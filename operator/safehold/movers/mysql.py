@@ -21,6 +21,7 @@ from safehold.contract.result import (
     Result,
 )
 from safehold.movers import dbtools
+from safehold.movers import mysql_accounts as accounts
 from safehold.storage import restic
 
 PREFIX = "mysql"
@@ -173,11 +174,33 @@ def restore(
     targets = {name: cfg.mapped(name) for name in names}
     existing = {t for t in targets.values() if t in available_now}
     dbtools.refuse_existing(cfg, existing)
+    replay = None
     if cfg.mysql_restore_accounts and ACCOUNTS_FILE in files:
-        _restore_accounts(cfg, repo, result, files[ACCOUNTS_FILE])
-    for name in names:
+        replay = _replay_accounts(cfg, repo, files[ACCOUNTS_FILE])
+    try:
+        _restore_databases(cfg, repo, result, files, stored, targets, existing)
+    except Exception:
+        if replay is not None:
+            result.warnings += accounts.warnings(replay)
+        raise
+    if replay is not None:
+        # Grants on tables and routines can only be given once those exist.
+        accounts.retry_failed(replay, functools.partial(_run_force, cfg))
+        result.warnings += accounts.warnings(replay)
+
+
+def _restore_databases(
+    cfg: menv.DbConfig,
+    repo: restic.Repository,
+    result: Result,
+    files: dict[str, dict[str, Any]],
+    stored: dict[str, str],
+    targets: dict[str, str],
+    existing: set[str],
+) -> None:
+    client = _client()
+    for name, target in targets.items():
         started = time.monotonic()
-        target = targets[name]
         sql(
             cfg,
             f"CREATE DATABASE IF NOT EXISTS {identifier(target)}"
@@ -214,10 +237,22 @@ def restore(
         dbtools.restored(result, name, target, filename, snap, time.monotonic() - started)
 
 
-def _restore_accounts(
-    cfg: menv.DbConfig, repo: restic.Repository, result: Result, snap: dict[str, Any]
-) -> None:
-    """Replay the accounts; a statement that fails is a warning, the rest still run."""
+def _run_force(cfg: menv.DbConfig, script: str) -> tuple[int, str]:
+    """Run a script statement by statement, going on after a failing one."""
     cmd = [_client(), "--no-defaults", *connection_args(cfg), "--force", "--binary-mode"]
-    env = dbtools.base_env(tool_env(cfg))
-    dbtools.replay_script(repo, snap, ACCOUNTS_FILE, cmd, env, classify, "accounts", result)
+    proc = dbtools.run_tool(
+        cmd, dbtools.base_env(tool_env(cfg)), input_bytes=script.encode(), timeout=600
+    )
+    return proc.returncode, proc.stderr.decode(errors="replace")
+
+
+def _replay_accounts(
+    cfg: menv.DbConfig, repo: restic.Repository, snap: dict[str, Any]
+) -> accounts.Replay:
+    """Replay the accounts the target does not have yet; what fails is retried later."""
+    script = accounts.read_script(cfg, repo, str(snap["id"]), ACCOUNTS_FILE)
+    rows = sql(cfg, "SELECT User, Host FROM mysql.user;\n").splitlines()
+    existing = [(u, h) for u, _, h in (row.partition("\t") for row in rows)]
+    replay = accounts.plan(script, existing, cfg.user)
+    accounts.run(replay, replay.statements, functools.partial(_run_force, cfg))
+    return replay

@@ -5,13 +5,17 @@ writes it to stdout, straight into restic as `redis/dump.rdb`. The password reac
 through `REDISCLI_AUTH`.
 
 Restore: the RDB is written to the scratch directory and loaded by a private `redis-server`
-(Unix socket only, no TCP port, no persistence); every key of every logical database is then
-copied into the target with `DUMP` + `PTTL` → `RESTORE key ttl payload REPLACE`, pipelined.
-A key of the same name in the target is replaced; every other key of the target stays unless
-SAFEHOLD_REDIS_FLUSH=true empties the target first (`FLUSHALL`). The target must run a Redis
-at least as new as the mover's `redis-server` (the DUMP payload format). Redis 7 functions
-(`FUNCTION` libraries, part of the RDB) are copied too: `FUNCTION DUMP` from the private
-server, `FUNCTION RESTORE … REPLACE` into the target (a library of the same name is replaced).
+(Unix socket only, no TCP port, no persistence, its log in the scratch directory; when it does
+not load the RDB, the log's last warnings are the message). Every key of every logical database
+is then copied into the target with `DUMP` + `PTTL` → `RESTORE key ttl payload`, pipelined
+(`REPLACE`: a key a client wrote meanwhile gets the backup's value). Like the other engines, a
+restore does not mix with what is there: a logical database of the target that already holds
+keys, or a function library of the same name, is refused (DatabaseExists) before anything is
+written, unless clean was asked for (SAFEHOLD_DB_RESTORE_CLEAN, `clean` in the RestoreRequest),
+which empties each logical database the restore writes into (`FLUSHDB`) and replaces libraries
+of the same name. The target must run a Redis at least as new as the mover's `redis-server`
+(the DUMP payload format). Redis 7 functions (`FUNCTION` libraries, part of the RDB) are copied
+with `FUNCTION DUMP` from the private server and `FUNCTION RESTORE … REPLACE` into the target.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from safehold.contract import env as menv
 from safehold.contract.result import (
     AUTHENTICATION_FAILED,
     HOST_UNREACHABLE,
+    INVALID_MAPPING,
     RESTORE_FAILED,
     TARGET_STARTING,
     TLS_FAILED,
@@ -214,47 +219,66 @@ def dump(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
     )
 
 
+SOCKET = "redis.sock"  # relative to the server's dir: no Unix-socket path limit applies
+LOG = "redis.log"
+LOG_LINES = 3
+LOG_CHARS = 600
+_LOG_PREFIX = re.compile(r"^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ ([.\-*#]) ")
+
+
+def server_log_reason(log: Path) -> str:
+    """What the private server said last: its warnings (level #) if any, else its last
+    lines, without the pid/time prefix; bounded. The log holds no key or value."""
+    try:
+        with log.open("rb") as fh:
+            fh.seek(max(0, log.stat().st_size - 16384))
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return "the server left no log"
+    parsed = [
+        (m.group(1), ln[m.end() :]) if (m := _LOG_PREFIX.match(ln)) else ("", ln) for ln in lines
+    ]
+    parsed = [(level, text.strip()) for level, text in parsed if text.strip()]
+    warnings = [text for level, text in parsed if level == "#"]
+    chosen = (warnings or [text for _, text in parsed])[-LOG_LINES:]
+    text = "; ".join(chosen) or "the server logged nothing"
+    return text if len(text) <= LOG_CHARS else "…" + text[-LOG_CHARS:]
+
+
+def _connect_private(directory: int) -> Resp:
+    """The private server's socket, named through an open descriptor of its directory: a
+    scratch directory's path may be longer than a Unix socket path may be (about 107 bytes)."""
+    return Resp.unix(f"/proc/self/fd/{directory}/{SOCKET}")
+
+
 @contextlib.contextmanager
 def _scratch_server(rdb: Path) -> Iterator[Resp]:
     """A private redis-server that loads `rdb`, reachable only through a Unix socket."""
-    sock = rdb.parent / "redis.sock"
-    server = dbtools.which("redis-server")
+    workdir = rdb.parent
+    log = workdir / LOG
     options = {
         "port": "0",
-        "unixsocket": str(sock),
+        "unixsocket": SOCKET,
         "unixsocketperm": "700",
-        "dir": str(rdb.parent),
+        "dir": str(workdir),
         "dbfilename": rdb.name,
+        "logfile": str(log),
         "save": "",
         "appendonly": "no",
         "databases": str(SCRATCH_DATABASES),
         "protected-mode": "yes",
     }
-    argv = [server, *(a for k, v in options.items() for a in (f"--{k}", v))]
+    argv = [dbtools.which("redis-server"), *(a for k, v in options.items() for a in (f"--{k}", v))]
+    directory = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
     proc = subprocess.Popen(
         argv,
+        cwd=workdir,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 600
-        client: Resp | None = None
-        while client is None:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise MoverError(RESTORE_FAILED, f"the RDB did not load: {dbtools.tail(err)}")
-            try:
-                client = Resp.unix(str(sock))
-                if _info(client, "persistence").get("loading") != "0":
-                    client.close()
-                    client = None
-            except (OSError, ConnectionError, RespError):
-                client = None
-            if client is None:
-                if time.monotonic() > deadline:
-                    raise MoverError(RESTORE_FAILED, "the RDB did not load in 600 s")
-                time.sleep(0.1)
+        client = _wait_loaded(proc, directory, log)
         try:
             yield client
         finally:
@@ -262,6 +286,34 @@ def _scratch_server(rdb: Path) -> Iterator[Resp]:
     finally:
         proc.kill()
         proc.wait()
+        os.close(directory)
+
+
+def _wait_loaded(proc: subprocess.Popen[bytes], directory: int, log: Path) -> Resp:
+    deadline = time.monotonic() + 600
+    while True:
+        if proc.poll() is not None:
+            raise MoverError(
+                RESTORE_FAILED,
+                f"the RDB did not load: redis-server exited ({proc.returncode}): "
+                + server_log_reason(log),
+            )
+        try:
+            client = _connect_private(directory)
+        except OSError:
+            client = None  # not listening yet
+        if client is not None:
+            try:
+                if _info(client, "persistence").get("loading") == "0":
+                    return client
+            except (OSError, ConnectionError, RespError):
+                pass
+            client.close()
+        if time.monotonic() > deadline:
+            raise MoverError(
+                RESTORE_FAILED, f"the RDB did not load in 600 s: {server_log_reason(log)}"
+            )
+        time.sleep(0.1)
 
 
 def _copy_database(source: Resp, target: Resp, db: int, dest: int) -> int:
@@ -288,16 +340,56 @@ def _copy_database(source: Resp, target: Resp, db: int, dest: int) -> int:
             return copied
 
 
-def _copy_functions(source: Resp, target: Resp) -> int:
-    """Copy the RDB's function libraries (Redis 7); returns how many there were."""
-    libraries = source.call("FUNCTION", "LIST")
-    if not libraries:
-        return 0
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _library_names(client: Resp) -> set[str]:
+    """Names of the server's function libraries (Redis 7 `FUNCTION LIST`)."""
+    names = set()
+    for library in client.call("FUNCTION", "LIST") or []:
+        fields = dict(zip(map(_text, library[::2]), library[1::2], strict=False))
+        names.add(_text(fields.get("library_name", "")))
+    return names
+
+
+def _copy_functions(source: Resp, target: Resp) -> None:
+    """Copy the RDB's function libraries (Redis 7): a library of the same name is replaced."""
     try:
         target.call("FUNCTION", "RESTORE", source.call("FUNCTION", "DUMP"), "REPLACE")
     except RespError as err:
         raise MoverError(RESTORE_FAILED, f"FUNCTION RESTORE: {err}") from None
-    return len(libraries)
+
+
+def destinations(cfg: menv.DbConfig, dbs: Sequence[int]) -> dict[int, int]:
+    """Logical database of the backup → the target's, after the mapping."""
+    out: dict[int, int] = {}
+    for db in dbs:
+        raw = cfg.mapped(str(db))
+        if not raw.isdigit() or int(raw) >= SCRATCH_DATABASES:
+            raise MoverError(
+                INVALID_MAPPING,
+                f"databaseMapping: Redis logical databases are numbers; {db} maps to {raw!r}",
+            )
+        out[db] = int(raw)
+    return out
+
+
+def _make_room(cfg: menv.DbConfig, target: Resp, dests: set[int], libraries: set[str]) -> None:
+    """Without clean, refuse a target whose databases already hold keys or that has a library
+    of the same name (nothing is written then); with clean, empty those databases."""
+    if cfg.restore_clean:
+        for dest in sorted(dests):
+            target.call("SELECT", dest)
+            target.call("FLUSHDB")
+        return
+    busy = _info(target, "keyspace")
+    existing = [f"keys in logical database {d}" for d in sorted(dests) if f"db{d}" in busy]
+    if libraries:
+        existing += [f"function library {n}" for n in sorted(libraries & _library_names(target))]
+    dbtools.refuse_existing(
+        cfg, existing, "flush those logical databases (and replace those libraries) first"
+    )
 
 
 def restore(
@@ -320,20 +412,19 @@ def restore(
             restic.dump_file(repo, str(snap["id"]), "/" + FILE, fh)
         with _scratch_server(rdb) as source:
             dbs = sorted(int(k[2:]) for k in _info(source, "keyspace") if re.fullmatch(r"db\d+", k))
+            dests = destinations(cfg, dbs)
+            libraries = _library_names(source)
             target = Resp.tcp(cfg)
             try:
-                if cfg.redis_flush:
-                    target.call("FLUSHALL")
-                libraries = _copy_functions(source, target)
-                keys = 0
-                for db in dbs:
-                    dest = int(cfg.mapping.get(str(db), str(db)))
-                    keys += _copy_database(source, target, db, dest)
+                _make_room(cfg, target, set(dests.values()), libraries)
+                if libraries:
+                    _copy_functions(source, target)
+                keys = sum(_copy_database(source, target, db, dests[db]) for db in dbs)
             except (OSError, ConnectionError) as err:
                 raise MoverError(RESTORE_FAILED, f"target connection lost: {err}") from None
             except RespError as err:
                 raise MoverError(RESTORE_FAILED, str(err)) from None
             finally:
                 target.close()
-    restored = f"{keys} keys" + (f", {libraries} function libraries" if libraries else "")
+    restored = f"{keys} keys" + (f", {len(libraries)} function libraries" if libraries else "")
     dbtools.restored(result, "rdb", restored, FILE, snap, time.monotonic() - started)

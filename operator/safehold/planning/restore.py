@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from safehold.api.backup import DatabaseResult, VolumeResult
+from safehold.api.backup import DatabaseResult, ItemResult, VolumeResult
 from safehold.api.base import JSON, LabelSelector
 from safehold.api.labels import ANNOTATION_COPY_OF
 from safehold.api.restore import DatabaseRestore, RestoreRequestSpec, VolumeRestore
@@ -405,6 +405,9 @@ class Stage:
     objects: tuple[PlannedObject, ...] = ()
     volumes: tuple[PlannedVolume, ...] = ()
     databases: tuple[DatabaseResult, ...] = ()
+    unavailable_databases: tuple[DatabaseResult, ...] = ()
+    """Database targets the backup has no dump of, already with their result (databases
+    stage; see `unavailable_databases`)."""
     create_namespaces: tuple[str, ...] = ()
     """Target namespaces that have no Namespace object in the backup (namespaces stage)."""
 
@@ -414,6 +417,7 @@ class Stage:
             len(self.objects)
             + len(self.volumes)
             + len(self.databases)
+            + len(self.unavailable_databases)
             + len(self.create_namespaces)
         )
 
@@ -449,6 +453,31 @@ def _wanted_databases(
     if not (spec.databases or DatabaseRestore()).enabled:
         return []
     return [d for d in databases if d.result == "Succeeded"]
+
+
+def unavailable_databases(
+    spec: RestoreRequestSpec, databases: Sequence[DatabaseResult]
+) -> list[DatabaseResult]:
+    """The results of the targets a restore cannot restore, decided before it runs: a target
+    the request names (spec.databases.targets) that the backup does not hold, or whose dump
+    failed, fails; a target it does not name whose dump failed is skipped."""
+    wanted = spec.databases or DatabaseRestore()
+    if not wanted.enabled:
+        return []
+    named = {t.target for t in wanted.targets}
+    out = []
+    for d in databases:
+        if d.result == "Succeeded":
+            continue
+        why = f"TargetNotBackedUp: its dump failed at backup time ({d.message or d.result})"
+        verdict: ItemResult = "Failed" if d.target in named else "Skipped"
+        out.append(DatabaseResult(target=d.target, type=d.type, result=verdict, message=why))
+    held = sorted(d.target for d in databases)
+    for name in sorted(named - set(held)):
+        has = f"it has {', '.join(held)}" if held else "it has no database target"
+        message = f"TargetNotInBackup: the backup has no database target {name} ({has})"
+        out.append(DatabaseResult(target=name, type="", result="Failed", message=message))
+    return out
 
 
 def plan_restore(
@@ -506,6 +535,10 @@ def plan_restore(
             Stage("volumes", tuple(by_stage["volumes"]), volumes=tuple(planned_volumes)),
             Stage("workloads", tuple(by_stage["workloads"])),
             Stage("resources", tuple(by_stage["resources"])),
-            Stage("databases", databases=tuple(_wanted_databases(spec, databases))),
+            Stage(
+                "databases",
+                databases=tuple(_wanted_databases(spec, databases)),
+                unavailable_databases=tuple(unavailable_databases(spec, databases)),
+            ),
         )
     )

@@ -1,62 +1,15 @@
-"""Redis: keys of every type, in two logical databases, with TTLs, survive the round trip."""
+"""Redis: keys of every type, in two logical databases, with TTLs, survive the round trip; a
+target that holds keys is refused unless clean (which flushes the databases restored into);
+the private server works from a scratch directory of any length, and when it cannot load an
+RDB the message says why."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from conftest import Repo
+from integration.redis_content import LIBRARY, content, populate, ttl
 from localcluster.databases import Redis
-
-
-def populate(r: Redis) -> None:
-    r.cli("FLUSHALL")
-    r.cli("SET", "str", "Grüße 🚀")
-    r.cli("SET", "ttl:str", "expires", "EX", "3600")
-    r.cli("RPUSH", "list", "a", "b", "c", "ä")
-    r.cli("SADD", "set", "x", "y", "z")
-    r.cli("ZADD", "zset", "1.5", "one", "2", "two", "-3", "minus")
-    r.cli("HSET", "hash", "f1", "v1", "f2", "ü")
-    r.cli("EXPIRE", "hash", "7200")
-    r.cli("XADD", "stream", "1-1", "field", "value")
-    r.cli("XADD", "stream", "2-1", "field", "value2")
-    r.cli("SETBIT", "bits", "100", "1")
-    r.cli("PFADD", "hll", "a", "b", "c")
-    # More keys than one SCAN / pipeline batch.
-    r.cli("EVAL", "for i=1,3000 do redis.call('SET','bulk:'..i,i) end", "0")
-    r.cli("SET", "other", "in db 1", db=1)
-    r.cli("PEXPIRE", "other", "500000", db=1)
-
-
-def content(r: Redis, db: int = 0) -> dict[str, str]:
-    keys = sorted(r.cli("KEYS", "*", db=db).split())
-    out: dict[str, str] = {}
-    bulk = [k for k in keys if k.startswith("bulk:")]
-    if bulk:  # thousands of strings: one round trip
-        out["bulk"] = f"{len(bulk)}:" + r.cli(
-            "EVAL",
-            "local t={} for i=1,3000 do t[#t+1]=redis.call('GET','bulk:'..i) end"
-            " return table.concat(t,',')",
-            "0",
-            db=db,
-        )
-    for key in (k for k in keys if not k.startswith("bulk:")):
-        kind = r.cli("TYPE", key, db=db).strip()
-        read = {
-            "string": ("GET",),
-            "list": ("LRANGE", key, "0", "-1"),
-            "set": ("SMEMBERS", key),
-            "zset": ("ZRANGE", key, "0", "-1", "WITHSCORES"),
-            "hash": ("HGETALL", key),
-            "stream": ("XRANGE", key, "-", "+"),
-        }[kind]
-        args = (*read, key) if len(read) == 1 else read
-        value = r.cli(*args, db=db)
-        if kind in ("set", "hash"):
-            value = "\n".join(sorted(value.split("\n")))
-        out[key] = f"{kind}:{value}"
-    return out
-
-
-def ttl(r: Redis, key: str, db: int = 0) -> int:
-    return int(r.cli("TTL", key, db=db))
 
 
 def test_redis_every_type_with_ttls(redis_server: Redis, repo: Repo) -> None:
@@ -71,33 +24,55 @@ def test_redis_every_type_with_ttls(redis_server: Redis, repo: Repo) -> None:
     assert [d["file"] for d in dumped["databases"]] == ["redis/dump.rdb"]
 
     r.cli("FLUSHALL")
-    r.cli("SET", "unrelated", "stays")
     code, restored = repo.mover("db-restore", "redis", r)
     assert code == 0, restored
-    after0 = content(r, 0)
-    assert after0.pop("unrelated") == "string:stays\n"  # not flushed by default
-    assert after0 == before0
+    assert content(r, 0) == before0
     assert content(r, 1) == before1
     assert 3500 < ttl(r, "ttl:str") <= 3600
     assert 7100 < ttl(r, "hash") <= 7200
     assert 400 < ttl(r, "other", db=1) <= 500
     assert ttl(r, "str") == -1
 
-    # Into another logical database, emptying the target first.
-    code, restored = repo.mover("db-restore", "redis", r, db_mapping="0:5", redis_flush="true")
+    # Into another logical database, flushing only the databases it writes into (5 and 1).
+    r.cli("SET", "stale", "not in the backup", db=5)
+    r.cli("SET", "stale", "not in the backup either", db=1)
+    code, restored = repo.mover("db-restore", "redis", r, db_mapping="0:5", db_restore_clean="true")
     assert code == 0, restored
-    assert content(r, 0) == {}
     assert content(r, 5) == before0
     assert content(r, 1) == before1
+    assert content(r, 0) == before0  # not written into: untouched
 
 
-LIBRARY = """#!lua name=safehold_test
-redis.register_function('greet', function(keys, args) return 'Grüß ' .. args[1] end)
-"""
+def test_redis_target_holding_keys_is_refused_unless_clean(redis_server: Redis, repo: Repo) -> None:
+    """Without clean nothing is mixed: a logical database that holds keys is refused before
+    anything is written; with clean it is emptied first, keys not in the backup go."""
+    r = redis_server
+    r.cli("FLUSHALL")
+    r.cli("SET", "kept", "from the backup")
+    code, dumped = repo.mover("db-dump", "redis", r, backup="shop/refuse")
+    assert code == 0, dumped
+
+    r.cli("SET", "kept", "changed since")
+    r.cli("SET", "newer", "written after the backup")
+    code, refused = repo.mover("db-restore", "redis", r, backup="shop/refuse")
+    assert (code, refused["reason"]) == (1, "DatabaseExists"), refused
+    assert "keys in logical database 0" in refused["message"]
+    assert "spec.databases.targets[].clean: true" in refused["message"]
+    assert "SAFEHOLD_" not in refused["message"]
+    assert r.cli("GET", "kept").strip() == "changed since"  # nothing written
+    assert r.cli("GET", "newer").strip() == "written after the backup"
+
+    code, restored = repo.mover(
+        "db-restore", "redis", r, backup="shop/refuse", db_restore_clean="true"
+    )
+    assert code == 0, restored
+    assert sorted(r.cli("KEYS", "*").split()) == ["kept"]
+    assert r.cli("GET", "kept").strip() == "from the backup"
 
 
 def test_redis_functions_survive(redis_server: Redis, repo: Repo) -> None:
-    """Function libraries are part of the RDB; the restore loads them into the target."""
+    """Function libraries are part of the RDB; the restore loads them into the target. A
+    library of the same name in the target is refused without clean, replaced with it."""
     r = redis_server
     r.cli("FUNCTION", "LOAD", "REPLACE", LIBRARY)
     try:
@@ -113,5 +88,63 @@ def test_redis_functions_survive(redis_server: Redis, repo: Repo) -> None:
         assert "1 function libraries" in restored["databases"][0]["target"]
         assert other.cli("FCALL", "greet", "0", "Welt").strip() == "Grüß Welt"
         assert other.cli("GET", "fn:key").strip() == "v"
+
+        other.cli("DEL", "fn:key")
+        code, refused = repo.mover("db-restore", "redis", other, backup="shop/functions")
+        assert (code, refused["reason"]) == (1, "DatabaseExists"), refused
+        assert "function library safehold_test" in refused["message"]
+        code, restored = repo.mover(
+            "db-restore", "redis", other, backup="shop/functions", db_restore_clean="true"
+        )
+        assert code == 0, restored
+        assert other.cli("FCALL", "greet", "0", "Welt").strip() == "Grüß Welt"
     finally:
         other.stop()
+
+
+def test_redis_restores_from_a_long_scratch_path(redis_server: Redis, repo: Repo) -> None:
+    """The private server's Unix socket lives in the scratch directory; a path longer than a
+    socket path may be (about 107 bytes) used to fail with an empty message."""
+    r = redis_server
+    r.cli("FLUSHALL")
+    r.cli("SET", "deep", "down")
+    code, dumped = repo.mover("db-dump", "redis", r, backup="shop/long")
+    assert code == 0, dumped
+    deep = repo.workdir / ("scratch-" + "d" * 60) / ("x" * 60)
+    deep.mkdir(parents=True)
+    assert len(str(deep / "safehold-redis-abcdefgh/redis.sock")) > 110
+
+    r.cli("FLUSHALL")
+    code, restored = repo.mover("db-restore", "redis", r, backup="shop/long", scratch_dir=str(deep))
+    assert code == 0, restored
+    assert r.cli("GET", "deep").strip() == "down"
+    assert list(deep.iterdir()) == []  # the scratch directory is left empty
+
+
+def _store_rdb(repo: Repo, backup: str, data: bytes, tmp: Path) -> None:
+    """An RDB stored the way the dump stores one (same path, same tags)."""
+    rdb = tmp / "fake.rdb"
+    rdb.write_bytes(data)
+    tags = [f"{k}={v}" for k, v in (("backup", backup), ("content", "database"),
+            ("target", "main"), ("database", "rdb"))]  # fmt: skip
+    repo.restic(
+        "backup", "--stdin-from-command", "--stdin-filename", "redis/dump.rdb",
+        *(a for t in tags for a in ("--tag", f"safehold.io/{t}")), "--", "cat", str(rdb),
+    )  # fmt: skip
+
+
+def test_an_rdb_the_server_cannot_load_says_why(
+    redis_server: Redis, repo: Repo, tmp_path: Path
+) -> None:
+    """An RDB of a newer Redis (format 12, Redis 7.4) than the mover's redis-server reads:
+    the message carries the server's own reason, and the target is left alone."""
+    _store_rdb(
+        repo, "shop/newer", b"REDIS0012" + b"\xfa\x09redis-ver\x057.4.1\xff" + b"\0" * 8, tmp_path
+    )
+    redis_server.cli("FLUSHALL")
+    code, failed = repo.mover("db-restore", "redis", redis_server, backup="shop/newer")
+    assert (code, failed["reason"]) == (1, "RestoreFailed"), failed
+    assert failed["message"].startswith("the RDB did not load: redis-server exited"), failed
+    assert "Can't handle RDB format version 12" in failed["message"], failed
+    assert len(failed["message"]) < 1000
+    assert redis_server.cli("DBSIZE").strip() == "0"
