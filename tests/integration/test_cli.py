@@ -376,6 +376,187 @@ def test_backup_download(
         assert secret not in result.stdout + result.stderr
     with tarfile.open(target) as archive:
         names = archive.getnames()
-    assert any(name.endswith("resources/configmaps/app.json") for name in names), names
+    # the documented layout at the archive's top, not the path the export was taken at
+    assert sorted(names) == [
+        "index.json", "resources", "resources/configmaps", "resources/configmaps/app.json",
+    ], names  # fmt: skip
     assert [p.name for p in target.parent.iterdir()] == ["b1.tar"]  # no temp file left
     assert target.stat().st_mode & 0o077 == 0
+
+
+# --- flags before and after the command, the kubectl plugin form (#16) ---------------------
+
+
+def plain(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI exactly as given (no --kubeconfig appended: KUBECONFIG names the cluster)."""
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
+    return subprocess.run(
+        [sys.executable, "-m", "safehold", *args],
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+
+
+def test_connection_flags_before_the_command(local_cluster: LocalCluster, namespace: str) -> None:
+    kubeconfig = str(local_cluster.kubeconfig)
+    created = subprocess.run(
+        [sys.executable, "-m", "safehold", "-n", namespace, "--kubeconfig", kubeconfig,
+         "restore", "create", "r-before", "--from-backup", "b1"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert created.stdout == "restorerequest.safehold.io/r-before created\n"
+    spec = get(local_cluster, namespace, "restorerequests.safehold.io", "r-before")["spec"]
+    assert spec["backupRef"] == {"name": "b1"}
+    after = plain(local_cluster, "restore", "create", "r-after", "--from-backup", "b1",
+                  "-n", namespace)  # fmt: skip
+    assert after.returncode == 0, after.stderr
+    listed = plain(local_cluster, "-n", namespace, "restore", "list")
+    assert listed.returncode == 0, listed.stderr
+    names = [line.split()[0] for line in listed.stdout.splitlines()[1:]]
+    assert names == ["r-after", "r-before"]
+    described = plain(local_cluster, "--namespace", namespace, "restore", "describe", "r-before")
+    assert described.returncode == 0, described.stderr
+    assert f"Namespace:      {namespace}" in described.stdout
+    # a flag after the command wins over the one before it
+    other = plain(local_cluster, "-n", "no-such-namespace", "restore", "describe", "r-before",
+                  "-n", namespace)  # fmt: skip
+    assert other.returncode == 0, other.stderr
+    refused = plain(local_cluster, "-n", namespace, "operator")
+    assert refused.returncode == 2
+    assert "-n/--namespace before `operator`" in refused.stderr
+
+
+def test_kubectl_plugin_takes_flags_after_its_name(
+    local_cluster: LocalCluster, namespace: str
+) -> None:
+    plugin = Path(sys.executable).parent / "kubectl-safehold"
+    assert plugin.is_file(), "the package installs the kubectl-safehold console script"
+    env = dict(
+        os.environ,
+        PATH=f"{plugin.parent}:{binaries.find('kubectl').parent}:/usr/bin:/bin",
+        KUBECONFIG=str(local_cluster.kubeconfig),
+    )
+
+    def kubectl_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["kubectl", *args], capture_output=True, text=True, timeout=60,
+                              check=False, env=env)  # fmt: skip
+
+    created = kubectl_cli("safehold", "-n", namespace, "restore", "create", "r-plugin",
+                          "--from-backup", "b1")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert created.stdout == "restorerequest.safehold.io/r-plugin created\n"
+    listed = kubectl_cli("safehold", "restore", "list", "-n", namespace)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1].split()[0] == "r-plugin"
+    # kubectl itself refuses flags before the plugin's name, as docs/cli.md says
+    before = kubectl_cli("-n", namespace, "safehold", "restore", "list")
+    assert before.returncode != 0
+    assert "flags cannot be placed before plugin name" in before.stderr
+
+
+# --- restore create: database options (#16) -------------------------------------------------
+
+
+def test_restore_create_database_options(local_cluster: LocalCluster, namespace: str) -> None:
+    result = cli(
+        local_cluster, "restore", "create", "r-db", "--from-backup", "b1", "-n", namespace,
+        "--database-mapping", "orders:orders=orders_copy",
+        "--database-clean", "orders",
+        "--database-restore-accounts", "orders",
+        "--database-clean", "cache",
+        "--database-host", "cache=redis-2.shop.svc:6380",
+        "--database-credentials", "cache=redis-2-auth",
+        "--database-tls", "cache=require",
+        "--target-ready-timeout", "90s",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    spec = get(local_cluster, namespace, "restorerequests.safehold.io", "r-db")["spec"]
+    # what the flags said, plus the schema's defaults (false / skip / true), nothing else
+    assert spec == {
+        "backupRef": {"name": "b1"},
+        "databases": {
+            "enabled": True,
+            "targets": [
+                {
+                    "target": "orders",
+                    "databaseMapping": {"orders": "orders_copy"},
+                    "clean": True,
+                    "restoreAccounts": True,
+                },
+                {
+                    "target": "cache",
+                    "host": "redis-2.shop.svc",
+                    "port": 6380,
+                    "credentialsSecret": "redis-2-auth",
+                    "tls": {"mode": "require"},
+                    "clean": True,
+                    "restoreAccounts": False,
+                },
+            ],
+            "targetReadyTimeout": "90s",
+        },
+        "dryRun": False,
+        "existingResourcePolicy": "skip",
+    }
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--database-mapping", "orders"], "argument --database-mapping: expected TARGET:FROM=TO"),
+        (["--database-clean", "Orders_DB"], "argument --database-clean: 'Orders_DB' is not a"),
+        (["--database-host", "orders=pg:70000"], "argument --database-host: expected TARGET=HOST"),
+        (["--database-tls", "orders=sometimes"], "TLS mode must be one of"),
+        (["--target-ready-timeout", "48h"], "expected a duration from 0s to 24h"),
+        (["--database-mapping", "o:a=x", "--database-mapping", "o:b=x"], "maps two databases"),
+    ],
+)
+def test_restore_create_bad_database_option(
+    local_cluster: LocalCluster, namespace: str, flags: list[str], message: str
+) -> None:
+    result = cli(local_cluster, "restore", "create", "r-bad", "--from-backup", "b1",
+                 "-n", namespace, *flags)  # fmt: skip
+    assert result.returncode == 2
+    assert message in result.stderr, result.stderr
+    assert result.stdout == ""
+    missing = kubectl(local_cluster, "get", "-n", namespace, "restorerequests.safehold.io",
+                      "r-bad", check=False)  # fmt: skip
+    assert missing.returncode != 0
+
+
+# --- shrr, sizes (#16) ---------------------------------------------------------------------
+
+
+def test_shrr_is_a_short_name_of_restore_requests(
+    local_cluster: LocalCluster, namespace: str
+) -> None:
+    assert cli(local_cluster, "restore", "create", "r-short", "--from-backup", "b1",
+               "-n", namespace).returncode == 0  # fmt: skip
+    for short in ("shrr", "shrs", "restorereq"):
+        out = kubectl(local_cluster, "get", short, "-n", namespace, "-o", "name").stdout
+        assert out.split() == ["restorerequest.safehold.io/r-short"], short
+
+
+def test_sizes_are_human_in_tables_and_raw_in_json(
+    local_cluster: LocalCluster, namespace: str
+) -> None:
+    assert cli(local_cluster, "backup", "create", "big", "--from-policy", "nightly",
+               "-n", namespace).returncode == 0  # fmt: skip
+    status = finished(True, "Completed", "done") | {"sizeBytes": 2370508919}
+    patch_status(local_cluster, namespace, "backups.safehold.io", "big", status)
+
+    listed = cli(local_cluster, "backup", "list", "-n", namespace)
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()[:2]
+    assert row[header.index("SIZE") :].split()[0] == "2.2GiB"
+    described = cli(local_cluster, "backup", "describe", "big", "-n", namespace)
+    assert "Size:           2.2GiB" in described.stdout
+    for fmt, load in (("json", json.loads), ("yaml", yaml.safe_load)):
+        as_list = cli(local_cluster, "backup", "list", "-n", namespace, "-o", fmt)
+        assert as_list.returncode == 0, as_list.stderr
+        doc = load(as_list.stdout)
+        assert (doc["kind"], len(doc["items"])) == ("List", 1)
+        assert doc["items"][0]["status"]["sizeBytes"] == 2370508919
+        one = load(cli(local_cluster, "backup", "describe", "big", "-n", namespace,
+                       "-o", fmt).stdout)  # fmt: skip
+        assert one["status"]["sizeBytes"] == 2370508919

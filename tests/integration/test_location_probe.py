@@ -119,7 +119,8 @@ def test_a_wrong_password_is_found_even_after_the_right_one_opened_it(
 
     wrong = probe_location(resolved(local_cluster, bucket, "shop", password="not-the-password"))
     assert (wrong.ok, wrong.reason) == (False, "RepositoryPasswordWrong")
-    assert restic_calls.take() == ["cat"]
+    # the password, then the password followed by a newline (a repository made before #16)
+    assert restic_calls.take() == ["cat", "cat"]
 
 
 def test_a_repository_replaced_behind_the_operator_is_opened_again(
@@ -137,7 +138,36 @@ def test_a_repository_replaced_behind_the_operator_is_opened_again(
 
     outcome = probe_location(location)
     assert (outcome.ok, outcome.reason) == (False, "RepositoryPasswordWrong")
-    assert restic_calls.take() == ["cat"]
+    assert restic_calls.take() == ["cat", "cat"]
+
+
+def test_a_secret_with_a_newline_creates_the_repository_with_the_typed_password(
+    local_cluster: LocalCluster, bucket: str, restic_calls: ResticCalls
+) -> None:
+    created = probe_location(resolved(local_cluster, bucket, "shop", password="typed\r\n"))
+    assert (created.ok, created.with_newline) == (True, False)
+    assert restic_calls.take() == ["init", "cat"]
+    restic_check(local_cluster, bucket, "shop", password="typed")
+
+
+def test_a_repository_made_with_the_newline_opens_and_is_then_verified(
+    local_cluster: LocalCluster, bucket: str, restic_calls: ResticCalls
+) -> None:
+    """Made before #16 from a Secret ending in a newline: the stripped password is refused,
+    the password with the newline opens it; later probes run no restic at all."""
+    restic.init(
+        resolved(local_cluster, bucket, "shop", "old\n").newline_variant().repository("shop")
+    )
+    restic_calls.take()
+    for secret in ("old\n", "old"):  # the original Secret, and one re-created by hand
+        location = resolved(local_cluster, bucket, "shop", password=secret)
+        first = probe_location(location)
+        assert (first.ok, first.reason, first.with_newline) == (True, "Available", True)
+        assert restic_calls.take() == (["cat", "cat"] if secret == "old\n" else [])
+        again = probe_location(location)
+        assert (again.ok, again.with_newline) == (True, True)
+        assert restic_calls.take() == []
+    restic_check(local_cluster, bucket, "shop", password="old\n")
 
 
 def test_read_only_location_without_repository_runs_no_restic(

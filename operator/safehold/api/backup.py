@@ -10,6 +10,7 @@ from pydantic import Field
 from safehold.api.base import ApiModel, Condition, LocalObjectReference
 from safehold.api.content import BackupContent
 from safehold.api.durations import TimeToLive
+from safehold.api.units import human_bytes
 
 BackupPhase = Literal["New", "Running", "Succeeded", "PartiallyFailed", "Failed"]
 ItemResult = Literal["Succeeded", "Failed", "Skipped"]
@@ -167,6 +168,8 @@ class BackupStatus(ApiModel):
     """Per-database results."""
     size_bytes: int | None = None
     """Total payload size."""
+    size: str | None = None
+    """sizeBytes in IEC units (e.g. 2.2GiB), for kubectl's Size column; written with it."""
     storage_path: str | None = None
     """Catalog path of the manifest in the bucket."""
     run_uid: str | None = None
@@ -177,3 +180,8 @@ class BackupStatus(ApiModel):
     """Errors, each naming the item it concerns."""
     warnings: list[str] = Field(default_factory=list)
     """Warnings, each naming the item it concerns."""
+
+    def to_wire(self) -> dict[str, object]:
+        """The wire form, with `size` always matching `sizeBytes`."""
+        wire = self.model_copy(update={"size": human_bytes(self.size_bytes) or None})
+        return ApiModel.to_wire(wire)

@@ -112,7 +112,9 @@ BACKUP = KindInfo(
         PrinterColumn("Succeeded", _condition("Succeeded", "status"), priority=1),
         PrinterColumn("Policy", ".status.policy"),
         PrinterColumn("Location", ".status.storageLocation"),
-        PrinterColumn("Size", ".status.sizeBytes", "integer"),
+        PrinterColumn(
+            "Size", ".status.size", description="Total payload size (sizeBytes in IEC units)"
+        ),
         PrinterColumn("Completed", ".status.completionTime", "date", priority=1),
         AGE,
         PrinterColumn("Message", _condition("Succeeded", "message"), priority=1),
@@ -130,7 +132,7 @@ BACKUP = KindInfo(
 RESTORE = KindInfo(
     kind="RestoreRequest",
     plural="restorerequests",
-    short_names=("shrs", "restorereq"),
+    short_names=("shrs", "shrr", "restorereq"),
     description="A one-shot restore of (part of) a backup. Never changes once created.",
     spec=RestoreRequestSpec,
     status=RestoreRequestStatus,

@@ -31,7 +31,8 @@ class RepositoryPasswordSecret(ApiModel):
     name: DnsSubdomain
     """Name of the Secret in the location's namespace."""
     key: str = "password"
-    """Key of the password inside the Secret."""
+    """Key of the password inside the Secret. One trailing newline (LF or CRLF) is not part
+    of the password, as `kubectl create secret --from-file` keeps it."""
 
 
 _BUCKET_RULE: JsonDict = {
@@ -106,7 +107,9 @@ class BackupStorageLocationStatus(ApiModel):
     """Observed state of a BackupStorageLocation."""
 
     conditions: list[Condition] = Field(default_factory=list)
-    """Ready reports the result of the last probe."""
+    """Ready reports the result of the last probe. RepositoryPasswordNewline (True, else
+    absent) warns that the repository opens only with the password followed by a newline
+    (created from a Secret that ended in one), which every run then uses."""
     observed_generation: int | None = None
     """The .metadata.generation last reconciled."""
     last_probe_time: datetime | None = None

@@ -47,6 +47,7 @@ LIST_EPILOG = """examples:
   safehold backup list                 backups in the current namespace
   safehold backup list -n shop
   safehold backup list -A              backups in every namespace
+  safehold backup list -o json         the objects, sizes in bytes (status.sizeBytes)
 """
 
 DESCRIBE_EPILOG = """examples:
@@ -150,6 +151,7 @@ def register(sub: Any) -> None:
     lst.add_argument(
         "-A", "--all-namespaces", action="store_true", help="list Backups of every namespace"
     )
+    format_flag(lst, "print the objects as a List instead of a table (raw numbers)")
     lst.set_defaults(func=_list)
 
     describe = verbs.add_parser(
@@ -162,6 +164,7 @@ def register(sub: Any) -> None:
         formatter_class=RAW,
     )
     describe.add_argument("name", help="name of the Backup")
+    format_flag(describe, "print the object instead of the report")
     describe.set_defaults(func=_describe)
 
     download = verbs.add_parser(
@@ -215,6 +218,10 @@ def _wait_and_output(parser: argparse.ArgumentParser) -> None:
         choices=["yaml", "json"],
         help="print the object instead of creating it (for GitOps)",
     )
+
+
+def format_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("-o", "--output", choices=["yaml", "json"], help=help_text)
 
 
 def connect(args: argparse.Namespace) -> Connection:
@@ -275,6 +282,11 @@ def list_command(args: argparse.Namespace, kind: Any, noun: str, table: Any) -> 
     connection = connect(args)
     namespace = None if args.all_namespaces else connection.namespace
     items = Objects(connection.custom_objects(), kind).list(namespace)
+    if args.output:
+        from safehold.cli.output import dump
+
+        sys.stdout.write(dump({"apiVersion": "v1", "kind": "List", "items": items}, args.output))
+        return 0
     if not items:
         where = "any namespace" if namespace is None else f"namespace {namespace}"
         stderr(f"No {noun} found in {where}.")
@@ -289,6 +301,11 @@ def describe_command(args: argparse.Namespace, kind: Any, render: Any) -> int:
 
     connection = connect(args)
     obj = Objects(connection.custom_objects(), kind).get(connection.namespace, args.name)
+    if args.output:
+        from safehold.cli.output import dump
+
+        sys.stdout.write(dump(obj, args.output))
+        return 0
     sys.stdout.write(render(obj, now_utc()))
     return 0
 
@@ -310,6 +327,7 @@ def _download_source(args: argparse.Namespace) -> tuple[Any, str, Any]:
     from safehold.api.location import BackupStorageLocationSpec
     from safehold.kube.locations import resolve_location
     from safehold.kube.secrets import SecretProblem
+    from safehold.planning.locations import password_with_newline
     from safehold.storage import catalog
     from safehold.storage.s3 import make_client
 
@@ -328,7 +346,9 @@ def _download_source(args: argparse.Namespace) -> tuple[Any, str, Any]:
     bsl = Objects(custom, LOCATIONS).get(namespace, location)
     try:
         spec = BackupStorageLocationSpec.model_validate(bsl.get("spec") or {})
-        resolved = resolve_location(connection.core(), namespace, location, spec)
+        resolved = resolve_location(
+            connection.core(), namespace, location, spec, with_newline=password_with_newline(bsl)
+        )
     except SecretProblem as err:
         raise CliError(f"storage location {namespace}/{location}: {err}") from None
     except ValueError as err:  # pydantic ValidationError
@@ -348,7 +368,7 @@ def _download_source(args: argparse.Namespace) -> tuple[Any, str, Any]:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from safehold.cli.output import human_bytes
+    from safehold.api.units import human_bytes
     from safehold.storage import restic
 
     resolved, snapshot_id, manifest = _download_source(args)

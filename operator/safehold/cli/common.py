@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -88,6 +89,86 @@ def namespace_pair(text: str) -> tuple[str, str]:
     return source, target
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def target_name(text: str) -> str:
+    """The name of a database target of the backup (a DNS label, as in the Backup)."""
+    if len(text) > 63 or not _DNS_LABEL.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a database target name (lower case letters, digits and '-', "
+            "as in the backup's databases[].target)"
+        )
+    return text
+
+
+def _target_and(text: str, sep: str, shape: str) -> tuple[str, str]:
+    target, found, rest = text.partition(sep)
+    if not found or not rest:
+        raise argparse.ArgumentTypeError(f"expected {shape}, got {text!r}")
+    return target_name(target), rest
+
+
+def database_mapping(text: str) -> tuple[str, str, str]:
+    """`TARGET:FROM=TO` -> (target, "FROM", "TO")."""
+    shape = "TARGET:FROM=TO (restore database FROM of the target as TO)"
+    target, rest = _target_and(text, ":", shape)
+    source, found, new = rest.partition("=")
+    if not found or not source or not new:
+        raise argparse.ArgumentTypeError(f"expected {shape}, got {text!r}")
+    return target, source, new
+
+
+def target_value(text: str) -> tuple[str, str]:
+    """`TARGET=VALUE` -> (target, "VALUE")."""
+    return _target_and(text, "=", "TARGET=VALUE")
+
+
+def target_host(text: str) -> tuple[str, str, int | None]:
+    """`TARGET=HOST[:PORT]` (`[::1]:5432` for an IPv6 address) -> (target, host, port)."""
+    target, address = _target_and(text, "=", "TARGET=HOST[:PORT]")
+    host, port = address, ""
+    if address.startswith("["):
+        host, _, after = address[1:].partition("]")
+        port = after.removeprefix(":") if after.startswith(":") else after
+    elif address.count(":") == 1:
+        host, _, port = address.partition(":")
+    if not host or (port and not (port.isdigit() and 1 <= int(port) <= 65535)):
+        raise argparse.ArgumentTypeError(
+            f"expected TARGET=HOST[:PORT] with a port from 1 to 65535, got {text!r}"
+        )
+    return target, host, int(port) if port else None
+
+
+TLS_MODES = ("disable", "prefer", "require", "verify-ca", "verify-full")
+
+
+def target_tls(text: str) -> tuple[str, str, str | None]:
+    """`TARGET=MODE[:CA_SECRET]` -> (target, mode, ca secret or None)."""
+    target, rest = _target_and(text, "=", "TARGET=MODE[:CA_SECRET]")
+    mode, _, ca_secret = rest.partition(":")
+    if mode not in TLS_MODES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: TLS mode must be one of {', '.join(TLS_MODES)}"
+        )
+    return target, mode, ca_secret or None
+
+
+def ready_timeout(text: str) -> str:
+    """A database target ready timeout: a duration from 0s to 24h, kept as written."""
+    from safehold.api.durations import PATTERN, parse_duration
+
+    try:
+        seconds = parse_duration(text).total_seconds() if re.fullmatch(PATTERN, text) else -1
+    except ValueError:
+        seconds = -1
+    if not 0 <= seconds <= 24 * 3600:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration from 0s to 24h such as 90s, 10m or 1h30m, got {text!r}"
+        )
+    return text
+
+
 def duration_seconds(text: str) -> float:
     """A Go-style duration ("90s", "30m", "1h30m") in seconds."""
     from safehold.api.durations import parse_duration
@@ -104,20 +185,54 @@ def duration_seconds(text: str) -> float:
 # --- shared flags -----------------------------------------------------------------------
 
 
+# The flags every resource command takes; they also work before the command
+# (`safehold -n NS restore create ...`), as kubectl's global flags do.
+CONNECTION_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
+    "kubeconfig": (("--kubeconfig",), "kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"),
+    "context": (("--context",), "kubeconfig context (default: the current context)"),
+    "namespace": (
+        ("-n", "--namespace"),
+        "namespace (default: the namespace of the context, else `default`)",
+    ),
+}
+GLOBAL_PREFIX = "global_"
+
+
+def add_connection_flags(group: argparse._ActionsContainer, *, prefix: str = "") -> None:
+    """Add the connection flags; with a prefix their values land in `<prefix><name>`."""
+    for name, (flags, help_text) in CONNECTION_FLAGS.items():
+        metavar = "NS" if name == "namespace" else name.upper()
+        group.add_argument(*flags, dest=prefix + name, metavar=metavar, help=help_text)
+
+
 def connection_parent() -> argparse.ArgumentParser:
     """--kubeconfig, --context, -n/--namespace: accepted by every resource command."""
     parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("cluster")
-    group.add_argument(
-        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
-    )
-    group.add_argument("--context", help="kubeconfig context (default: the current context)")
-    group.add_argument(
-        "-n",
-        "--namespace",
-        help="namespace (default: the namespace of the context, else `default`)",
-    )
+    add_connection_flags(parent.add_argument_group("cluster"))
     return parent
+
+
+def apply_global_flags(args: argparse.Namespace) -> None:
+    """Give the flags written before the command to the command; a flag written after the
+    command wins (the later flag, as with kubectl). Raises CliError (usage) when the command
+    takes no such flag."""
+    given = {
+        name: value
+        for name in CONNECTION_FLAGS
+        if (value := getattr(args, GLOBAL_PREFIX + name, None)) is not None
+    }
+    if not given:
+        return
+    if not all(hasattr(args, name) for name in CONNECTION_FLAGS):
+        flags = ", ".join("/".join(CONNECTION_FLAGS[name][0]) for name in given)
+        raise CliError(
+            f"{flags} before `{args.command}`: `safehold {args.command}` does not take it; "
+            f"see `safehold {args.command} --help`",
+            code=EXIT_USAGE,
+        )
+    for name, value in given.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
 
 
 # --- API access -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ EPILOG = """examples:
   safehold backup create now --from-policy nightly --wait
                                          take a backup now and wait for the result
   safehold backup list -A                every Backup in every namespace
+  safehold -n shop backup list           --kubeconfig, --context, -n before or after the command
   safehold restore create r1 --from-backup now --namespace-mapping shop:shop-copy --wait
                                          restore a backup into another namespace
   safehold completion bash               print a bash completion script
@@ -91,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"safehold {__version__}")
+    from safehold.cli.common import GLOBAL_PREFIX, add_connection_flags
+
+    add_connection_flags(
+        parser.add_argument_group(
+            "cluster (before the command or after it: safehold -n NS backup list)"
+        ),
+        prefix=GLOBAL_PREFIX,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     op = sub.add_parser("operator", help="run the operator (Kopf)")
@@ -145,9 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from safehold.cli.common import EXIT_USAGE, CliError
+    from safehold.cli.common import EXIT_USAGE, CliError, apply_global_flags
 
-    args = build_parser().parse_args(argv)
+    top = build_parser()
+    args = top.parse_args(argv)
+    try:
+        apply_global_flags(args)
+    except CliError as err:
+        top.error(str(err))  # prints usage and the message, exits 2
     try:
         code: int = args.func(args)
     except CliError as err:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -74,6 +75,8 @@ BACKUP_FLAGS = {
 }
 
 RESTORE_FLAGS = {
+    "databases.targetReadyTimeout": "--target-ready-timeout",
+    "databases.targets": "--database-* options",
     "backupRef": "--from-backup",
     "policyRef": "--from-policy",
     "includedNamespaces": "--include-namespaces",
@@ -153,6 +156,77 @@ def _mapping(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
     return mapping
 
 
+@dataclass(frozen=True)
+class DatabaseOptions:
+    """The `restore create` flags about database targets, as parsed by the argument types."""
+
+    mapping: Sequence[tuple[str, str, str]] = ()
+    """(target, database in the backup, database to restore it as)"""
+    clean: Sequence[str] = ()
+    restore_accounts: Sequence[str] = ()
+    host: Sequence[tuple[str, str, int | None]] = ()
+    credentials: Sequence[tuple[str, str]] = ()
+    tls: Sequence[tuple[str, str, str | None]] = ()
+    ready_timeout: str | None = None
+
+
+def _set_once(target: dict[str, Any], key: str, value: Any, flag: str, name: str) -> None:
+    if target.get(key, value) != value:
+        raise ManifestError(f"{flag}: target {name!r} is given twice ({target[key]!r}, {value!r})")
+    target[key] = value
+
+
+def _database_mapping(items: Sequence[tuple[str, str, str]], target: dict[str, Any]) -> None:
+    mapping: dict[str, str] = target.setdefault("databaseMapping", {})
+    name = target["target"]
+    for source, new in (item[1:] for item in items if item[0] == name):
+        if mapping.get(source, new) != new:
+            raise ManifestError(
+                f"--database-mapping: {name}:{source} is mapped twice "
+                f"({mapping[source]!r} and {new!r})"
+            )
+        mapping[source] = new
+    clashes = sorted({new for new in mapping.values() if list(mapping.values()).count(new) > 1})
+    if clashes:
+        raise ManifestError(
+            f"--database-mapping: target {name!r} maps two databases to {clashes[0]!r}"
+        )
+    if not mapping:
+        del target["databaseMapping"]
+
+
+def _databases(options: DatabaseOptions) -> dict[str, Any] | None:
+    """spec.databases from the flags: one targets[] entry per target named, in order."""
+    names = [item[0] for item in options.mapping] + [item[0] for item in options.host]
+    names += [item[0] for item in options.credentials] + [item[0] for item in options.tls]
+    names += [*options.clean, *options.restore_accounts]
+    targets: dict[str, dict[str, Any]] = {n: {"target": n} for n in dict.fromkeys(names)}
+    for name, target in targets.items():
+        _database_mapping(options.mapping, target)
+        for host_name, host, port in options.host:
+            if host_name == name:
+                _set_once(target, "host", host, "--database-host", name)
+                if port is not None:
+                    _set_once(target, "port", port, "--database-host", name)
+        for secret_name, secret in options.credentials:
+            if secret_name == name:
+                _set_once(target, "credentialsSecret", secret, "--database-credentials", name)
+        for tls_name, mode, ca_secret in options.tls:
+            if tls_name == name:
+                tls = {"mode": mode} | ({"caSecret": ca_secret} if ca_secret else {})
+                _set_once(target, "tls", tls, "--database-tls", name)
+        if name in options.clean:
+            target["clean"] = True
+        if name in options.restore_accounts:
+            target["restoreAccounts"] = True
+    databases: dict[str, Any] = {}
+    if targets:
+        databases["targets"] = list(targets.values())
+    if options.ready_timeout is not None:
+        databases["targetReadyTimeout"] = options.ready_timeout
+    return databases or None
+
+
 def restore(
     name: str,
     *,
@@ -166,6 +240,7 @@ def restore(
     namespace_mapping: Sequence[tuple[str, str]] = (),
     existing_resource_policy: str | None = None,
     dry_run: bool = False,
+    databases: DatabaseOptions | None = None,
 ) -> dict[str, Any]:
     """A RestoreRequest from a Backup or from the newest successful Backup of a policy."""
     if (backup is None) == (policy is None):
@@ -189,6 +264,9 @@ def restore(
         spec["existingResourcePolicy"] = existing_resource_policy
     if dry_run:
         spec["dryRun"] = True
+    database_spec = _databases(databases) if databases is not None else None
+    if database_spec is not None:
+        spec["databases"] = database_spec
     return {
         "apiVersion": API_VERSION,
         "kind": RESTORE.kind,

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from safehold.api.units import human_bytes
+
 # --- primitives -------------------------------------------------------------------------
 
 
@@ -33,20 +35,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         cells = [cell.ljust(widths[i]) for i, cell in enumerate(row)]
         lines.append("   ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
-
-
-def human_bytes(size: int | None) -> str:
-    """1536 -> "1.5KiB"; None -> "" (IEC units, as `kubectl top`-like tools print)."""
-    if size is None:
-        return ""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if value < 1024 or unit == "PiB":
-            if unit == "B":
-                return f"{int(value)}B"
-            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
-        value /= 1024
-    return f"{size}B"  # pragma: no cover - loop always returns
 
 
 def parse_time(value: Any) -> datetime | None:

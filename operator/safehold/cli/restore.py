@@ -10,15 +10,23 @@ from safehold.cli.backup import (
     _wait_and_output,
     create_and_wait,
     describe_command,
+    format_flag,
     list_command,
 )
 from safehold.cli.common import (
     RESTORES,
+    TLS_MODES,
     CliError,
     comma_list,
     connection_parent,
+    database_mapping,
     label_selector,
     namespace_pair,
+    ready_timeout,
+    target_host,
+    target_name,
+    target_tls,
+    target_value,
 )
 
 CREATE_EPILOG = """examples:
@@ -31,6 +39,15 @@ CREATE_EPILOG = """examples:
   # only ConfigMaps and Secrets, overwriting what exists, as a dry run first
   safehold restore create check --from-backup before-upgrade \\
       --include-resources configmaps,secrets --existing-resource-policy update --dry-run --wait
+
+  # the database target "shop-db" under a new name, into an emptied database
+  safehold restore create db-copy --from-backup before-upgrade \\
+      --database-mapping shop-db:shop=shop_copy --database-clean shop-db \\
+      --database-restore-accounts shop-db --target-ready-timeout 10m --wait
+
+  # the database target "cache" into another Redis server
+  safehold restore create cache-move --from-backup before-upgrade \\
+      --database-host cache=redis-2.shop.svc:6379 --database-credentials cache=redis-2-auth
 
   # print the object for Git instead of creating it
   safehold restore create shop-restore --from-backup before-upgrade -o yaml
@@ -119,6 +136,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="change nothing; the RestoreRequest reports what it would do",
     )
+    _database_flags(create)
     _wait_and_output(create)
     create.set_defaults(func=_create, parser=create)
 
@@ -132,6 +150,7 @@ def register(sub: Any) -> None:
         formatter_class=RAW,
     )
     lst.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    format_flag(lst, "print the objects as a List instead of a table")
     lst.set_defaults(func=_list)
 
     describe = verbs.add_parser(
@@ -144,11 +163,75 @@ def register(sub: Any) -> None:
         formatter_class=RAW,
     )
     describe.add_argument("name", help="name of the RestoreRequest")
+    format_flag(describe, "print the object instead of the report")
     describe.set_defaults(func=_describe)
 
 
+def _database_flags(create: argparse.ArgumentParser) -> None:
+    """spec.databases: per-target flags name the target of the backup they apply to."""
+    group = create.add_argument_group(
+        "databases (TARGET is a database target of the backup, as `backup describe` lists it)"
+    )
+    group.add_argument(
+        "--database-mapping",
+        type=database_mapping,
+        action="append",
+        default=[],
+        metavar="TARGET:FROM=TO",
+        help="restore database FROM of TARGET under the name TO (repeatable)",
+    )
+    group.add_argument(
+        "--database-clean",
+        type=target_name,
+        action="append",
+        default=[],
+        metavar="TARGET",
+        help="drop what exists before loading (PostgreSQL/MariaDB: the dumped objects; "
+        "Redis: flush the database); without it the database must be empty (repeatable)",
+    )
+    group.add_argument(
+        "--database-restore-accounts",
+        type=target_name,
+        action="append",
+        default=[],
+        metavar="TARGET",
+        help="also replay the stored roles, users and grants first (repeatable)",
+    )
+    group.add_argument(
+        "--database-host",
+        type=target_host,
+        action="append",
+        default=[],
+        metavar="TARGET=HOST[:PORT]",
+        help="restore TARGET into this server instead of the one backed up",
+    )
+    group.add_argument(
+        "--database-credentials",
+        type=target_value,
+        action="append",
+        default=[],
+        metavar="TARGET=SECRET",
+        help="Secret (username/password) to connect to that server with",
+    )
+    group.add_argument(
+        "--database-tls",
+        type=target_tls,
+        action="append",
+        default=[],
+        metavar="TARGET=MODE[:CA_SECRET]",
+        help=f"TLS to that server: {'|'.join(TLS_MODES)}, optionally a Secret with ca.crt",
+    )
+    group.add_argument(
+        "--target-ready-timeout",
+        type=ready_timeout,
+        metavar="DURATION",
+        help="how long each database restore waits for its server to accept connections "
+        "(0s to 24h; default 5m; 0s: no waiting)",
+    )
+
+
 def _create(args: argparse.Namespace) -> int:
-    from safehold.cli.manifests import ManifestError, restore
+    from safehold.cli.manifests import DatabaseOptions, ManifestError, restore
 
     try:
         body = restore(
@@ -163,6 +246,15 @@ def _create(args: argparse.Namespace) -> int:
             namespace_mapping=args.namespace_mapping,
             existing_resource_policy=args.existing_resource_policy,
             dry_run=args.dry_run,
+            databases=DatabaseOptions(
+                mapping=args.database_mapping,
+                clean=args.database_clean,
+                restore_accounts=args.database_restore_accounts,
+                host=args.database_host,
+                credentials=args.database_credentials,
+                tls=args.database_tls,
+                ready_timeout=args.target_ready_timeout,
+            ),
         )
     except ManifestError as err:
         raise CliError(str(err), code=2) from None

@@ -30,8 +30,14 @@ from safehold.kube.events import post_event
 from safehold.kube.locations import resolve_location
 from safehold.kube.resources import list_all, patch_status
 from safehold.kube.secrets import SecretProblem
-from safehold.planning.conditions import changed
-from safehold.planning.locations import location_problem, probe_due, status_after_probe
+from safehold.planning.conditions import changed, get_condition
+from safehold.planning.locations import (
+    NEWLINE_CONDITION,
+    location_problem,
+    password_with_newline,
+    probe_due,
+    status_after_probe,
+)
 from safehold.storage.location import ResolvedLocation
 from safehold.storage.probe import LocationProbe, probe_location
 
@@ -55,7 +61,9 @@ def load_location(
             f"BackupStorageLocation {namespace}/{name} is ReadOnly; backups need a ReadWrite one",
         )
     try:
-        return resolve_location(clients.core, namespace, name, spec)
+        return resolve_location(
+            clients.core, namespace, name, spec, with_newline=password_with_newline(body)
+        )
     except SecretProblem as err:
         raise RunError(err.reason, err.message) from None
 
@@ -151,6 +159,8 @@ class LocationReconciler:
             return LocationProbe(False, err.reason, err.message), None
         if not (outcome.ok and outcome.repository_initialized):
             return outcome, None
+        if outcome.with_newline:
+            resolved = resolved.newline_variant()
         privileged = meta["namespace"] == operator_namespace()
         try:
             return outcome, sync_catalog(self.clients, resolved, privileged=privileged)
@@ -172,6 +182,7 @@ class LocationReconciler:
             outcome.repository_initialized,
             generation,
             now,
+            outcome.with_newline,
         )
         if synced is not None:
             after.last_sync_time = now
@@ -189,6 +200,9 @@ class LocationReconciler:
             )
             if self.on_ready_changed is not None:
                 self.on_ready_changed()
+        newline = get_condition(after.conditions, NEWLINE_CONDITION)
+        if newline is not None and changed(before.conditions, after.conditions, NEWLINE_CONDITION):
+            self._event(body, "Warning", newline.reason, newline.message)
         return outcome
 
     def _report_sync(self, body: JSON, synced: SyncResult) -> None:

@@ -11,9 +11,15 @@ from safehold.storage.s3 import S3Settings
 
 
 def resolve_location(
-    core: client.CoreV1Api, namespace: str, name: str, spec: BackupStorageLocationSpec
+    core: client.CoreV1Api,
+    namespace: str,
+    name: str,
+    spec: BackupStorageLocationSpec,
+    *,
+    with_newline: bool = False,
 ) -> ResolvedLocation:
-    """Read the credentials and password Secrets; raises SecretProblem."""
+    """Read the credentials and password Secrets; raises SecretProblem. `with_newline`: what
+    the location's probe found (planning.locations.password_with_newline)."""
     creds = spec.credentials_secret
     access_key = read_secret_key(core, namespace, creds.name, creds.access_key_id_key)
     secret_key = read_secret_key(core, namespace, creds.name, creds.secret_access_key_key)
@@ -30,4 +36,4 @@ def resolve_location(
         ca_bundle=spec.ca_bundle,
         insecure_skip_tls_verify=spec.insecure_skip_tls_verify,
     )
-    return ResolvedLocation(namespace, name, spec, s3, password)
+    return ResolvedLocation(namespace, name, spec, s3, password, with_newline)

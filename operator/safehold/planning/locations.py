@@ -30,6 +30,26 @@ def probe_due(
     return now - status.last_probe_time >= period
 
 
+# Said on a location (True, or absent) whose repository opens only with the repository
+# password followed by a newline, as Secrets made with `--from-file` held it before Safehold
+# stripped one trailing newline from the password.
+NEWLINE_CONDITION = "RepositoryPasswordNewline"
+NEWLINE_REASON = "PasswordNeedsNewline"
+NEWLINE_MESSAGE = (
+    "the repository opens only with the repository password followed by a newline (it was "
+    "created with a Secret that ended in one), so Safehold uses it that way; to open the "
+    "repository by hand, end the password with a newline, e.g. RESTIC_PASSWORD=$'...\\n'"
+)
+
+
+def password_with_newline(body: JSON | None) -> bool:
+    """Whether the location's last successful probe opened the repository only with the
+    password followed by a newline: every run then uses it so."""
+    status = BackupStorageLocationStatus.model_validate((body or {}).get("status") or {})
+    found = get_condition(status.conditions, NEWLINE_CONDITION)
+    return found is not None and found.status == "True"
+
+
 def status_after_probe(
     status: BackupStorageLocationStatus,
     ok: bool,
@@ -38,11 +58,25 @@ def status_after_probe(
     repository_initialized: bool | None,
     generation: int | None,
     now: datetime,
+    with_newline: bool = False,
 ) -> BackupStorageLocationStatus:
-    """The status to write after a probe."""
+    """The status to write after a probe. The newline condition follows a probe that opened
+    the repository; a failed probe leaves it as it was."""
     conditions = set_condition(
         status.conditions, "Ready", "True" if ok else "False", reason, message, generation, now
     )
+    if ok and with_newline:
+        conditions = set_condition(
+            conditions,
+            NEWLINE_CONDITION,
+            "True",
+            NEWLINE_REASON,
+            NEWLINE_MESSAGE,
+            generation,
+            now,
+        )
+    elif ok:
+        conditions = [c for c in conditions if c.type != NEWLINE_CONDITION]
     return status.model_copy(
         update={
             "conditions": conditions,

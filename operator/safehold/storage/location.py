@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 from dataclasses import dataclass, field
 
 from safehold.api.location import BackupStorageLocationSpec
 from safehold.storage import restic
 from safehold.storage.s3 import S3Settings
+
+
+def strip_one_newline(value: str) -> str:
+    """The password as a person types it: one trailing "\\n" or "\\r\\n" removed, which
+    `kubectl create secret --from-file` (and most editors) leave at the end of the file."""
+    if value.endswith("\r\n"):
+        return value[:-2]
+    return value.removesuffix("\n")
 
 
 @dataclass(frozen=True)
@@ -18,7 +27,24 @@ class ResolvedLocation:
     name: str
     spec: BackupStorageLocationSpec
     s3: S3Settings
-    repository_password: str = field(repr=False)
+    secret_password: str = field(repr=False)
+    """The repository password Secret's value, exactly as stored."""
+    with_newline: bool = False
+    """End the password with a newline: the Secret's own line ending, else "\n". Only for
+    repositories created before Safehold stripped the newline, which open with nothing else
+    (the location probe finds out, and says so on the location)."""
+
+    @property
+    def repository_password(self) -> str:
+        """The password every repository of this location is opened (or derived) with."""
+        stripped = strip_one_newline(self.secret_password)
+        if not self.with_newline:
+            return stripped
+        return self.secret_password if stripped != self.secret_password else stripped + "\n"
+
+    def newline_variant(self) -> ResolvedLocation:
+        """This location with the password ended by a newline."""
+        return dataclasses.replace(self, with_newline=True)
 
     def repository(self, namespace: str, cache_dir: str | None = None) -> restic.Repository:
         """The restic repository of one namespace's backups in this location."""

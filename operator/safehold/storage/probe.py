@@ -11,6 +11,7 @@ absent.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections import OrderedDict
@@ -38,15 +39,13 @@ class LocationProbe:
     reason: str
     message: str
     repository_initialized: bool | None = None
+    with_newline: bool = False
+    """The repository opened only with the password followed by a newline (created so
+    before Safehold stripped it): every run must use that (ResolvedLocation.with_newline)."""
 
     def with_where(self, where: str) -> LocationProbe:
         """The probe with `{where}` in its message filled in."""
-        return LocationProbe(
-            self.ok,
-            self.reason,
-            self.message.replace("{where}", where),
-            self.repository_initialized,
-        )
+        return dataclasses.replace(self, message=self.message.replace("{where}", where))
 
 
 class _Verified:
@@ -124,24 +123,60 @@ def probe_location(location: ResolvedLocation) -> LocationProbe:
         return LocationProbe(False, err.reason, f"repository: {err}")
 
 
+def _candidates(location: ResolvedLocation) -> list[ResolvedLocation]:
+    """The passwords to try, in order: the Secret's value without a trailing newline, then
+    with one (a repository created before Safehold stripped it, whose Secret may have been
+    re-created since from the password typed by hand)."""
+    if location.with_newline:
+        return [location]
+    return [location, location.newline_variant()]
+
+
+def _opened(location: ResolvedLocation, where: str, note: str) -> LocationProbe:
+    return LocationProbe(
+        True, "Available", f"{where}; {note}", True, with_newline=location.with_newline
+    )
+
+
 def _probe_repository(client: S3Client, location: ResolvedLocation, where: str) -> LocationProbe:
-    repo = location.repository(location.namespace)
-    password = location.repository_password
+    url = location.repository(location.namespace).url
+    candidates = _candidates(location)
     objects = _objects(client, location)
-    if objects.present and VERIFIED.fingerprint(repo.url, password, objects) in VERIFIED:
-        return LocationProbe(True, "Available", f"{where}; repository opened", True)
+    if objects.present:
+        for candidate in candidates:
+            if VERIFIED.fingerprint(url, candidate.repository_password, objects) in VERIFIED:
+                return _opened(candidate, where, "repository opened")
     if not objects.present and not location.writable:
         return LocationProbe(True, "Available", f"{where}; no repository yet (read-only)", False)
     created = not objects.present and restic.ensure_initialized(
-        repo, exists=lambda: _objects(client, location).present
+        location.repository(location.namespace),
+        exists=lambda: _objects(client, location).present,
     )
-    after = _objects(client, location) if created else _open(client, location, objects, where)
+    if created:
+        after: RepositoryObjects | LocationProbe = _objects(client, location)
+        opened_with = location
+    else:
+        after, opened_with = _open_with_any(client, candidates, objects, where)
     if isinstance(after, LocationProbe):
         return after
     if after.present:
-        VERIFIED.add(VERIFIED.fingerprint(repo.url, password, after))
-    note = "repository created" if created else "repository opened"
-    return LocationProbe(True, "Available", f"{where}; {note}", True)
+        VERIFIED.add(VERIFIED.fingerprint(url, opened_with.repository_password, after))
+    return _opened(opened_with, where, "repository created" if created else "repository opened")
+
+
+def _open_with_any(
+    client: S3Client, candidates: list[ResolvedLocation], objects: RepositoryObjects, where: str
+) -> tuple[RepositoryObjects | LocationProbe, ResolvedLocation]:
+    """Open with the first candidate password that opens the repository; raises
+    RepositoryPasswordWrong when none does."""
+    *others, last = candidates
+    for candidate in others:
+        try:
+            return _open(client, candidate, objects, where), candidate
+        except restic.ResticError as err:
+            if err.reason != "RepositoryPasswordWrong":
+                raise
+    return _open(client, last, objects, where), last
 
 
 def _open(

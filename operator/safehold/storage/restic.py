@@ -364,8 +364,11 @@ def restore_directory(repo: Repository, snapshot_id: str, path: str, target: str
 def dump_archive(
     repo: Repository, snapshot_id: str, path: str, out: BinaryIO, archive: str = "tar"
 ) -> None:
-    """Stream the sub-tree `path` of a snapshot as a tar (or zip) archive into `out`."""
-    cmd = [restic_binary(), *repo.options, "dump", "--archive", archive, snapshot_id, path]
+    """Stream the sub-tree `path` of a snapshot as a tar (or zip) archive into `out`, its
+    members named relative to `path` (`index.json`, `resources/...`), not by the path the
+    snapshot was taken at."""
+    subtree = f"{snapshot_id}:{path}"  # restic's <snapshot>:<subfolder> names the root
+    cmd = [restic_binary(), *repo.options, "dump", "--archive", archive, subtree, "/"]
     proc = subprocess.run(
         cmd, env=_child_env(repo), stdout=out, stderr=subprocess.PIPE, check=False
     )
