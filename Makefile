@@ -43,7 +43,7 @@ integration: tools
 	pytest tests/integration $(PYTEST_ARGS)
 
 test: tools lint image-save node-tools node-images
-	pytest tests -n $(PYTEST_WORKERS) --dist loadgroup --durations=30 $(PYTEST_ARGS)
+	pytest tests -n $(PYTEST_WORKERS) --durations=30 $(PYTEST_ARGS)
 
 # The image: podman + a debootstrap base (no registry here); cold about a minute, warm seconds.
 image: tools

@@ -1,22 +1,38 @@
 """Shared test configuration.
 
-`make test` runs the tiers on parallel workers (pytest-xdist, `--dist loadgroup`): every test
-module is one group, so a module's fixtures are made once, on one worker; the real-node tier
-is one group across its modules, because the machine runs one real node at a time.
+`make test` runs the tiers on parallel workers (pytest-xdist, `-n`): every test module goes
+to one worker whole, so a module's fixtures are made once; the real-node tier is one unit
+across its modules (the machine runs one real node at a time) and starts first, being the
+longest.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-_NODE_TIER = REPO / "tests" / "node"
+NODE_TIER = "tests/node/"
+
+
+def _unit(nodeid: str) -> str:
+    """What runs on one worker: the real-node tier, or one module."""
+    path = nodeid.split("::", 1)[0]
+    return NODE_TIER if path.startswith(NODE_TIER) else path
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        path = Path(item.path).resolve()
-        group = "real-node" if _NODE_TIER in path.parents else str(path.relative_to(REPO))
-        item.add_marker(pytest.mark.xdist_group(group))
+    # Stable sort: the real-node tier first, everything else in collection order.
+    items.sort(key=lambda item: _unit(item.nodeid) != NODE_TIER)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    return ByModule(config, log)

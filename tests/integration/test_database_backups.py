@@ -83,7 +83,7 @@ def test_postgres_target_round_trip_and_a_failing_target(
     status = done["status"]
     assert status["phase"] == "PartiallyFailed", status
     results = {d["target"]: d for d in status["databases"]}
-    assert results["main"]["result"] == "Succeeded"
+    assert results["main"]["result"] == "Succeeded", results["main"]
     assert results["main"]["databases"] == [db]
     assert results["main"]["snapshots"]
     # Each file and its snapshot, so that the restore below reads them without a listing.
