@@ -16,6 +16,10 @@ LABEL_RESTORED_BY = "safehold.io/restored-by"
 # the Backup or RestoreRequest it belongs to.
 LABEL_BACKUP = "safehold.io/backup"
 LABEL_COMPONENT = "app.kubernetes.io/component"
+# On a Namespace (set by a cluster admin): "root" runs its volume movers as the root mover.
+LABEL_VOLUME_MOVER = "safehold.io/volume-mover"
+# Pod Security admission's level label: the root mover needs baseline or privileged.
+LABEL_POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
 
 ANNOTATION_SYNCED = "safehold.io/synced-from-storage"
 # Any new value on a BackupPolicy starts one run.
