@@ -164,6 +164,8 @@ def test_root_mover_round_trip_is_byte_identical(
         assert container["readOnlyRootFilesystem"] is True
 
     lose_everything(local_cluster, root_ns, ["data"])
+    # Only the live Namespace's labels count: the admin opens the new one again first.
+    local_cluster.create_namespace(root_ns, labels=ROOT_MOVER)
     restored = create_and_wait(
         local_cluster, OPS, "RestoreRequest", name, {"backupRef": {"name": name}}, timeout=240
     )
