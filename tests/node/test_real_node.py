@@ -346,16 +346,6 @@ def _static_volume(node: RealNode, ns: str, pv: str, path: Path) -> None:
     raise AssertionError(f"PVC {ns}/data not Bound")
 
 
-def _drop_volume(node: RealNode, ns: str, pv: str) -> None:
-    kube = node.cluster.kube
-    kube.delete(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/data")
-    deadline = time.monotonic() + 60
-    while kube.get_or_none(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/data"):
-        assert time.monotonic() < deadline, "the PVC was not deleted"
-        time.sleep(0.5)
-    kube.delete(f"/api/v1/persistentvolumes/{pv}")
-
-
 @pytest.fixture(scope="module")
 def movers(node: RealNode) -> Iterator[Callable[[str], Any]]:
     """MoverLaunchers of runs in `ops`, reaching the host's SeaweedFS through a repository
@@ -419,7 +409,8 @@ def test_root_mover_backs_up_and_restores_owners_and_modes(
 ) -> None:
     """The same kind of volume in a namespace a cluster admin opened to the root mover
     (Pod Security baseline, which the real API server enforces on its pods): backed up and
-    restored into a new volume with owners, modes, times and the root directory intact."""
+    restored into a new volume in a copy of the namespace with owners, modes, times and the
+    root directory intact."""
     from safehold.api.content import Volumes
     from safehold.api.labels import LABEL_POD_SECURITY_ENFORCE, LABEL_VOLUME_MOVER
     from safehold.engine.volumes import back_up_volume, list_tasks, restore_volume, task_for_restore
@@ -441,15 +432,19 @@ def test_root_mover_backs_up_and_restores_owners_and_modes(
     container = job["spec"]["template"]["spec"]["containers"][0]["securityContext"]
     assert container["capabilities"] == {"drop": ["ALL"], "add": ["DAC_OVERRIDE"]}
 
-    _drop_volume(node, ns, "owners-root")
-    target = node.root / "volumes" / "owners-root-new"
+    # Into a new volume of a copy of the namespace, opened to the root mover as well.
+    copy = "owners-root-copy"
+    _owners_namespace(
+        node, copy, {LABEL_POD_SECURITY_ENFORCE: "baseline", LABEL_VOLUME_MOVER: "root"}
+    )
+    target = node.root / "volumes" / "owners-root-copy"
     target.mkdir(mode=0o755)  # a new volume's root, as a CSI driver makes it: root's
-    _static_volume(node, ns, "owners-root-new", target)
+    _static_volume(node, copy, "owners-root-copy", target)
     restored = restore_volume(
         movers("root-restore"),
         Volumes(),
         backed_up,
-        task_for_restore(backed_up, ns),
+        task_for_restore(backed_up, copy),
         False,
         {},
     )
