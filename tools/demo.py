@@ -37,6 +37,7 @@ from localcluster.sample_app import (
     snapshot_objects,
 )
 from localcluster.trees import describe, make_tree
+from safehold.planning.builders import DEFAULT_MOVER_UID
 
 NAMESPACE = OPERATOR_NAMESPACE
 APP = "shop"
@@ -150,7 +151,10 @@ def add_data(cluster: LocalCluster, pg: PostgreSQL) -> tuple[dict[str, Any], str
         },
     }
     kubectl(cluster, "apply", "-n", APP, "-f", "-", stdin=yaml.safe_dump(pvc))
-    make_tree(cluster.pvc_path(APP, "uploads"), small_files=200, large_mib=16)
+    # Written by the application as one user; the mover, with no pod using the PVC, reads
+    # as its default UID, so the files are that user's.
+    uploads = cluster.pvc_path(APP, "uploads")
+    make_tree(uploads, small_files=200, large_mib=16, owner=(DEFAULT_MOVER_UID,) * 2)
     pg.psql("CREATE DATABASE shop;")
     pg.psql(
         "CREATE TABLE orders (id serial PRIMARY KEY, item text, price numeric(8,2));"

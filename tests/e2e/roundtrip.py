@@ -6,7 +6,9 @@ restricted pods of the image, and:
 
 - configuration: a ConfigMap, a Secret, a Deployment (0 replicas) and a Service;
 - a PVC of the platform's dynamic StorageClass (reclaim `Delete`, so deleting the namespace
-  really loses the data), filled by a Job and read back by another (sha256 of every file);
+  really loses the data), filled by a Job and read back by another (sha256 of every file),
+  with a sparse 1 GiB disk image holding 12 KiB of data that must come back sparse (its
+  allocated blocks, `stat` in a pod, before and after);
 - SeaweedFS in a pod (`tools/images/seaweedfs.Containerfile`) as the object store, reached by
   the operator and the movers through the cluster network only;
 - PostgreSQL 15 in a pod (Debian's package, `tools/images/postgres.Containerfile`) running as
@@ -65,8 +67,13 @@ mkdir -p sub
 echo 'hello from the round trip' > hello.txt
 head -c 262144 /dev/urandom > sub/blob.bin
 head -c 8388608 /dev/urandom > sub/big.bin
+head -c 12288 /dev/urandom > sub/disk.img
+truncate -s 1G sub/disk.img
 """
 LIST = "cd /data && find . -type f | LC_ALL=C sort | xargs sha256sum"
+SPARSE = "sub/disk.img"
+# Bytes the sparse image takes on disk, as a marker line among the hashes.
+ALLOCATED = f"cd /data && echo allocated $(( $(stat -c '%b * %B' {SPARSE}) ))"
 PG_START = """set -e
 export PGDATA=/var/lib/postgresql/data/pg
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
@@ -479,8 +486,14 @@ def _step(timings: dict[str, float], name: str, started: float) -> float:
 
 
 def _hashes(listing: str) -> dict[str, str]:
-    pairs = (line.split(maxsplit=1) for line in listing.splitlines() if line.strip())
+    lines = [line for line in listing.splitlines() if line.strip()]
+    pairs = (line.split(maxsplit=1) for line in lines if not line.startswith("allocated "))
     return {path: digest for digest, path in pairs}
+
+
+def _allocated(listing: str) -> int:
+    (line,) = [line for line in listing.splitlines() if line.startswith("allocated ")]
+    return int(line.split()[1])
 
 
 def _database_target(platform: Platform, pg_ip: str) -> JSON:
@@ -548,8 +561,12 @@ def run_round_trip(
         "the default ServiceAccount",
     )
     apply(platform, APP, *app_docs(platform.storage_class))
-    before_files = _hashes(run_job(platform, "seed", f"{SEED}\n{LIST}"))
-    assert set(before_files) == {"./hello.txt", "./sub/blob.bin", "./sub/big.bin"}, before_files
+    seeded = run_job(platform, "seed", f"{SEED}\n{LIST}\n{ALLOCATED}")
+    before_files = _hashes(seeded)
+    assert set(before_files) == {
+        "./hello.txt", "./sub/blob.bin", "./sub/big.bin", f"./{SPARSE}"
+    }, before_files  # fmt: skip
+    assert _allocated(seeded) <= 64 * 1024, seeded  # 12 KiB of data in 1 GiB
     pg = ready_pod(platform, APP, "postgres")
     pg_name, pg_ip = pg["metadata"]["name"], pg["status"]["podIP"]
     psql(platform, pg_name, "CREATE DATABASE shop", db="postgres")
@@ -608,7 +625,8 @@ def run_round_trip(
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     assert not status.get("warnings"), status.get("warnings")
     (vol,) = status["volumes"]
-    assert (vol["pvc"], vol["result"], vol["files"]) == ("data", "Succeeded", 3), vol
+    assert (vol["pvc"], vol["result"], vol["files"]) == ("data", "Succeeded", 4), vol
+    assert vol["bytes"] >= 1 << 30, vol  # sizes count the sparse image at its apparent size
     (db,) = status["databases"]
     assert (db["target"], db["result"], db["databases"]) == ("orders", "Succeeded", ["shop"]), db
     marker = platform.kubectl("-n", APP, "exec", pg_name, "--", "cat", "/tmp/safehold-pre-backup")
@@ -640,7 +658,11 @@ def run_round_trip(
     assert get(platform, APP, "service", "postgres")["spec"]["ports"][0]["port"] == 5432
     assert get(platform, APP, "secret", "postgres")["data"]["password"]  # login checks value
     assert get(platform, APP, "pvc", "data")["spec"]["volumeName"] != pv_name  # a new volume
-    assert _hashes(run_job(platform, "verify", LIST)) == before_files
+    verified = run_job(platform, "verify", f"{LIST}\n{ALLOCATED}")
+    assert _hashes(verified) == before_files
+    # Sparse again: restic leaves its all-zero chunks unwritten (a chunk is at most 8 MiB).
+    assert _allocated(verified) <= 8 << 20, verified
+    print(f"sparse image: {_allocated(verified) // 1024} KiB allocated after the restore")
     t = _step(timings, "restore objects + volume", t)
     pg = ready_pod(platform, APP, "postgres")
     pg_name, pg_ip = pg["metadata"]["name"], pg["status"]["podIP"]

@@ -245,6 +245,73 @@ def test_deleting_a_job_kills_its_running_pod(local_cluster: LocalCluster, names
     wait_for(lambda: not job_pods(local_cluster, namespace, "sleeper"), 30, "the pod to go")
 
 
+def _run_as(
+    cluster: LocalCluster, ns: str, name: str, script: str, pod_security: JSON, security: JSON
+) -> tuple[str | None, JSON, str]:
+    """A Job on the `files` PVC with the given security contexts: (outcome, pod, log)."""
+    job = make_job(
+        name,
+        script,
+        volumes=[{"name": "files", "persistentVolumeClaim": {"claimName": "files"}}],
+        mounts=[{"name": "files", "mountPath": "/files"}],
+        container={"securityContext": security},
+    )
+    job["spec"]["template"]["spec"]["securityContext"] = pod_security
+    cluster.kube.post(f"/apis/batch/v1/namespaces/{ns}/jobs", job)
+    wait_for(lambda: job_condition(cluster, ns, name), 60, f"job {name}")
+    (pod,) = job_pods(cluster, ns, name)
+    return (
+        job_condition(cluster, ns, name),
+        pod,
+        cluster.node_agent.container_log(ns, pod["metadata"]["name"]),
+    )
+
+
+def test_pods_run_as_their_user_groups_and_capabilities(
+    local_cluster: LocalCluster, namespace: str
+) -> None:
+    """Like a kubelet, the node agent runs a container as its runAsUser/runAsGroup with its
+    fsGroup and supplementalGroups, and only the capabilities its securityContext leaves."""
+    files = local_cluster.pvc_path(namespace, "files")
+    secret = files / "root-only"
+    secret.write_text("for root\n")
+    secret.chmod(0o600)
+    shared = files / "group-4000"
+    shared.write_text("for the group\n")
+    os.chown(shared, 0, 4000)
+    shared.chmod(0o640)
+    script = (
+        'echo "uid=$(id -u) gid=$(id -g) groups=$(id -G)"; grep CapEff /proc/self/status;'
+        ' echo "shared=$(cat /files/group-4000)";'
+        ' cat /files/root-only 2>/dev/null || echo "root-only: denied";'
+        ' touch /files/mine; echo "mine=$(stat -c %u /files/mine)"'
+    )
+    pod_security = {"runAsUser": 1000, "runAsGroup": 2000, "fsGroup": 3000,
+                    "supplementalGroups": [4000]}  # fmt: skip
+    restricted = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    outcome, _, log = _run_as(local_cluster, namespace, "user", script, pod_security, restricted)
+    assert outcome == "Complete", log
+    lines = log.splitlines()
+    assert "uid=1000 gid=2000 groups=2000 3000 4000" in lines, log
+    assert "CapEff:\t0000000000000000" in lines, log
+    assert "shared=for the group" in lines, log
+    assert "root-only: denied" in lines, log
+    assert "mine=1000" in lines, log
+
+    root_reader = {"runAsUser": 0, "capabilities": {"drop": ["ALL"], "add": ["DAC_OVERRIDE"]}}
+    script = "cat /files/root-only; chown 1000 /files/mine || echo no-chown"
+    outcome, _, log = _run_as(local_cluster, namespace, "root", script, {}, root_reader)
+    assert outcome == "Complete", log
+    assert "for root" in log
+    assert "no-chown" in log  # no CAP_CHOWN
+    assert (files / "mine").stat().st_uid == 1000
+
+    refused = {"runAsNonRoot": True, "runAsUser": 0}
+    outcome, pod, _ = _run_as(local_cluster, namespace, "nonroot", "true", {}, refused)
+    assert outcome == "Failed"
+    assert pod["status"]["reason"] == "CreateContainerConfigError", pod["status"]
+
+
 # ---------------------------------------------------------------------- S3
 def test_seaweedfs_s3_credentials(local_cluster: LocalCluster) -> None:
     bucket = unique("harness")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from e2e.roundtrip import restricted_namespace
 from localcluster import binaries
 from localcluster.kube import KubeError
 from localcluster.node import RealNode
+from localcluster.trees import describe, describe_root, make_tree
 from node.tier import node_skip_reason, skip_unless_runnable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -300,3 +302,152 @@ def test_backup_hooks_exec_in_a_running_pod(node: RealNode) -> None:
     slow = run_exec(core, hook(["sleep", "30"], timeout=2))
     assert not slow.ok
     assert "timed out after 2s" in slow.message
+
+
+# ------------------------------------------------------------------ volumes of several owners
+def _static_volume(node: RealNode, ns: str, pv: str, path: Path) -> None:
+    """A hostPath PV on `path` and the PVC `data` of `ns` bound to it (no pod mounts it)."""
+    kube = node.cluster.kube
+    kube.post(
+        "/api/v1/persistentvolumes",
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "realnode-static",
+                "hostPath": {"path": str(path), "type": "Directory"},
+                "claimRef": {"namespace": ns, "name": "data"},
+            },
+        },
+    )
+    kube.post(
+        f"/api/v1/namespaces/{ns}/persistentvolumeclaims",
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "realnode-static",
+                "volumeName": pv,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        claim = kube.get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/data")
+        if claim.get("status", {}).get("phase") == "Bound":
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"PVC {ns}/data not Bound")
+
+
+@pytest.fixture(scope="module")
+def movers(node: RealNode) -> Iterator[Callable[[str], Any]]:
+    """MoverLaunchers of runs in `ops`, reaching the host's SeaweedFS through a repository
+    gateway on the host, as the operator's would."""
+    from safehold.engine.gateway import Gateway
+    from safehold.engine.movers import MoverLauncher
+    from safehold.kube.clients import Clients
+    from safehold.storage.gateway import RepositoryGateway
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SAFEHOLD_MOVER_IMAGE", IMAGE)
+        patch.setenv("SAFEHOLD_RESTIC", str(binaries.find("restic")))
+        node.cluster.create_bucket("owners")
+        location = _location(node.cluster, "owners")
+        clients = Clients.from_api_client(node.cluster.api_client())
+        gateway = Gateway(clients, GATEWAY_KEY)
+        gateway.logic = RepositoryGateway(GATEWAY_KEY, lambda ns, name: location)
+        gateway.start("127.0.0.1", 0)
+        assert gateway.server is not None
+        gateway.url = f"http://{node.expose_loopback_port(gateway.server.port)}"
+        yield lambda run: MoverLauncher(clients, gateway, location, "ops", run)
+        gateway.stop()
+
+
+def _owners_namespace(node: RealNode, name: str, labels: dict[str, str]) -> None:
+    namespace = restricted_namespace(name)
+    namespace["metadata"]["labels"].update(labels)
+    node.cluster.kube.post("/api/v1/namespaces", namespace)
+    node.cluster.wait_for_service_account(name, "default")
+
+
+def test_restricted_mover_reports_files_it_cannot_read(
+    node: RealNode, movers: Callable[[str], Any]
+) -> None:
+    """Files of several users, 0600 and 0000, in a PVC no pod mounts: the restricted mover
+    (UID 65532, a real runc container) cannot read four of them and says which."""
+    from safehold.api.content import Volumes
+    from safehold.engine.volumes import back_up_volume, list_tasks
+
+    ns = "owners-restricted"
+    _owners_namespace(node, ns, {})
+    data = node.root / "volumes" / "owners-restricted"
+    make_tree(data, small_files=5, large_mib=1, owner=(65532, 65532), other_owners=True)
+    _static_volume(node, ns, "owners-restricted", data)
+    launcher = movers("unreadable")
+    (task,) = list_tasks(launcher.clients.rest, [ns], Volumes())
+    assert (task.run_as_user, task.run_as_group, task.root_mover) == (65532, 65532, False)
+    result = back_up_volume(launcher, Volumes(), task)
+    assert result.result == "Failed", result
+    message = result.message or ""
+    assert message.startswith(
+        "UnreadableFiles: 4 file(s) or directories could not be read as UID 65532 GID 65532: "
+    ), message
+    for path in ("home-2000", "owned-by-1000.txt", "root-only.key", "setgid-tool"):
+        assert f"{path} (permission denied)" in message, message
+    assert result.snapshot_id  # the incomplete snapshot, recorded for deletion only
+
+
+def test_root_mover_backs_up_and_restores_owners_and_modes(
+    node: RealNode, movers: Callable[[str], Any]
+) -> None:
+    """The same kind of volume in a namespace a cluster admin opened to the root mover
+    (Pod Security baseline, which the real API server enforces on its pods): backed up and
+    restored into a new volume in a copy of the namespace with owners, modes, times and the
+    root directory intact."""
+    from safehold.api.content import Volumes
+    from safehold.api.labels import LABEL_POD_SECURITY_ENFORCE, LABEL_VOLUME_MOVER
+    from safehold.engine.volumes import back_up_volume, list_tasks, restore_volume, task_for_restore
+
+    ns = "owners-root"
+    _owners_namespace(
+        node, ns, {LABEL_POD_SECURITY_ENFORCE: "baseline", LABEL_VOLUME_MOVER: "root"}
+    )
+    data = node.root / "volumes" / "owners-root"
+    make_tree(data, small_files=20, large_mib=1, owner=(1000, 1000), other_owners=True)
+    original, root = describe(data), describe_root(data)
+    _static_volume(node, ns, "owners-root", data)
+    launcher = movers("root-backup")
+    (task,) = list_tasks(launcher.clients.rest, [ns], Volumes())
+    backed_up = back_up_volume(launcher, Volumes(), task)
+    assert backed_up.result == "Succeeded", backed_up
+    assert (backed_up.run_as_user, backed_up.run_as_group) == (0, 0)
+    job = node.cluster.kube.get(f"/apis/batch/v1/namespaces/{ns}/jobs")["items"][0]
+    container = job["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert container["capabilities"] == {"drop": ["ALL"], "add": ["DAC_OVERRIDE"]}
+
+    # Into a new volume of a copy of the namespace, opened to the root mover as well.
+    copy = "owners-root-copy"
+    _owners_namespace(
+        node, copy, {LABEL_POD_SECURITY_ENFORCE: "baseline", LABEL_VOLUME_MOVER: "root"}
+    )
+    target = node.root / "volumes" / "owners-root-copy"
+    target.mkdir(mode=0o755)  # a new volume's root, as a CSI driver makes it: root's
+    _static_volume(node, copy, "owners-root-copy", target)
+    restored = restore_volume(
+        movers("root-restore"),
+        Volumes(),
+        backed_up,
+        task_for_restore(backed_up, copy),
+        False,
+        {},
+    )
+    assert restored.result == "Succeeded", restored
+    assert describe(target) == original
+    assert describe_root(target) == root

@@ -361,12 +361,14 @@ class LocalCluster:
         """Local directory the node agent mounts for PVC `claim` in `namespace`."""
         return self.node_agent.pvc_path(namespace, claim)
 
-    def create_namespace(self, name: str, *, timeout: float = 30.0) -> None:
+    def create_namespace(
+        self, name: str, *, timeout: float = 30.0, labels: dict[str, str] | None = None
+    ) -> None:
         """Create a namespace and wait for its `default` ServiceAccount (pods need it)."""
+        meta = {"name": name, "labels": dict(labels or {})}
         try:
             self.kube.post(
-                "/api/v1/namespaces",
-                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+                "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
             )
         except KubeError as exc:
             if exc.status != 409:

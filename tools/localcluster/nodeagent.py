@@ -10,8 +10,10 @@ It is not a container runtime and gives no isolation whatsoever. What it does:
 * runs the containers of Pods bound to its node as local processes: init containers one after
   the other, then the main containers (side by side). `command` + `args` are run as given; the
   image is ignored (its default entrypoint cannot be known), so `command` is required. The
-  process runs as the agent's own uid (`runAsUser`/`securityContext` are ignored) with a fresh
-  environment: the agent's `PATH`, `HOME` (a per-pod directory), `HOSTNAME`,
+  process runs as the pod's `runAsUser`/`runAsGroup` with its `fsGroup` and
+  `supplementalGroups`, and the capabilities its `securityContext` leaves it
+  (`localcluster.podsecurity`), with a fresh environment: the agent's `PATH`, `HOME` (a
+  per-pod directory), `HOSTNAME`,
   `KUBERNETES_SERVICE_HOST/PORT` (the real API server on 127.0.0.1), then the container's
   `envFrom` (secretRef/configMapRef) and `env` (`value` with `$(VAR)` expansion,
   `valueFrom.secretKeyRef`, `configMapKeyRef`, `fieldRef`). `$(VAR)` references in command and
@@ -22,6 +24,10 @@ It is not a container runtime and gives no isolation whatsoever. What it does:
   directory, `secret`/`configMap`/`downwardAPI`/`projected` (including a bound
   `serviceAccountToken` from the TokenRequest API) -> files written into a per-pod directory,
   `hostPath` -> the host path itself. `subPath` is honoured; `readOnly` is not enforced.
+  A PVC directory the agent creates is mode 0777, as the real node's provisioner makes them
+  (so pods of any UID can write into a new volume); emptyDirs are 0777 and the termination
+  message file 0666, as the kubelet makes them; `fsGroup` does not change a PVC's files (a
+  hostPath volume's are not changed by a kubelet either), it only joins the process to it.
 
 Path rewriting -- the process runs on the host, so container paths do not exist there. Every
 mount path (and each container's `terminationMessagePath`, default `/dev/termination-log`, which
@@ -66,6 +72,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from localcluster import podsecurity
 from localcluster.kube import JSON, Kube, KubeError
 from localcluster.process import ManagedProcess
 
@@ -400,6 +407,7 @@ class PodRun:
             elif "emptyDir" in vol:
                 path = vol_root / name
                 path.mkdir(parents=True, exist_ok=True)
+                path.chmod(0o777)
             elif "hostPath" in vol:
                 path = Path(vol["hostPath"]["path"])
                 if vol["hostPath"].get("type") in ("DirectoryOrCreate",):
@@ -407,7 +415,7 @@ class PodRun:
             elif any(k in vol for k in ("secret", "configMap", "downwardAPI", "projected")):
                 path = vol_root / name
                 files = self._volume_files(vol)
-                self._write_files(path, files, vol)
+                self._write_files(path, files, vol, spec.get("securityContext") or {})
             else:
                 kinds = sorted(k for k in vol if k != "name")
                 raise _PodFailed(
@@ -500,7 +508,12 @@ class PodRun:
         return str(result.get("status", {}).get("token", ""))
 
     @staticmethod
-    def _write_files(path: Path, files: Mapping[str, tuple[bytes, int | None]], vol: JSON) -> None:
+    def _write_files(
+        path: Path, files: Mapping[str, tuple[bytes, int | None]], vol: JSON, security: JSON
+    ) -> None:
+        """The files of a Secret, ConfigMap, ... volume; group-owned by the fsGroup, if any,
+        as the kubelet makes them."""
+        group = security.get("fsGroup")
         src = vol.get("secret") or vol.get("configMap") or vol.get("projected") or {}
         default_mode = src.get("defaultMode", vol.get("downwardAPI", {}).get("defaultMode", 0o644))
         path.mkdir(parents=True, exist_ok=True)
@@ -511,6 +524,8 @@ class PodRun:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
             target.chmod(mode if mode is not None else default_mode)
+            if group is not None:
+                os.chown(target, -1, int(group))
 
     # ------------------------------------------------------------------ containers
     def _path_map(self, c: _Container) -> PathMap:
@@ -531,6 +546,7 @@ class PodRun:
         term_dir.mkdir(parents=True, exist_ok=True)
         c.termination_file = term_dir / c.name
         c.termination_file.write_bytes(b"")
+        c.termination_file.chmod(0o666)  # writable by the container's user, as the kubelet's
         mapping[tm_path] = c.termination_file
         return PathMap(mapping)
 
@@ -592,9 +608,19 @@ class PodRun:
             env[name] = pmap.rewrite(value)
         return env
 
+    def _identity(self, c: _Container) -> list[str]:
+        """The argv prefix that runs the container as its pod says; its home made its own."""
+        try:
+            identity = podsecurity.identity_of(self.pod["spec"], c.spec)
+        except podsecurity.ConfigError as exc:
+            raise _PodFailed("CreateContainerConfigError", str(exc)) from None
+        podsecurity.chown_for(identity, [self.dir / "home"])
+        return podsecurity.launcher(identity, self.agent.covers(), self.agent.root / "covers")
+
     def _start_container(self, c: _Container) -> None:
         pmap = self._path_map(c)
         env = self._env(c, pmap)
+        prefix = self._identity(c)
         command = list(c.spec.get("command") or [])
         args = list(c.spec.get("args") or [])
         if not command:
@@ -615,7 +641,7 @@ class PodRun:
         resolved = shutil.which(argv[0], path=env["PATH"]) if "/" not in argv[0] else argv[0]
         c.process = ManagedProcess(
             f"{self.namespace}/{self.name}/{c.name}",
-            [resolved or argv[0], *argv[1:]],
+            [*prefix, resolved or argv[0], *argv[1:]],
             self.dir / "logs" / f"{c.name}.log",
             env=env,
             cwd=cwd,
@@ -752,13 +778,26 @@ class NodeAgent:
         self._watch_ready = threading.Event()
         self._binding: set[str] = set()
         self._deleting: set[str] = set()
+        self._covers: dict[Path, list[str]] | None = None
 
     # ------------------------------------------------------------------ paths
     def pvc_path(self, namespace: str, claim: str) -> Path:
-        """The local directory standing in for PVC `claim` in `namespace` (created if missing)."""
+        """The local directory standing in for PVC `claim` in `namespace` (created if missing,
+        mode 0777 like a new volume of the real node's provisioner)."""
         path = self.root / "pvcs" / namespace / claim
-        path.mkdir(parents=True, exist_ok=True)
+        if not path.is_dir():
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o777)
         return path
+
+    def covers(self) -> dict[Path, list[str]]:
+        """Directories processes of other users cannot search, and what of each they need
+        (the toolchain, the agent's root): see localcluster.podsecurity."""
+        with self._runs_lock:
+            if self._covers is None:
+                needed = podsecurity.needed_paths(self.path, [self.root])
+                self._covers = podsecurity.covers(needed)
+            return self._covers
 
     def pod_dir(self, namespace: str, name: str, uid: str) -> Path:
         path = self.root / "pods" / f"{namespace}_{name}_{uid[:8]}"

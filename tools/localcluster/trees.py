@@ -1,8 +1,12 @@
 """Directory trees that are hard to copy faithfully, and an exact description to compare them.
 
-make_tree() writes many small files, a large file, a sparse file, binary data, relative and
+make_tree() writes many small files, a large file, sparse files, binary data, relative and
 dangling symlinks, empty directories, names with spaces, unicode and a newline, varied
-permissions, owners and timestamps. describe() returns everything restic must preserve.
+permissions and timestamps, all owned by one user (`owner`); with `other_owners`, files of
+several users as well, with modes 0600 and 0000, a private directory and a setgid file (a
+mover running as one user cannot read them). describe() returns everything restic must
+preserve below the root, describe_root() the root directory itself, allocated() the bytes a
+file takes on disk.
 """
 
 from __future__ import annotations
@@ -15,9 +19,53 @@ from pathlib import Path
 from typing import Any
 
 MTIME = 1_700_000_000  # fixed timestamps, so a restore that drops them is noticed
+ROOT_MTIME = 1_600_000_000
+ROOT_MODE = 0o751
+SPARSE_IMAGE = "disk.img"  # apparent size `disk_mib`, three 4 KiB data blocks
 
 
-def make_tree(root: Path, small_files: int = 300, large_mib: int = 8, seed: int = 7) -> None:
+def _other_owners(root: Path) -> None:
+    """Files a mover of one UID cannot read: other users' 0600 and 0000 files, a 0700
+    directory, a root-only key; and a setgid file of a group the owner is not in."""
+    mine = root / "owned-by-1000.txt"
+    mine.write_text("only for 1000\n")
+    os.chown(mine, 1000, 1000)
+    mine.chmod(0o600)
+    private = root / "home-2000"
+    private.mkdir(exist_ok=True)
+    sealed = private / "sealed"
+    sealed.write_text("nobody may read this, not even 2000\n")
+    os.chown(sealed, 2000, 3000)
+    sealed.chmod(0o000)
+    os.chown(private, 2000, 2000)
+    private.chmod(0o700)
+    key = root / "root-only.key"
+    key.write_text("root's\n")
+    os.chown(key, 0, 0)
+    key.chmod(0o600)
+    tool = root / "setgid-tool"
+    tool.write_text("#!/bin/sh\n")
+    os.chown(tool, 1000, 4000)
+    tool.chmod(0o2750)
+
+
+def _sparse_image(path: Path, mib: int) -> None:
+    with path.open("wb") as out:
+        for offset in (0, (mib << 19), (mib << 20) - 4096):  # start, middle, end
+            out.seek(offset)
+            out.write(os.urandom(4096))
+
+
+def make_tree(
+    root: Path,
+    small_files: int = 300,
+    large_mib: int = 8,
+    seed: int = 7,
+    *,
+    owner: tuple[int, int] = (0, 0),
+    other_owners: bool = False,
+    disk_mib: int = 0,
+) -> None:
     rnd = hashlib.sha256(str(seed).encode()).digest()
     root.mkdir(parents=True, exist_ok=True)
     small = root / "many small"
@@ -30,9 +78,11 @@ def make_tree(root: Path, small_files: int = 300, large_mib: int = 8, seed: int 
     with (root / "large.bin").open("wb") as out:
         for _ in range(large_mib):
             out.write(generator.randbytes(1 << 20))
-    with (root / "sparse.img").open("wb") as out:
+    with (root / "sparse.img").open("wb") as out:  # 4 KiB allocated of 64 MiB
         out.seek(64 * 1024 * 1024)
         out.write(b"end of a sparse file\n")
+    if disk_mib:
+        _sparse_image(root / SPARSE_IMAGE, disk_mib)
     (root / "binary.dat").write_bytes(bytes(range(256)) * 64 + b"\x00\xff" * 100)
     (root / "unicode-ñämé-文件.txt").write_text("grüß dich 🌍\n")
     (root / "with space.txt").write_text("spaces\n")
@@ -49,13 +99,27 @@ def make_tree(root: Path, small_files: int = 300, large_mib: int = 8, seed: int 
     readonly = root / "readonly-dir"
     readonly.mkdir(exist_ok=True)
     (readonly / "inside.txt").write_text("inside\n")
-    owned = root / "owned-by-1000.txt"
-    owned.write_text("owned\n")
-    os.chown(owned, 1000, 1000)
+    for path in [root, *root.rglob("*")]:
+        os.lchown(path, *owner)
+    if other_owners:
+        _other_owners(root)
     for path in sorted(root.rglob("*"), reverse=True):
         if not path.is_symlink():
             os.utime(path, (MTIME, MTIME))
     readonly.chmod(0o555)
+    root.chmod(ROOT_MODE)
+    os.utime(root, (ROOT_MTIME, ROOT_MTIME))
+
+
+def describe_root(root: Path) -> tuple[str, int, int, int]:
+    """Mode, owner, group and mtime of the root directory itself."""
+    st = root.stat()
+    return oct(stat.S_IMODE(st.st_mode)), st.st_uid, st.st_gid, int(st.st_mtime)
+
+
+def allocated(path: Path) -> int:
+    """Bytes the file takes on disk (its blocks), not its apparent size."""
+    return path.stat().st_blocks * 512
 
 
 def describe(root: Path) -> dict[str, Any]:

@@ -50,7 +50,8 @@ class VolumeResult(ApiModel):
     result: ItemResult
     """Outcome."""
     snapshot_id: str | None = None
-    """restic snapshot id, for modes that move data."""
+    """restic snapshot id, for modes that move data. On a Failed PVC (UnreadableFiles): the
+    incomplete snapshot restic stored, never restored, deleted with the backup."""
     repository: str | None = None
     """Key (below the location's prefix) of the restic repository holding the snapshot: the
     source namespace's own repository for its data (absent in backups made before Safehold
@@ -60,7 +61,8 @@ class VolumeResult(ApiModel):
     files: int | None = None
     """Files processed."""
     bytes: int | None = None
-    """Bytes processed."""
+    """Bytes read: the files' apparent sizes, so a sparse file counts at its full length
+    (restic reads its holes as zeros; they take almost no room in the repository)."""
     bytes_added: int | None = None
     """New data after deduplication, before compression (restic's data_added): the repository
     grows by less when the data compresses."""
@@ -77,7 +79,8 @@ class VolumeResult(ApiModel):
     source_path: str | None = None
     """Directory the data was read from inside the snapshot."""
     run_as_user: int | None = None
-    """UID the mover read the data as (owner of the data)."""
+    """UID the mover read the data as (owner of the data); 0 when the root mover read it,
+    which a restore then needs too."""
     run_as_group: int | None = None
     """GID the mover read the data as."""
 
@@ -167,7 +170,9 @@ class BackupStatus(ApiModel):
     databases: list[DatabaseResult] = Field(default_factory=list)
     """Per-database results."""
     size_bytes: int | None = None
-    """Total payload size."""
+    """Total payload size, before deduplication and compression: the exported objects, the
+    volume files at their apparent size (a sparse file at its full length, not the blocks it
+    takes on disk) and the database dumps."""
     size: str | None = None
     """sizeBytes in IEC units (e.g. 2.2GiB), for kubectl's Size column; written with it."""
     storage_path: str | None = None

@@ -21,6 +21,10 @@ LABEL_BACKUP = "safehold.io/backup"
 LABEL_INTERNAL = "safehold.io/internal"
 MACHINERY_LABELS = (LABEL_INTERNAL, LABEL_BACKUP)
 LABEL_COMPONENT = "app.kubernetes.io/component"
+# On a Namespace (set by a cluster admin): "root" runs its volume movers as the root mover.
+LABEL_VOLUME_MOVER = "safehold.io/volume-mover"
+# Pod Security admission's level label: the root mover needs baseline or privileged.
+LABEL_POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
 
 # On a ClusterRoleBinding a mapped restore created for the copies of its subjects: the name of
 # the binding it copies (which keeps its own subjects).

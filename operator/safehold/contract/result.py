@@ -107,9 +107,11 @@ def _known(cls: type[Any], doc: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class VolumeMoved:
-    """The result document of `volume-backup` and `volume-restore`."""
+    """The result document of `volume-backup` and `volume-restore`. A restore that left the
+    PVC alone (TargetNotEmpty) is `ok` and `skipped`, with the reason: its Job completes."""
 
     ok: bool = False
+    skipped: bool = False
     reason: str = ""
     message: str = ""
     snapshotId: str = ""
@@ -126,6 +128,8 @@ class VolumeMoved:
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["durationSeconds"] = round(self.durationSeconds, 3)
+        if not self.skipped:
+            del doc["skipped"]
         return {k: v for k, v in doc.items() if v != ""}
 
     def emit(self) -> None:

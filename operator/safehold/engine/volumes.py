@@ -2,12 +2,14 @@
 
 PVCs move in parallel, bounded by `volumes.parallelism`; a PVC that fails does not stop the
 others. Temporary objects (snapshot+move: the VolumeSnapshot and the PVC made from it) are
-removed whatever happens.
+removed whatever happens. Movers read and write as the data's owner, or as the root mover in
+namespaces that opted in (planning.volumes.root_mover).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,11 +24,13 @@ from safehold.api.errors import Failure
 from safehold.api.labels import LABEL_BACKUP, LABEL_INTERNAL
 from safehold.contract import env as names
 from safehold.contract.result import VolumeMoved
-from safehold.engine.movers import MoverLauncher, MoverRun, RepositoryAccess
+from safehold.engine.movers import MoverFailed, MoverLauncher, MoverRun, RepositoryAccess
 from safehold.engine.settings import restic_cache_dir
 from safehold.kube.rest import ApiError, Rest
 from safehold.planning.builders import (
     DEFAULT_MOVER_UID,
+    ROOT_BACKUP_CAPABILITIES,
+    ROOT_RESTORE_CAPABILITIES,
     SNAPSHOT_GROUP,
     SNAPSHOT_VERSION,
     MoverPod,
@@ -36,7 +40,7 @@ from safehold.planning.builders import (
 )
 from safehold.planning.names import label_value, object_name
 from safehold.planning.resource_types import resource_path
-from safehold.planning.volumes import VolumeTask, plan_volumes
+from safehold.planning.volumes import VolumeTask, plan_volumes, root_mover
 from safehold.storage import restic
 from safehold.storage.s3 import delete_prefix, make_client
 
@@ -56,6 +60,34 @@ def list_tasks(rest: Rest, namespaces: Sequence[str], volumes: Volumes) -> list[
         for page in rest.list_pages(resource_path("", "v1", "pods", ns)):
             pods += page
     return plan_volumes(pvcs, pods, volumes)
+
+
+def with_mover(rest: Rest, task: VolumeTask) -> VolumeTask:
+    """The task as its namespace wants it moved: as the root mover (UID 0) where the
+    Namespace opted in and admits it; raises MoverNotAdmitted where it opted in but does not."""
+    namespace = rest.get_or_none(resource_path("", "v1", "namespaces", None, task.namespace))
+    if namespace is None or not root_mover(namespace):
+        return task
+    return dataclasses.replace(task, root_mover=True, run_as_user=0, run_as_group=0, fs_group=None)
+
+
+def _mover_pod(
+    volumes: Volumes, verb: str, task: VolumeTask, claim: str, read_only: bool
+) -> MoverPod:
+    root = task.root_mover
+    capabilities = (
+        ROOT_BACKUP_CAPABILITIES if verb == "volume-backup" else ROOT_RESTORE_CAPABILITIES
+    )
+    return MoverPod(
+        volumes=[VolumeMount("data", claim, MOUNT, read_only)],
+        node=task.node,
+        run_as_user=0 if root else task.run_as_user,
+        run_as_group=0 if root else task.run_as_group,
+        fs_group=None if root else task.fs_group,
+        resources=volumes.mover_resources,
+        deadline_seconds=int(parse_duration(volumes.mover_timeout).total_seconds()),
+        capabilities=capabilities if root else (),
+    )
 
 
 def _snapshot_path(namespace: str, name: str | None = None) -> str:
@@ -107,15 +139,7 @@ def _move(
         suffix=suffix,
         access=access,
         env={names.VOLUME_PATH: MOUNT, names.PVC: task.key, **(env or {})},
-        pod=MoverPod(
-            volumes=[VolumeMount("data", claim, MOUNT, read_only)],
-            node=task.node,
-            run_as_user=task.run_as_user,
-            run_as_group=task.run_as_group,
-            fs_group=task.fs_group,
-            resources=volumes.mover_resources,
-            deadline_seconds=int(parse_duration(volumes.mover_timeout).total_seconds()),
-        ),
+        pod=_mover_pod(volumes, verb, task, claim, read_only),
         delete_job=delete_job,
     )
     return launcher.launch(run, VolumeMoved, on_progress=on_progress)
@@ -226,9 +250,38 @@ def _take(
         name = object_name("safehold", launcher.run_label, task.pvc)
         take_snapshot(launcher, volumes, task, name)
         return base.model_copy(update={"volume_snapshot": name})
+    task = with_mover(launcher.clients.rest, task)
     access = launcher.namespace_repository(task.namespace, "append")
+    try:
+        moved = _move_task(launcher, volumes, task, access, on_progress)
+    except MoverFailed as err:
+        if err.document.get("snapshotId"):  # incomplete: recorded only so deletion removes it
+            err.document["repository"] = access.key
+        raise
+    return base.model_copy(
+        update={
+            "snapshot_id": moved.snapshotId or None,
+            "repository": access.key,
+            "files": moved.files,
+            "bytes": moved.bytes,
+            "bytes_added": moved.bytesAdded,
+            "source_path": moved.sourcePath or None,
+            "run_as_user": 0 if task.root_mover else base.run_as_user,
+            "run_as_group": 0 if task.root_mover else base.run_as_group,
+        }
+    )
+
+
+def _move_task(
+    launcher: MoverLauncher,
+    volumes: Volumes,
+    task: VolumeTask,
+    access: RepositoryAccess,
+    on_progress: Callable[[JSON], None] | None,
+) -> VolumeMoved:
+    """filesystem: the live PVC; snapshot+move: a copy made from a VolumeSnapshot of it."""
     if task.mode == "filesystem":
-        moved = _move(
+        return _move(
             launcher,
             volumes,
             "volume-backup",
@@ -239,20 +292,9 @@ def _take(
             read_only=True,
             on_progress=on_progress,
         )
-    else:
-        snap_name = object_name("safehold", launcher.run_label, task.pvc)
-        snapshot = take_snapshot(launcher, volumes, task, snap_name)
-        moved = _move_from_snapshot(launcher, volumes, task, snapshot, access, on_progress)
-    return base.model_copy(
-        update={
-            "snapshot_id": moved.snapshotId or None,
-            "repository": access.key,
-            "files": moved.files,
-            "bytes": moved.bytes,
-            "bytes_added": moved.bytesAdded,
-            "source_path": moved.sourcePath or None,
-        }
-    )
+    snap_name = object_name("safehold", launcher.run_label, task.pvc)
+    snapshot = take_snapshot(launcher, volumes, task, snap_name)
+    return _move_from_snapshot(launcher, volumes, task, snapshot, access, on_progress)
 
 
 def back_up_volume(
@@ -268,7 +310,13 @@ def back_up_volume(
     try:
         taken = _take(launcher, volumes, task, base, _bytes_reporter(task, on_bytes))
     except Failure as err:
-        taken = base.model_copy(update={"result": "Failed", "message": err.summary()})
+        update: dict[str, object] = {"result": "Failed", "message": err.summary()}
+        if isinstance(err, MoverFailed) and err.document.get("repository"):
+            # An incomplete snapshot (UnreadableFiles): never restored (the PVC Failed), kept
+            # in the result so that deleting the backup removes it too.
+            update["snapshot_id"] = str(err.document["snapshotId"])
+            update["repository"] = str(err.document["repository"])
+        taken = base.model_copy(update=update)
     return taken.model_copy(update={"duration_seconds": round(time.monotonic() - started, 3)})
 
 
@@ -357,6 +405,20 @@ def _restore_from_snapshot(
     return base.model_copy(update={"volume_snapshot": backed_up.volume_snapshot})
 
 
+def _restoring_mover(rest: Rest, backed_up: VolumeResult, task: VolumeTask) -> VolumeTask:
+    """The mover that writes the data back; data the root mover read (files of several
+    owners) needs it again, or the owners would be lost without a word."""
+    task = with_mover(rest, task)
+    if backed_up.run_as_user == 0 and not task.root_mover:
+        raise VolumeError(
+            "RootMoverRequired",
+            f"the root mover backed up PVC {backed_up.namespace}/{backed_up.pvc}, so only it "
+            f"restores its owners; namespace {task.namespace} does not use it "
+            "(see docs/volumes.md, the root mover)",
+        )
+    return task
+
+
 @contextlib.contextmanager
 def _readable(
     launcher: MoverLauncher, backed_up: VolumeResult, target_namespace: str
@@ -397,6 +459,7 @@ def restore_volume(
             return _restore_from_snapshot(rest, backed_up, task, labels)
         if not backed_up.snapshot_id:
             raise VolumeError("SnapshotMissing", "the backup recorded no restic snapshot")
+        task = _restoring_mover(rest, backed_up, task)
         if rest.get_or_none(_pvc_path(task.namespace, task.pvc)) is None:
             rest.create(_pvc_path(task.namespace), _task_pvc(task, task.pvc, labels))
         with _readable(launcher, backed_up, task.namespace) as (access, snapshot):
@@ -417,8 +480,10 @@ def restore_volume(
                 env=env,
             )
     except Failure as err:
-        result = "Skipped" if err.reason == "TargetNotEmpty" else "Failed"
-        return base.model_copy(update={"result": result, "message": err.summary()})
+        return base.model_copy(update={"result": "Failed", "message": err.summary()})
+    if moved.skipped:  # the mover left a non-empty PVC alone: its Job completed
+        message = f"{moved.reason}: {moved.message}"
+        return base.model_copy(update={"result": "Skipped", "message": message})
     return base.model_copy(
         update={
             "files": moved.files,

@@ -4,7 +4,9 @@ Namespaces. Nothing here talks to the API server, so each body is unit-testable.
 
 Every mover pod runs under the restricted Pod Security profile: non-root numeric UID, no
 privilege escalation, all capabilities dropped, RuntimeDefault seccomp, read-only root
-filesystem (an emptyDir holds /tmp and restic's cache), no service-account token. Secrets
+filesystem (an emptyDir holds /tmp and restic's cache), no service-account token. The one
+exception is the opt-in root mover of volumes (docs/volumes.md): UID 0 with only the
+capabilities its verb needs, which the baseline profile admits. Secrets
 reach it only as Secret-backed environment variables or as files of its own Secret (a
 database server's CA).
 """
@@ -29,6 +31,13 @@ SNAPSHOT_GROUP, SNAPSHOT_VERSION = "snapshot.storage.k8s.io", "v1"
 FILES_DIR = "/etc/safehold/files"  # Secret keys a mover reads as files (MoverSpec.file_keys)
 SCRATCH = "/tmp"
 DEFAULT_MOVER_UID = 65532
+# The root mover's capabilities, each admitted by the baseline Pod Security profile.
+# Reading: DAC_OVERRIDE (DAC_READ_SEARCH would do, but only the privileged profile admits it;
+# on the read-only mount it can write nothing either way).
+ROOT_BACKUP_CAPABILITIES = ("DAC_OVERRIDE",)
+# Writing: into directories of any owner, then owners (CHOWN), modes and times of files it
+# does not own (FOWNER), setgid bits of groups it is not in (FSETID).
+ROOT_RESTORE_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID")
 
 
 # ---------------------------------------------------------------------- Backups
@@ -122,6 +131,8 @@ class MoverPod:
     fs_group: int | None = None
     resources: ResourceRequirements | None = None
     deadline_seconds: int = 6 * 3600
+    capabilities: Sequence[str] = ()
+    """Added after dropping all; only for the root mover (run_as_user 0)."""
 
 
 @dataclass(frozen=True)
@@ -216,8 +227,12 @@ def _node_affinity(node: str) -> JSON:
 
 def _mover_pod(spec: MoverSpec) -> JSON:
     volumes, mounts = _mover_volumes(spec)
+    non_root = spec.pod.run_as_user != 0
+    capabilities: JSON = {"drop": ["ALL"]}
+    if spec.pod.capabilities:
+        capabilities["add"] = list(spec.pod.capabilities)
     pod_security: JSON = {
-        "runAsNonRoot": True,
+        "runAsNonRoot": non_root,
         "runAsUser": spec.pod.run_as_user,
         "runAsGroup": spec.pod.run_as_group,
         "seccompProfile": {"type": "RuntimeDefault"},
@@ -236,8 +251,8 @@ def _mover_pod(spec: MoverSpec) -> JSON:
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": non_root,
+            "capabilities": capabilities,
         },
     }
     if spec.pod.resources is not None:

@@ -7,8 +7,13 @@ from dataclasses import dataclass
 
 from safehold.api.base import JSON
 from safehold.api.content import VolumeMode, Volumes
+from safehold.api.errors import Failure
+from safehold.api.labels import LABEL_POD_SECURITY_ENFORCE, LABEL_VOLUME_MOVER
 from safehold.planning.builders import DEFAULT_MOVER_UID
 from safehold.planning.selection import labels_match
+
+# Pod Security levels that admit the root mover (UID 0, capabilities of the baseline list).
+ROOT_MOVER_LEVELS = ("baseline", "privileged")
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,8 @@ class VolumeTask:
     run_as_user: int
     run_as_group: int
     fs_group: int | None
+    root_mover: bool = False
+    """Moved by the root mover (the namespace opted in): UID 0, the capabilities of its verb."""
 
     @property
     def key(self) -> str:
@@ -116,3 +123,36 @@ def plan_volumes(pvcs: Sequence[JSON], pods: Sequence[JSON], volumes: Volumes) -
             )
         )
     return tasks
+
+
+class MoverNotAdmitted(Failure):
+    """The namespace asks for the root mover but does not admit it, or asks for no known one."""
+
+
+def root_mover(namespace: JSON) -> bool:
+    """Whether the volume movers of this Namespace run as the root mover: only when a cluster
+    admin labelled it `safehold.io/volume-mover=root` *and* its Pod Security enforces a level
+    that admits root pods with those capabilities, so a mover there never holds more than any
+    pod of the namespace could. Raises MoverNotAdmitted when the label asks for it anyway."""
+    meta = namespace.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    wanted = labels.get(LABEL_VOLUME_MOVER, "restricted")
+    if wanted == "restricted":
+        return False
+    name = meta.get("name", "")
+    if wanted != "root":
+        raise MoverNotAdmitted(
+            "InvalidMoverLabel",
+            f"namespace {name}: {LABEL_VOLUME_MOVER}={wanted!r} names no mover "
+            "(root or restricted)",
+        )
+    level = labels.get(LABEL_POD_SECURITY_ENFORCE)
+    if level not in ROOT_MOVER_LEVELS:
+        raise MoverNotAdmitted(
+            "RootMoverNotAdmitted",
+            f"namespace {name} asks for the root mover, which runs as UID 0 with CHOWN, "
+            f"DAC_OVERRIDE, FOWNER and FSETID, but its Pod Security "
+            f"({LABEL_POD_SECURITY_ENFORCE}={level or '<unset>'}) does not admit that: "
+            "a cluster admin labels it enforce=baseline (or privileged) to allow it",
+        )
+    return True

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
 from safehold.api.errors import Failure
@@ -279,6 +279,14 @@ def snapshots(repo: Repository, tags: Sequence[str] = ()) -> list[dict[str, Any]
 
 
 @dataclass(frozen=True)
+class Unreadable:
+    """A file or directory restic could not read during a backup, and why."""
+
+    path: str
+    error: str
+
+
+@dataclass(frozen=True)
 class BackupSummary:
     """What restic reported for one `backup` run."""
 
@@ -287,9 +295,13 @@ class BackupSummary:
     bytes_processed: int
     bytes_added: int
     duration_seconds: float
+    unreadable: tuple[Unreadable, ...] = ()
+    """The first items restic could not read (exit code 3: the snapshot is incomplete)."""
+    unreadable_count: int = 0
+    """How many items restic could not read in all."""
 
 
-def _backup_summary(output: bytes) -> BackupSummary:
+def _backup_summary(output: bytes, errors: _BackupErrors | None = None) -> BackupSummary:
     """The summary message of `restic backup --json` output."""
     summary = _summary_line(output)
     return BackupSummary(
@@ -298,10 +310,53 @@ def _backup_summary(output: bytes) -> BackupSummary:
         bytes_processed=int(summary.get("total_bytes_processed", 0)),
         bytes_added=int(summary.get("data_added", 0)),
         duration_seconds=float(summary.get("total_duration", 0.0)),
+        unreadable=tuple(errors.first) if errors else (),
+        unreadable_count=errors.count if errors else 0,
     )
 
 
 ProgressFn = Callable[[dict[str, Any]], None]
+EXIT_INCOMPLETE = 3  # restic backup: snapshot created, but some source files were not read
+UNREADABLE_KEPT = 10
+
+
+class _BackupErrors:
+    """Reads restic's stderr while it runs (so a flood of error lines never fills the pipe):
+    counts the items it could not read, keeps the first few and the last other lines."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.first: list[Unreadable] = []
+        self.count = 0
+        self.other: list[str] = []
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            line = raw.decode(errors="replace").rstrip("\n")
+            doc = _json_line(line)
+            # The scan (which only counts) reports the same items the archiver reports.
+            if doc is None or doc.get("message_type") != "error" or doc.get("during") == "scan":
+                self.other = [*self.other[-19:], line]
+                continue
+            self.count += 1
+            if len(self.first) < UNREADABLE_KEPT:
+                error = str((doc.get("error") or {}).get("message", ""))
+                self.first.append(Unreadable(str(doc.get("item", "")), error))
+
+    def stderr(self) -> bytes:
+        self.thread.join()
+        return "\n".join(self.other).encode()
+
+
+def _json_line(line: str) -> dict[str, Any] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def backup_directory(
@@ -310,41 +365,50 @@ def backup_directory(
     tags: Sequence[str],
     host: str = "safehold",
     on_status: ProgressFn | None = None,
+    *,
+    allow_unreadable: bool = False,
 ) -> BackupSummary:
     """Back up a directory (stored under its absolute path) and return restic's summary.
 
     With `on_status`, restic's status messages (bytes and files done, totals) are passed on
-    while it runs.
+    while it runs. Items restic cannot read (permission denied) make it exit 3 with an
+    incomplete snapshot: that raises ResticError(UnreadableFiles) unless `allow_unreadable`,
+    which returns the summary with them (`unreadable`) for the caller to judge.
     """
     # A prune holds the exclusive lock briefly: wait for it instead of failing.
     args = ["backup", directory, "--host", host, "--json", "--retry-lock", "5m"]
     args += [a for t in tags for a in ("--tag", t)]
     if on_status is None:
-        out = run(repo, [*args, "--quiet"], timeout=6 * 3600).stdout
-    else:
-        out = _run_streaming(repo, args, on_status)
-    return _backup_summary(out)
-
-
-def _run_streaming(repo: Repository, args: Sequence[str], on_status: ProgressFn) -> bytes:
-    """Run restic, handing each JSON status line to `on_status`; returns the other lines."""
+        args.append("--quiet")
     cmd = [restic_binary(), *repo.options, *args]
     kept: list[bytes] = []
     with subprocess.Popen(
         cmd, env=_child_env(repo), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as proc:
         assert proc.stdout is not None
+        assert proc.stderr is not None
+        errors = _BackupErrors(proc.stderr)
         for line in proc.stdout:
             if line.startswith(b'{"message_type":"status"'):
-                with contextlib.suppress(ValueError):
-                    on_status(json.loads(line))
+                if on_status is not None:
+                    with contextlib.suppress(ValueError):
+                        on_status(json.loads(line))
             else:
                 kept.append(line)
-        stderr = proc.stderr.read() if proc.stderr else b""
         code = proc.wait()
-    if code != 0:
+        stderr = errors.stderr()
+    if code not in (0, EXIT_INCOMPLETE):
         raise _failure(code, stderr, repo.secret_values)
-    return b"".join(kept)
+    summary = _backup_summary(b"".join(kept), errors)
+    if summary.unreadable_count and not allow_unreadable:
+        first = summary.unreadable[0]
+        raise ResticError(
+            "UnreadableFiles",
+            f"{summary.unreadable_count} item(s) could not be read, first {first.path}: "
+            f"{first.error}",
+            code,
+        )
+    return summary
 
 
 def _summary_line(out: bytes) -> dict[str, Any]:
@@ -356,9 +420,33 @@ def _summary_line(out: bytes) -> dict[str, Any]:
     raise ResticError("RepositoryError", "restic backup printed no summary")
 
 
-def restore_directory(repo: Repository, snapshot_id: str, path: str, target: str) -> None:
-    """Restore the sub-tree `path` of a snapshot into `target` (files land directly in it)."""
-    run(repo, ["restore", f"{snapshot_id}:{path}", "--target", target], timeout=6 * 3600)
+def restore_directory(
+    repo: Repository, snapshot_id: str, path: str, target: str, *, sparse: bool = False
+) -> None:
+    """Restore the sub-tree `path` of a snapshot into `target` (files land directly in it).
+
+    With `sparse`, restic leaves holes where a file's chunks are all zeros instead of
+    writing them, so sparse files come back sparse.
+    """
+    args = ["restore", f"{snapshot_id}:{path}", "--target", target]
+    run(repo, [*args, "--sparse"] if sparse else args, timeout=6 * 3600)
+
+
+def directory_node(repo: Repository, snapshot_id: str, path: str) -> dict[str, Any]:
+    """restic's node (mode, times, owner) of the directory `path` inside a snapshot: what
+    `restore` does not apply to its target directory. Reads one tree per path component."""
+    snapshot = run_json(repo, ["cat", "snapshot", snapshot_id]) or {}
+    tree, node = str(snapshot.get("tree", "")), None
+    for name in [p for p in path.split("/") if p]:
+        listing = run_json(repo, ["cat", "blob", tree]) or {}
+        node = next((n for n in listing.get("nodes") or [] if n.get("name") == name), None)
+        if node is None or node.get("type") != "dir":
+            raise ResticError("SnapshotNotFound", f"{path} is not a directory of {snapshot_id}")
+        tree = str(node.get("subtree", ""))
+    if node is None:
+        raise ResticError("SnapshotNotFound", f"{path!r} names no directory")
+    found: dict[str, Any] = node
+    return found
 
 
 def dump_archive(
