@@ -199,7 +199,17 @@ POLICY = {"storageLocation": "loc"}
             "from 0s to 8784h",
         ),
         (_kind("BackupPolicy", {**POLICY, "copyLocation": "other"}), "copyLocation"),
-        (_kind("BackupPolicy", {**POLICY, "verification": {"schedule": "@daily"}}), "verification"),
+        (
+            _kind(
+                "BackupPolicy",
+                {**POLICY, "verification": {"schedule": "@daily", "keepOnFailure": "9999h"}},
+            ),
+            "from 1m to 720h",
+        ),
+        (
+            _kind("BackupVerification", {"backupRef": {"name": "b"}, "policyRef": {"name": "p"}}),
+            "set exactly one of backupRef or policyRef",
+        ),
         (_kind("BackupPolicy", POLICY, name="p" * 64), "at most 63 characters"),
         (
             _kind("Backup", {"storageLocation": "loc", "volumes": {"moverTimeout": "999h"}}),

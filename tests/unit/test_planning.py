@@ -121,5 +121,9 @@ def test_exports_leave_out_safeholds_machinery_and_one_shot_kinds() -> None:
     assert is_machinery({"safehold.io/internal": "true"})
     assert is_machinery({"safehold.io/backup": "old-run"})
     assert not is_machinery({"safehold.io/restored-by": "r1", "safehold.io/policy": "p"})
-    assert {"backups.safehold.io", "restorerequests.safehold.io"} <= NEVER_EXPORTED
+    assert {
+        "backups.safehold.io",
+        "restorerequests.safehold.io",
+        "backupverifications.safehold.io",
+    } <= NEVER_EXPORTED
     assert "backuppolicies.safehold.io" not in NEVER_EXPORTED

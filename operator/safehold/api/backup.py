@@ -11,6 +11,7 @@ from safehold.api.base import ApiModel, Condition, LocalObjectReference
 from safehold.api.content import BackupContent
 from safehold.api.durations import TimeToLive
 from safehold.api.units import human_bytes
+from safehold.api.verification import BackupVerificationState
 
 BackupPhase = Literal["New", "Running", "Succeeded", "PartiallyFailed", "Failed"]
 ItemResult = Literal["Succeeded", "Failed", "Skipped"]
@@ -185,6 +186,9 @@ class BackupStatus(ApiModel):
     """Errors, each naming the item it concerns."""
     warnings: list[str] = Field(default_factory=list)
     """Warnings, each naming the item it concerns."""
+    verification: BackupVerificationState | None = None
+    """The last verdict of a drill or repository check on this backup: Verified,
+    VerificationFailed or Corrupt."""
 
     def to_wire(self) -> dict[str, object]:
         """The wire form, with `size` always matching `sizeBytes`."""

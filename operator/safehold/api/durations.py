@@ -64,3 +64,6 @@ ReadyTimeout = Annotated[str, duration_field("0s", "24h"), duration_check("0s", 
 GracePeriod = Annotated[str, duration_field("0s", "8784h"), duration_check("0s", "8784h")]
 RpoTarget = Annotated[str, duration_field("1s", "8784h"), duration_check("1s", "8784h")]
 TimeToLive = Annotated[str, duration_field("1m", "87840h"), duration_check("1m", "87840h")]
+DrillTimeout = Annotated[str, duration_field("1m", "24h"), duration_check("1m", "24h")]
+KeepDuration = Annotated[str, duration_field("1m", "720h"), duration_check("1m", "720h")]
+RtoTarget = Annotated[str, duration_field("1s", "8784h"), duration_check("1s", "8784h")]

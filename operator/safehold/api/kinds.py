@@ -1,4 +1,4 @@
-"""The four custom resource kinds: their names, models, printer columns and CEL rules."""
+"""The five custom resource kinds: their names, models, printer columns and CEL rules."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from safehold.api.base import ApiModel
 from safehold.api.location import BackupStorageLocationSpec, BackupStorageLocationStatus
 from safehold.api.policy import BackupPolicySpec, BackupPolicyStatus
 from safehold.api.restore import RestoreRequestSpec, RestoreRequestStatus
+from safehold.api.verification import BackupVerificationSpec, BackupVerificationStatus
 
 
 @dataclass(frozen=True)
@@ -155,4 +156,34 @@ RESTORE = KindInfo(
     ),
 )
 
-ALL_KINDS: tuple[KindInfo, ...] = (LOCATION, POLICY, BACKUP, RESTORE)
+VERIFICATION = KindInfo(
+    kind="BackupVerification",
+    plural="backupverifications",
+    short_names=("shver", "bver"),
+    description=(
+        "One restore drill of a backup into a scratch namespace, with named checks. "
+        "Never changes once created."
+    ),
+    spec=BackupVerificationSpec,
+    status=BackupVerificationStatus,
+    name_limit=63,
+    columns=(
+        PrinterColumn("Phase", ".status.phase", priority=1),
+        PrinterColumn("Backup", ".status.backup"),
+        PrinterColumn("Result", ".status.result"),
+        PrinterColumn("RTO", ".status.rto", description="Measured restore time"),
+        PrinterColumn("Completed", ".status.completionTime", "date", priority=1),
+        AGE,
+        PrinterColumn("Message", _condition("Succeeded", "message"), priority=1),
+    ),
+    spec_rules=(
+        IMMUTABLE,
+        CelRule(
+            "has(self.backupRef) != has(self.policyRef)",
+            "set exactly one of backupRef or policyRef",
+            "FieldValueInvalid",
+        ),
+    ),
+)
+
+ALL_KINDS: tuple[KindInfo, ...] = (LOCATION, POLICY, BACKUP, RESTORE, VERIFICATION)

@@ -10,6 +10,7 @@ from pydantic import Field
 from safehold.api.base import ApiModel, Condition, DnsSubdomain
 from safehold.api.content import BackupContent
 from safehold.api.durations import GracePeriod, RpoTarget
+from safehold.api.verification import PolicyVerification, VerificationReference
 
 
 class Retention(ApiModel):
@@ -58,6 +59,8 @@ class BackupPolicySpec(BackupContent):
     older than this."""
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
     """Retain keeps backup data when the policy is deleted; Delete removes it."""
+    verification: PolicyVerification | None = None
+    """Scheduled restore drills (BackupVerifications) of the newest successful backup."""
 
 
 class BackupReference(ApiModel):
@@ -93,3 +96,14 @@ class BackupPolicyStatus(ApiModel):
     """The last handled value of the safehold.io/trigger annotation."""
     last_retention_backup: str | None = None
     """The successful backup after which retention last ran."""
+    last_verification: VerificationReference | None = None
+    """The newest finished drill of the policy."""
+    next_verification_time: datetime | None = None
+    """When the next scheduled drill is due."""
+    last_evaluated_verification_time: datetime | None = None
+    """The latest scheduled drill time that was started, skipped or counted as missed."""
+    verification_runs: int | None = None
+    """Drills of the policy started so far: the repository check's data subset advances
+    with it."""
+    rto_met: bool | None = None
+    """Whether the last drill's measured restore time is within verification.rtoTarget."""

@@ -84,6 +84,7 @@ def backup_from_manifest(manifest: BackupManifest, location: str) -> tuple[JSON,
         errors=manifest.errors,
         warnings=manifest.warnings,
         run_uid=manifest.uid,
+        verification=manifest.verification,
     )
     return body, status.to_wire()
 

@@ -80,9 +80,16 @@ class BackupView:
         return self.phase in TERMINAL
 
     @property
+    def corrupt(self) -> bool:
+        """A drill or repository check found its data, index or manifest damaged."""
+        verdict = (self.body.get("status") or {}).get("verification") or {}
+        return bool(verdict.get("result") == "Corrupt")
+
+    @property
     def restorable(self) -> bool:
-        """Succeeded or PartiallyFailed, and not known to be gone from the catalog."""
-        if self.phase not in ("Succeeded", "PartiallyFailed"):
+        """Succeeded or PartiallyFailed, not Corrupt, and not known to be gone from the
+        catalog: what a latest restore, a drill and retention's newest good backup may be."""
+        if self.phase not in ("Succeeded", "PartiallyFailed") or self.corrupt:
             return False
         conditions = (self.body.get("status") or {}).get("conditions") or []
         state = next((c for c in conditions if c.get("type") == "Restorable"), None)

@@ -37,6 +37,7 @@ NEVER_EXPORTED = frozenset(
         # are taken like any custom resource.
         "backups.safehold.io",
         "restorerequests.safehold.io",
+        "backupverifications.safehold.io",
         # Kopf's peering state of running operators.
         "kopfpeerings.kopf.dev",
         "clusterkopfpeerings.kopf.dev",

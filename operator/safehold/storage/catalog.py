@@ -19,6 +19,7 @@ from safehold.api.backup import BackupPhase, DatabaseResult, ResourceSummary, Vo
 from safehold.api.base import ApiModel
 from safehold.api.content import BackupContent
 from safehold.api.errors import Failure
+from safehold.api.verification import BackupVerificationState
 from safehold.planning import trust
 from safehold.storage.layout import BucketLayout
 from safehold.storage.s3 import delete_prefix
@@ -76,6 +77,9 @@ class BackupManifest(ApiModel):
     content: BackupContent | None = None
     """What the run took (format 2; absent in format 1 manifests). Never secret values: the
     database targets name their credentials Secrets only."""
+    verification: BackupVerificationState | None = None
+    """The last verdict of a drill or repository check (Verified, VerificationFailed,
+    Corrupt), so that a cluster re-discovering the bucket sees it."""
 
     @property
     def restorable(self) -> bool:
