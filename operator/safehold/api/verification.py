@@ -170,6 +170,8 @@ class BackupVerificationStatus(ApiModel):
     """The namespace the drill restored into (removed after the drill)."""
     scratch_removed: bool | None = None
     """Whether everything the drill created is gone."""
+    scratch_databases: list[str] = Field(default_factory=list)
+    """Scratch databases the drill created, as target/database (dropped after the drill)."""
     keep_until: datetime | None = None
     """A failed drill's scratch namespace is kept until then (keepOnFailure)."""
     start_time: datetime | None = None
