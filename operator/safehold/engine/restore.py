@@ -42,7 +42,8 @@ from safehold.kube.clients import Clients
 from safehold.kube.rest import ApiError, Rest
 from safehold.planning import trust
 from safehold.planning.conditions import get_condition
-from safehold.planning.policy import BackupView, policy_of
+from safehold.planning.meta import policy_of
+from safehold.planning.policy import BackupView
 from safehold.planning.resource_types import resource_path
 from safehold.planning.restore import Entry, RestorePlan, Stage, plan_restore
 from safehold.planning.results import results_config_map
@@ -81,11 +82,19 @@ def _latest_of_policy(rest: Rest, namespace: str, policy: str) -> str:
     return str(max(candidates)[1])
 
 
-def resolve_source(clients: Clients, namespace: str, spec: RestoreRequestSpec) -> Source:
-    if spec.backup_ref is not None:
-        name = spec.backup_ref.name
-    elif spec.policy_ref is not None:
-        name = _latest_of_policy(clients.rest, namespace, spec.policy_ref.name)
+class ManifestMissing(RunError):
+    """The catalog lost the Backup's manifest (or holds an unrestorable one)."""
+
+
+def resolve_backup(
+    clients: Clients, namespace: str, backup: str | None, policy: str | None
+) -> tuple[str, BackupStatus]:
+    """The Backup to restore (named, or the policy's newest restorable one) and its status;
+    RunError when it cannot be restored."""
+    if backup is not None:
+        name = backup
+    elif policy is not None:
+        name = _latest_of_policy(clients.rest, namespace, policy)
     else:
         raise RunError("InvalidSpec", "set backupRef or policyRef")
     body = clients.rest.get_or_none(BACKUP.path(namespace, name))
@@ -101,7 +110,13 @@ def resolve_source(clients: Clients, namespace: str, spec: RestoreRequestSpec) -
     gone = get_condition(status.conditions, "Restorable")
     if gone is not None and gone.status == "False":
         raise RunError("BackupNotRestorable", f"Backup {namespace}/{name}: {gone.message}")
-    location = load_location(clients, namespace, status.storage_location, need_write=False)
+    return name, status
+
+
+def read_source(clients: Clients, namespace: str, name: str, status: BackupStatus) -> Source:
+    """The Backup's location and its manifest from the catalog (ManifestMissing when the
+    catalog has no restorable entry for it: its reason stays BackupNotRestorable)."""
+    location = load_location(clients, namespace, status.storage_location or "", need_write=False)
     manifest = read_manifest(
         make_client(location.s3),
         location.s3.layout,
@@ -110,11 +125,21 @@ def resolve_source(clients: Clients, namespace: str, spec: RestoreRequestSpec) -
         privileged=namespace == operator_namespace(),
     )
     if manifest is None or not manifest.restorable:
-        raise RunError(
+        raise ManifestMissing(
             "BackupNotRestorable",
             f"the catalog in {location.name} has no restorable manifest for Backup {name}",
         )
     return Source(name, location, manifest)
+
+
+def resolve_source(clients: Clients, namespace: str, spec: RestoreRequestSpec) -> Source:
+    name, status = resolve_backup(
+        clients,
+        namespace,
+        spec.backup_ref.name if spec.backup_ref else None,
+        spec.policy_ref.name if spec.policy_ref else None,
+    )
+    return read_source(clients, namespace, name, status)
 
 
 def database_targets(clients: Clients, namespace: str, source: Source) -> list[DatabaseTarget]:

@@ -129,12 +129,22 @@ def harmless(entry: Entry, obj: JSON) -> JSON:
     return out
 
 
-def data_subset(runs_so_far: int, read_data_runs: int) -> tuple[int, int] | None:
-    """The pack-file subset k/N this drill reads (N successive drills read everything);
-    None reads all data."""
+def data_subset(previous: str | None, read_data_runs: int) -> tuple[int, int] | None:
+    """The pack-file subset k/N this drill reads: the one after the previous drill's (`k/N`
+    as recorded), so that N successive drills read everything; None reads all data."""
     if read_data_runs <= 1:
         return None
-    return (runs_so_far % read_data_runs + 1, read_data_runs)
+    last = 0
+    if previous:
+        k, _, n = previous.partition("/")
+        if k.isdigit() and n == str(read_data_runs):
+            last = int(k)
+    return (last % read_data_runs + 1, read_data_runs)
+
+
+def scratch_suffix(uid: str) -> str:
+    """What a drill appends to the names of its scratch databases."""
+    return "shv" + hashlib.sha256(uid.encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True)

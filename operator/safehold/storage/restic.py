@@ -171,6 +171,10 @@ def _reason(code: int, stderr: str) -> str:
         return "RepositoryPasswordWrong"
     if code == EXIT_LOCK_FAILED:
         return "RepositoryLocked"
+    if "verifying" in stderr.lower() and "error" in stderr.lower():
+        return "FileContentMismatch"
+    if "pack" in stderr and ("not found" in stderr or "does not exist" in stderr):
+        return "RepositoryDamaged"
     if "dial tcp" in stderr or "connection refused" in stderr or "no such host" in stderr:
         return "EndpointUnreachable"
     if any(
@@ -421,15 +425,24 @@ def _summary_line(out: bytes) -> dict[str, Any]:
 
 
 def restore_directory(
-    repo: Repository, snapshot_id: str, path: str, target: str, *, sparse: bool = False
+    repo: Repository,
+    snapshot_id: str,
+    path: str,
+    target: str,
+    *,
+    sparse: bool = False,
+    verify: bool = False,
 ) -> None:
     """Restore the sub-tree `path` of a snapshot into `target` (files land directly in it).
 
     With `sparse`, restic leaves holes where a file's chunks are all zeros instead of
-    writing them, so sparse files come back sparse.
+    writing them, so sparse files come back sparse. With `verify`, restic reads every restored
+    file back and compares it with the snapshot (a mismatch fails: FileContentMismatch).
     """
     args = ["restore", f"{snapshot_id}:{path}", "--target", target]
-    run(repo, [*args, "--sparse"] if sparse else args, timeout=6 * 3600)
+    args += ["--sparse"] if sparse else []
+    args += ["--verify"] if verify else []
+    run(repo, args, timeout=6 * 3600)
 
 
 def directory_node(repo: Repository, snapshot_id: str, path: str) -> dict[str, Any]:
