@@ -16,6 +16,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from safehold.api.backup import BackupStatus
 from safehold.api.base import LocalObjectReference
 from safehold.api.durations import parse_duration
 from safehold.api.errors import Failure
@@ -30,7 +31,7 @@ from safehold.api.verification import (
 from safehold.engine import drill_checks, drill_scratch
 from safehold.engine.drill_data import DrillData
 from safehold.engine.gateway import Gateway
-from safehold.engine.locations import store_failed
+from safehold.engine.locations import load_location, store_failed
 from safehold.engine.metrics import observe_drill
 from safehold.engine.restore import (
     ManifestMissing,
@@ -63,6 +64,7 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
         super().__init__(clients, body, gateway)
         self.uid: str = self.body["metadata"]["uid"]
         self.checks: list[CheckStatus] = []
+        self.backup_status: BackupStatus | None = None
 
     # ---- the run ------------------------------------------------------------------------
     def _run(self) -> None:
@@ -83,6 +85,7 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
             self._finish("Failed", err.reason, err.message)
             return
         self.status.backup = name
+        self.backup_status = backup_status
         self.status.policy = self.status.policy or backup_status.policy
         self.status.backup_age_seconds = drills.backup_age_seconds(
             backup_status.completion_time, now
@@ -93,10 +96,10 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
             self._drill(source)
         self._conclude(source)
 
-    def _source(self, name: str, backup_status: object) -> Source | None:
+    def _source(self, name: str, backup_status: BackupStatus) -> Source | None:
         started = time.monotonic()
         try:
-            source = read_source(self.clients, self.namespace, name, backup_status)  # type: ignore[arg-type]
+            source = read_source(self.clients, self.namespace, name, backup_status)
         except ManifestMissing as err:
             self._check_failed("manifest", "ManifestMissing", err.message, started)
             return None
@@ -125,8 +128,10 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
         )
 
     def _drill(self, source: Source) -> None:
+        attempt = f"{self.status.start_time:%Y%m%d%H%M%S%f}"
         mapping = {
-            ns: drills.scratch_namespace(self.namespace, self.name, self.uid, ns)
+            # New names per attempt: a resumed drill never waits for the old ones to go.
+            ns: drills.scratch_namespace(self.namespace, self.name, f"{self.uid}@{attempt}", ns)
             for ns in source.manifest.namespaces
         }
         self.status.scratch_namespaces = sorted(mapping.values())
@@ -233,9 +238,12 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
                 continue
             self._say(f"running probe {probe.name}")
             self.checks.append(
-                drill_checks.timed(f"probe:{probe.name}", functools.partial(
-                    drill_checks.probe, self.clients.rest, probe, where, self.name
-                ))
+                drill_checks.timed(
+                    f"probe:{probe.name}",
+                    functools.partial(
+                        drill_checks.probe, self.clients.rest, probe, where, self.name
+                    ),
+                )
             )
 
     def _remaining(self) -> float:
@@ -260,13 +268,24 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
             self.status.scratch_removed = drill_scratch.remove_scratch(
                 self.clients.rest, self.status.scratch_namespaces, self.uid
             )
-        if source is not None or verdict.backup_result == "Corrupt":
-            self._record_on_backup(source, verdict)
+        self._record_on_backup(source, verdict)
         self._finish("Succeeded" if verdict.passed else "Failed", verdict.reason, verdict.message)
 
     def _record_on_backup(self, source: Source | None, verdict: drills.Verdict) -> None:
-        if self.status.backup is None or source is None:
+        if self.status.backup is None or self.backup_status is None:
             return
+        location = source.location if source is not None else None
+        if location is None:  # the manifest is gone: the Backup's status still says so
+            try:
+                location = load_location(
+                    self.clients,
+                    self.namespace,
+                    self.backup_status.storage_location or "",
+                    need_write=False,
+                )
+            except Failure as err:
+                self.status.warnings.append(f"verdict not recorded on the Backup: {err.message}")
+                return
         state = BackupVerificationState(
             result=verdict.backup_result,
             time=datetime.now(UTC),
@@ -276,7 +295,7 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
         try:
             record_verdict(
                 self.clients,
-                source.location,
+                location,
                 self.namespace,
                 self.status.backup,
                 state,
@@ -336,4 +355,3 @@ def _restore_check(results: Results, runner: StageRunner, started: float) -> Che
         message=message,
         duration_seconds=round(time.monotonic() - started, 3),
     )
-

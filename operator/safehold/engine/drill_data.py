@@ -17,6 +17,7 @@ from safehold.engine.movers import MoverLauncher
 from safehold.engine.repository_check import check_repositories
 from safehold.engine.restore import Source, database_targets
 from safehold.planning import drills
+from safehold.storage.catalog import BackupManifest
 
 if TYPE_CHECKING:
     from safehold.engine.drill import DrillRun
@@ -37,17 +38,20 @@ class DrillData:
         layout = self.source.location.s3.layout
         keys = {layout.repository(run.namespace)}
         keys |= {v.repository for v in manifest.volumes if v.repository}
-        subset = drills.data_subset(
-            _previous_subset(run), run.spec.checks.read_data_runs
-        )
+        subset = drills.data_subset(_previous_subset(run), run.spec.checks.read_data_runs)
         run.status.data_subset = f"{subset[0]}/{subset[1]}" if subset else "all"
         run._say(f"checking {len(keys)} repository(ies), data subset {run.status.data_subset}")
         found = check_repositories(self.source.location, sorted(keys), subset)
+        reason = found.reason
+        if reason == "RepositoryDamaged" and not drills.touches(
+            found.damaged_snapshots, _snapshots_of(manifest)
+        ):
+            reason = "OtherBackupsDamaged"  # the repository is, this backup's data is not
         return [
             CheckStatus(
                 name="repository",
                 result="Passed" if found.passed else "Failed",
-                reason=None if found.passed else found.reason,
+                reason=None if found.passed else reason,
                 message=found.message,
                 duration_seconds=round(found.duration_seconds, 3),
             )
@@ -122,6 +126,14 @@ class DrillData:
             drop_scratch_databases(
                 data._launcher(), run.namespace, targets.get(target), overrides.get(target), names
             )
+
+
+def _snapshots_of(manifest: BackupManifest) -> set[str]:
+    ids = {v.snapshot_id for v in manifest.volumes if v.snapshot_id}
+    ids |= {s for d in manifest.databases for s in d.snapshots}
+    if manifest.resources is not None and manifest.resources.snapshot_id:
+        ids.add(manifest.resources.snapshot_id)
+    return ids
 
 
 def _source_of(run: DrillRun) -> Source:

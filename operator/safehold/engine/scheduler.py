@@ -266,8 +266,11 @@ class Scheduler:
                     raise
                 continue
             events.append(
-                Event("Normal", "DrillStarted", f"scheduled drill {request.scheduled}: "
-                      f"BackupVerification {request.name}")
+                Event(
+                    "Normal",
+                    "DrillStarted",
+                    f"scheduled drill {request.scheduled}: BackupVerification {request.name}",
+                )
             )
         for name in decision.delete:
             self.clients.rest.delete_quietly(VERIFICATION.path(namespace, name))

@@ -142,6 +142,15 @@ def data_subset(previous: str | None, read_data_runs: int) -> tuple[int, int] | 
     return (last % read_data_runs + 1, read_data_runs)
 
 
+def touches(damaged: Iterable[str], snapshots: Iterable[str]) -> bool:
+    """Whether any damaged snapshot (full or short id) is one of `snapshots`; an unknown set
+    of damaged snapshots (empty) counts as touching them all."""
+    found = [d for d in damaged if d]
+    if not found:
+        return True
+    return any(s.startswith(d) or d.startswith(s) for d in found for s in snapshots if s)
+
+
 def scratch_suffix(uid: str) -> str:
     """What a drill appends to the names of its scratch databases."""
     return "shv" + hashlib.sha256(uid.encode()).hexdigest()[:8]
