@@ -299,3 +299,93 @@ def test_a_removed_manifest_fails_the_manifest_check(
     assert drill["status"]["phase"] == "Failed"
     assert not drill["status"].get("scratchNamespaces"), drill["status"]
     assert _verdict(local_cluster, name) == "Corrupt"
+
+
+def test_a_policy_schedules_drills_records_the_last_and_judges_the_rto(
+    local_cluster: LocalCluster, ns: str
+) -> None:
+    policy = f"sched-{ns}"
+    body = {
+        "apiVersion": "safehold.io/v1alpha1",
+        "kind": "BackupPolicy",
+        "metadata": {"name": policy, "annotations": {"safehold.io/trigger": "first"}},
+        "spec": {
+            "storageLocation": "main",
+            "selection": {"namespaces": [ns]},
+            "volumes": {"rules": [{"mode": "filesystem"}]},
+            "verification": {
+                "schedule": "* * * * *",
+                "rtoTarget": "1s",
+                "successfulHistoryLimit": 1,
+                "checks": {"repository": False},
+            },
+        },
+    }
+    apply(local_cluster, OPS, body)
+    try:
+        drill = wait_for(lambda: _finished_drill(local_cluster, policy), 240, "a scheduled drill")
+        assert drill["status"]["result"] == "Passed", drill["status"]
+        assert drill["metadata"]["labels"]["safehold.io/policy"] == policy
+        assert drill["metadata"]["ownerReferences"][0]["name"] == policy
+        assert drill["spec"]["checks"]["repository"] is False  # the policy's settings, copied
+        # The policy records it; a restore slower than the 1s target makes it not Ready.
+        status = wait_for(
+            lambda: _with_last_drill(local_cluster, policy, drill["metadata"]["name"]),
+            60,
+            "the policy to record the drill",
+        )
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "False", ready
+        assert ready["reason"] == "RtoTargetMissed", ready
+        assert status["rtoMet"] is False
+        assert status["nextVerificationTime"]
+    finally:
+        kubectl(local_cluster, "delete", "backuppolicy", "-n", OPS, policy, check=False)
+
+
+def _finished_drill(cluster: LocalCluster, policy: str) -> JSON | None:
+    out = kubectl(
+        cluster, "get", "backupverifications", "-n", OPS, "-l", f"safehold.io/policy={policy}",
+        "-o", "json",
+    ).stdout  # fmt: skip
+    done = [d for d in json.loads(out)["items"] if (d.get("status") or {}).get("completionTime")]
+    return done[0] if done else None
+
+
+def _with_last_drill(cluster: LocalCluster, policy: str, drill: str) -> JSON | None:
+    status: JSON = get(cluster, OPS, "backuppolicy", policy).get("status") or {}
+    last = status.get("lastVerification") or {}
+    return status if last.get("name") == drill and status.get("rtoMet") is not None else None
+
+
+def test_a_drill_interrupted_by_an_operator_crash_starts_over_and_cleans_up(
+    local_cluster: LocalCluster, ns: str, operator: Any
+) -> None:
+    name = f"crash-{ns}"
+    _backup(local_cluster, ns, name)
+    slow = {"name": "slow", "image": "busybox", "command": ["sh", "-c", "sleep 20"]}
+    apply(
+        local_cluster,
+        OPS,
+        {"apiVersion": "safehold.io/v1alpha1", "kind": "BackupVerification",
+         "metadata": {"name": name},
+         "spec": {"backupRef": {"name": name},
+                  "checks": {"repository": False, "probes": [slow]}}},
+    )  # fmt: skip
+
+    def probing() -> list[str] | None:
+        status = get(local_cluster, OPS, "backupverification", name).get("status") or {}
+        message = next(
+            (c["message"] for c in status.get("conditions") or [] if c["type"] == "Succeeded"), ""
+        )
+        return status.get("scratchNamespaces") if "probe" in message else None
+
+    first = wait_for(probing, 180, "the drill to run its probe")
+    operator.crash_and_restart()
+    from localcluster.objects import wait_complete
+
+    done = wait_complete(local_cluster, OPS, "backupverification", name, timeout=300)
+    assert done["status"]["result"] == "Passed", done["status"]
+    assert done["status"]["scratchNamespaces"] != first  # a new attempt, new namespaces
+    for scratch in [*first, *done["status"]["scratchNamespaces"]]:
+        wait_for(lambda s=scratch: not _namespace_exists(local_cluster, s), 180, f"{scratch} gone")
