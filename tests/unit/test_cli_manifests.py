@@ -271,6 +271,9 @@ def test_every_command_has_examples_in_its_help() -> None:
         ["restore", "create"],
         ["restore", "list"],
         ["restore", "describe"],
+        ["verify", "create"],
+        ["verify", "list"],
+        ["verify", "describe"],
         ["completion"],
     ):
         sub: Any = parser
@@ -393,6 +396,7 @@ def test_backup_table() -> None:
         "LOCATION",
         "SIZE",
         "OBJECTS",
+        "VERIFICATION",
         "AGE",
     ]
     assert row.split() == [
@@ -404,7 +408,7 @@ def test_backup_table() -> None:
         "5.0MiB",
         "12",
         "60m",
-    ]
+    ]  # not drilled: an empty VERIFICATION
     text = output.backup_table([FINISHED_BACKUP], NOW, all_namespaces=False)
     assert text.splitlines()[0].startswith("NAME ")
 
