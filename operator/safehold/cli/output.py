@@ -413,8 +413,8 @@ def verification_table(
 
 
 def _scratch(status: Mapping[str, Any], now: datetime) -> str:
-    """The scratch namespace and whether it is gone."""
-    name = status.get("scratchNamespace")
+    """The scratch namespaces and whether they are gone."""
+    name = ", ".join(str(n) for n in status.get("scratchNamespaces") or [])
     if not name:
         return "-"
     if status.get("scratchRemoved") is True:

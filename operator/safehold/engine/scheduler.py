@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from safehold.api.base import JSON
-from safehold.api.kinds import BACKUP, LOCATION, POLICY
+from safehold.api.kinds import BACKUP, LOCATION, POLICY, VERIFICATION
 from safehold.api.policy import BackupPolicySpec
+from safehold.engine import drill_scratch
 from safehold.engine.deletion import Deleter
 from safehold.engine.maintenance import Maintenance
 from safehold.engine.metrics import LAST_SUCCESS, MISSED_RUNS, POLICY_READY, RPO_VIOLATED
@@ -38,8 +39,10 @@ from safehold.kube.clients import Clients
 from safehold.kube.events import post_event
 from safehold.kube.resources import list_all, patch_status
 from safehold.kube.rest import ApiError
-from safehold.planning.builders import policy_backup
+from safehold.planning.builders import policy_backup, policy_drill
 from safehold.planning.conditions import changed
+from safehold.planning.drill_schedule import DrillView
+from safehold.planning.meta import policy_of
 from safehold.planning.policy import (
     BackupView,
     Evaluation,
@@ -47,7 +50,6 @@ from safehold.planning.policy import (
     EventType,
     RunRequest,
     evaluate,
-    policy_of,
 )
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,11 @@ class Scheduler:
             policy = policy_of(view.body)
             if policy:
                 by_policy[(view.namespace, policy)].append(view)
+        drills: dict[tuple[str, str], list[DrillView]] = defaultdict(list)
+        for body in list_all(self.clients.custom, VERIFICATION):
+            policy = policy_of(body)
+            if policy:
+                drills[(body["metadata"]["namespace"], policy)].append(DrillView.of(body))
         result.deleted += self.deleter.requested(backups, now)
         for body in policies:
             if body["metadata"].get("deletionTimestamp"):
@@ -142,7 +149,9 @@ class Scheduler:
             key = (body["metadata"]["namespace"], body["metadata"]["name"])
             location = locations.get((key[0], (body.get("spec") or {}).get("storageLocation")))
             try:
-                due = self._policy(body, by_policy.get(key, []), location, now, result)
+                due = self._policy(
+                    body, by_policy.get(key, []), location, now, result, drills.get(key, [])
+                )
             except Exception:  # one broken policy must not stop the others
                 log.exception("scheduling policy %s/%s failed", *key)
                 continue
@@ -150,6 +159,10 @@ class Scheduler:
                 result.next_due = due
         self._flush(result.writes)
         result.pruned = self.maintenance.prune_due(locations, backups, now)
+        try:
+            drill_scratch.sweep(self.clients.rest, now)
+        except Exception:  # the next pass tries again
+            log.exception("sweeping drill scratch namespaces failed")
         return result
 
     def _policy(
@@ -159,10 +172,11 @@ class Scheduler:
         location: JSON | None,
         now: datetime,
         result: TickResult,
+        drills: list[DrillView],
     ) -> datetime | None:
         meta = body["metadata"]
         namespace = meta["namespace"]
-        evaluation = evaluate(body, mine, location, now, operator_namespace())
+        evaluation = evaluate(body, mine, location, now, operator_namespace(), drills)
         self._record_metrics(namespace, meta["name"], evaluation)
         events = list(evaluation.events)
         spec = evaluation.spec
@@ -170,6 +184,8 @@ class Scheduler:
             if spec is not None and self._create_backup(body, spec, run):
                 result.created.append(f"{namespace}/{run.backup}")
                 events.append(run.started)
+        if spec is not None:
+            events += self._drills(body, spec, evaluation)
         if evaluation.location_ready:
             retention_events, deleted = apply_retention(self.deleter, evaluation, mine, now)
             events += retention_events
@@ -231,6 +247,31 @@ class Scheduler:
                 future.result()
             except Exception:  # one failed write must not stop the others
                 log.exception("writing a policy's status failed")
+
+    def _drills(self, policy: JSON, spec: BackupPolicySpec, evaluation: Evaluation) -> list[Event]:
+        """Create the drills due, delete those past the history limits."""
+        namespace = policy["metadata"]["namespace"]
+        events = []
+        decision = evaluation.drills
+        if decision.skipped_no_backup:
+            events.append(
+                Event("Warning", "DrillSkipped", "scheduled drill skipped: no successful backup")
+            )
+        for request in decision.requests:
+            body = policy_drill(policy, request.name, request.scheduled, spec)
+            try:
+                self.clients.rest.create(VERIFICATION.path(namespace), body)
+            except ApiError as err:
+                if err.status != 409:
+                    raise
+                continue
+            events.append(
+                Event("Normal", "DrillStarted", f"scheduled drill {request.scheduled}: "
+                      f"BackupVerification {request.name}")
+            )
+        for name in decision.delete:
+            self.clients.rest.delete_quietly(VERIFICATION.path(namespace, name))
+        return events
 
     def _create_backup(self, policy: JSON, spec: BackupPolicySpec, run: RunRequest) -> bool:
         """Create the Backup of a run; False when it exists already (the run was started)."""
