@@ -187,9 +187,8 @@ def test_list_and_describe_finished_backup(local_cluster: LocalCluster, namespac
     listed = cli(local_cluster, "backup", "list", "-n", namespace)
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert lines[0].split() == [
-        "NAME", "PHASE", "POLICY", "LOCATION", "SIZE", "OBJECTS", "VERIFICATION", "AGE",
-    ]  # fmt: skip
+    headers = ["NAME", "PHASE", "VERDICT", "POLICY", "LOCATION", "SIZE", "OBJECTS", "AGE"]
+    assert lines[0].split() == headers
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["done"][1:6] == ["Succeeded", "nightly", "primary", "3.0MiB", "12"]
     assert rows["fresh"][1:3] == ["New", "primary"]
@@ -569,10 +568,13 @@ def test_sizes_are_human_in_tables_and_raw_in_json(
 DRILLS = "backupverifications.safehold.io"
 
 
+CONTENT_FAILED = "check content failed: configmaps/shop/app differs from the backup's index"
+
+
 def drill_finished(passed: bool) -> dict[str, Any]:
     """The status the operator writes at the end of a drill."""
-    reason = "Passed" if passed else "ChecksFailed"
-    message = "3 checks passed" if passed else "check content failed"
+    reason = "Verified" if passed else "ChecksumMismatch"
+    message = "3 check(s) passed: restore, repository, content" if passed else CONTENT_FAILED
     status = finished(passed, reason, message)
     content = {"name": "content", "result": "Passed", "durationSeconds": 0.4}
     if not passed:
@@ -585,7 +587,8 @@ def drill_finished(passed: bool) -> dict[str, Any]:
         "restoreSeconds": 80.2,
         "rto": "1m20s",
         "backupAgeSeconds": 7200.0,
-        "scratchNamespace": "safehold-drill-abc12",
+        "scratchNamespaces": ["safehold-drill-abc12"],
+        "dataSubset": "3/10",
         "scratchRemoved": passed,
         "checks": [
             {
@@ -645,7 +648,7 @@ def test_verify_wait_names_the_failed_check(local_cluster: LocalCluster, namespa
     lines = result.stderr.splitlines()
     assert "backupverification.safehold.io/d-fail: Running" in lines
     assert lines[-2:] == [
-        "error: backupverification.safehold.io/d-fail Failed (ChecksFailed: check content failed)",
+        f"error: backupverification.safehold.io/d-fail Failed (ChecksumMismatch: {CONTENT_FAILED})",
         "  check content failed (ChecksumMismatch): configmaps/shop/app differs from the "
         "backup's index",
     ]
@@ -672,8 +675,9 @@ def test_verify_wait_success_list_and_describe(local_cluster: LocalCluster, name
     thread.join()
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[1:] == [
-        "backupverification.safehold.io/d-ok Succeeded (Passed: 3 checks passed)",
-        "  3 checks passed, RTO 1m20s, RPO 120m",
+        "backupverification.safehold.io/d-ok Succeeded (Verified: 3 check(s) passed: restore, "
+        "repository, content)",
+        "  RTO 1m20s (restore time), RPO 120m (backup age)",
     ]
     assert cli(local_cluster, "verify", "create", "d-new", "--from-policy", "nightly",
                "-n", namespace).returncode == 0  # fmt: skip
@@ -718,12 +722,13 @@ def test_backup_list_and_describe_show_the_verdict(
     listed = cli(local_cluster, "backup", "list", "-n", namespace)
     assert listed.returncode == 0, listed.stderr
     header, *rows = listed.stdout.splitlines()
-    assert header.split()[-2:] == ["VERIFICATION", "AGE"]
-    column = header.index("VERIFICATION")
+    assert header.split()[:3] == ["NAME", "PHASE", "VERDICT"]
+    column = header.index("VERDICT")
     assert {row.split()[0]: row[column:].split()[0] for row in rows} == {
         "bad": "Corrupt", "good": "Verified",
     }  # fmt: skip
     described = cli(local_cluster, "backup", "describe", "bad", "-n", namespace).stdout
-    assert "Verification:   Corrupt (repository check, " in described
+    assert "Verification:   Corrupt by the location's repository check, " in described
+    assert "Verdict:        bad backup" in described
     described = cli(local_cluster, "backup", "describe", "good", "-n", namespace).stdout
-    assert "Verification:   Verified (drill d-ok, " in described
+    assert "Verification:   Verified by drill d-ok, " in described

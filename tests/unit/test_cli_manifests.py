@@ -392,11 +392,11 @@ def test_backup_table() -> None:
         "NAMESPACE",
         "NAME",
         "PHASE",
+        "VERDICT",
         "POLICY",
         "LOCATION",
         "SIZE",
         "OBJECTS",
-        "VERIFICATION",
         "AGE",
     ]
     assert row.split() == [
@@ -408,7 +408,7 @@ def test_backup_table() -> None:
         "5.0MiB",
         "12",
         "60m",
-    ]  # not drilled: an empty VERIFICATION
+    ]
     text = output.backup_table([FINISHED_BACKUP], NOW, all_namespaces=False)
     assert text.splitlines()[0].startswith("NAME ")
 

@@ -1,5 +1,5 @@
 """`safehold verify`, the pure parts: the BackupVerification builder, `-o yaml|json`, usage
-errors, the list and describe rendering, what `--wait` prints, the backup's verdict."""
+errors, the list and describe rendering, what `--wait` prints."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import yaml
 
-from safehold.api.backup import BackupStatus
 from safehold.api.verification import BackupVerificationSpec, BackupVerificationStatus
 from safehold.cli import common, manifests, output, verify
 from safehold.cli.main import main
@@ -37,6 +36,9 @@ def _condition(type_: str, status: str, reason: str, message: str = "") -> dict[
     }
 
 
+# What the drill engine writes (planning/drills.verdict): named by the first failed check.
+CONTENT_FAILED = "check content failed: configmaps/shop/app differs from the backup's index"
+
 FAILED_DRILL: dict[str, Any] = {
     "metadata": {"name": "d1", "namespace": "shop", "creationTimestamp": "2025-01-02T11:00:00Z"},
     "spec": {"policyRef": {"name": "nightly"}, "keepOnFailure": "2h"},
@@ -46,15 +48,16 @@ FAILED_DRILL: dict[str, Any] = {
         "backup": "nightly-202501020300",
         "policy": "nightly",
         "conditions": [
-            _condition("Succeeded", "False", "ChecksFailed", "check content failed"),
-            _condition("Complete", "True", "ChecksFailed", "check content failed"),
+            _condition("Succeeded", "False", "ChecksumMismatch", CONTENT_FAILED),
+            _condition("Complete", "True", "ChecksumMismatch", CONTENT_FAILED),
         ],
         "startTime": "2025-01-02T11:00:05Z",
         "completionTime": "2025-01-02T11:02:05Z",
         "restoreSeconds": 80.4,
         "rto": "1m20s",
         "backupAgeSeconds": 8 * 3600,
-        "scratchNamespace": "safehold-drill-d1-x7k2p",
+        "scratchNamespaces": ["safehold-drill-d1-x7k2p"],
+        "dataSubset": "3/10",
         "scratchRemoved": False,
         "keepUntil": "2025-01-02T13:02:05Z",
         "scratchDatabases": ["orders/orders_drill_d1"],
@@ -87,14 +90,14 @@ PASSED_DRILL: dict[str, Any] = {
         "result": "Passed",
         "backup": "b1",
         "conditions": [
-            _condition("Succeeded", "True", "Passed", "4 checks passed"),
-            _condition("Complete", "True", "Passed", "4 checks passed"),
+            _condition("Succeeded", "True", "Verified", "2 check(s) passed: restore, content"),
+            _condition("Complete", "True", "Verified", "2 check(s) passed: restore, content"),
         ],
         "completionTime": "2025-01-02T11:35:00Z",
         "restoreSeconds": 42.0,
         "rto": "42s",
         "backupAgeSeconds": 300,
-        "scratchNamespace": "safehold-drill-d2-abcde",
+        "scratchNamespaces": ["safehold-drill-d2-abcde", "safehold-drill-d2-fghij"],
         "scratchRemoved": True,
         "checks": [{"name": n, "result": "Passed"} for n in ("restore", "content")],
     },
@@ -269,7 +272,7 @@ def test_describe_a_failed_drill() -> None:
 
 def test_describe_a_passed_drill_and_a_new_one() -> None:
     text = output.describe_verification(PASSED_DRILL, NOW)
-    assert "Scratch:        safehold-drill-d2-abcde (removed)" in text
+    assert "Scratch:        safehold-drill-d2-abcde, safehold-drill-d2-fghij (removed)" in text
     assert "Result:         Passed\n" in text
     assert "Keep if failed: no (removed at once)" in text
     new = {"metadata": {"name": "d3", "namespace": "shop"}, "spec": {"backupRef": {"name": "b"}}}
@@ -277,9 +280,9 @@ def test_describe_a_passed_drill_and_a_new_one() -> None:
     assert "New (not picked up by the operator yet)" in text
     assert "Checks:         <none yet>" in text
     assert "Scratch:        -" in text
-    running = {**new, "status": {"phase": "Running", "scratchNamespace": "s1"}}
+    running = {**new, "status": {"phase": "Running", "scratchNamespaces": ["s1"]}}
     assert "Scratch:        s1 (in use)" in output.describe_verification(running, NOW)
-    stuck = {**new, "status": {"scratchNamespace": "s1", "completionTime": "2025-01-02T11:00Z"}}
+    stuck = {**new, "status": {"scratchNamespaces": ["s1"], "completionTime": "2025-01-02T11:00Z"}}
     assert "s1 (NOT removed yet" in output.describe_verification(stuck, NOW)
 
 
@@ -289,7 +292,7 @@ def test_what_wait_adds_after_the_outcome() -> None:
         "backup's index"
     ]
     assert output.drill_summary(PASSED_DRILL, succeeded=True) == [
-        "2 checks passed, RTO 42s, RPO 5m"
+        "RTO 42s (restore time), RPO 5m (backup age)"
     ]
     not_started = {"status": {"phase": "Failed"}}
     assert output.drill_summary(not_started, succeeded=False) == []
@@ -312,7 +315,7 @@ def test_wait_prints_the_failed_check_and_exits_1(capsys: pytest.CaptureFixture[
     out, err = capsys.readouterr()
     assert out == ""
     assert err.splitlines() == [
-        "error: backupverification.safehold.io/d1 Failed (ChecksFailed: check content failed)",
+        f"error: backupverification.safehold.io/d1 Failed (ChecksumMismatch: {CONTENT_FAILED})",
         "  check content failed (ChecksumMismatch): configmaps/shop/app differs from the "
         "backup's index",
     ]
@@ -324,30 +327,7 @@ def test_wait_prints_rto_and_rpo_of_a_passed_drill(capsys: pytest.CaptureFixture
     )
     assert code == 0
     assert capsys.readouterr().out.splitlines() == [
-        "backupverification.safehold.io/d2 Succeeded (Passed: 4 checks passed)",
-        "  2 checks passed, RTO 42s, RPO 5m",
+        "backupverification.safehold.io/d2 Succeeded (Verified: 2 check(s) passed: restore, "
+        "content)",
+        "  RTO 42s (restore time), RPO 5m (backup age)",
     ]
-
-
-# --- the backup's verdict -----------------------------------------------------------------
-
-
-def test_backup_list_and_describe_show_the_verdict() -> None:
-    status = {
-        "phase": "Succeeded",
-        "verification": {
-            "result": "Corrupt",
-            "time": "2025-01-02T11:50:00Z",
-            "message": "pack 3f2a… is missing",
-        },
-    }
-    BackupStatus.model_validate(status)
-    obj = {"metadata": {"name": "b1", "namespace": "shop"}, "status": status}
-    header, row = output.backup_table([obj], NOW, all_namespaces=False).splitlines()
-    assert row[header.index("VERIFICATION") :].split()[0] == "Corrupt"
-    text = output.describe_backup(obj, NOW)
-    assert "Verification:   Corrupt (repository check, 10m ago): pack 3f2a… is missing" in text
-    status["verification"] = {"result": "Verified", "time": NOW, "verification": "d2"}
-    assert "Verification:   Verified (drill d2, 0s ago)\n" in output.describe_backup(obj, NOW)
-    del status["verification"]
-    assert "Verification:   - (not verified yet)" in output.describe_backup(obj, NOW)
