@@ -271,6 +271,9 @@ def test_every_command_has_examples_in_its_help() -> None:
         ["restore", "create"],
         ["restore", "list"],
         ["restore", "describe"],
+        ["verify", "create"],
+        ["verify", "list"],
+        ["verify", "describe"],
         ["completion"],
     ):
         sub: Any = parser
@@ -389,6 +392,7 @@ def test_backup_table() -> None:
         "NAMESPACE",
         "NAME",
         "PHASE",
+        "VERDICT",
         "POLICY",
         "LOCATION",
         "SIZE",

@@ -92,7 +92,7 @@ def _status(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def backup_table(items: Sequence[Mapping[str, Any]], now: datetime, all_namespaces: bool) -> str:
-    headers = ["NAME", "PHASE", "POLICY", "LOCATION", "SIZE", "OBJECTS", "VERIFICATION", "AGE"]
+    headers = ["NAME", "PHASE", "VERDICT", "POLICY", "LOCATION", "SIZE", "OBJECTS", "AGE"]
     rows = []
     for obj in items:
         meta, spec, status = obj["metadata"], obj.get("spec") or {}, _status(obj)
@@ -101,11 +101,11 @@ def backup_table(items: Sequence[Mapping[str, Any]], now: datetime, all_namespac
         row = [
             meta["name"],
             status.get("phase") or "New",
+            str((status.get("verification") or {}).get("result") or ""),
             status.get("policy") or (spec.get("policyRef") or {}).get("name") or "",
             status.get("storageLocation") or spec.get("storageLocation") or "",
             human_bytes(status.get("sizeBytes")),
             "" if total is None else str(total),
-            str((status.get("verification") or {}).get("result") or ""),
             age(meta.get("creationTimestamp"), now),
         ]
         rows.append([meta.get("namespace", ""), *row] if all_namespaces else row)
@@ -267,17 +267,6 @@ def _databases_section(report: _Report, status: Mapping[str, Any]) -> None:
     report.block(table(headers, rows))
 
 
-def _verdict(status: Mapping[str, Any], now: datetime) -> str:
-    """The backup's last verdict: Verified, VerificationFailed or Corrupt, when, by what."""
-    verdict = status.get("verification")
-    if not isinstance(verdict, dict) or not verdict.get("result"):
-        return "- (not verified yet)"
-    by = f"drill {verdict['verification']}" if verdict.get("verification") else "repository check"
-    text = f"{verdict['result']} ({by}, {age(verdict.get('time'), now)} ago)"
-    message = " ".join(str(verdict.get("message") or "").split())
-    return f"{text}: {message}" if message else text
-
-
 def describe_backup(obj: Mapping[str, Any], now: datetime) -> str:
     """A readable report of a Backup's spec source and status."""
     spec, status = obj.get("spec") or {}, _status(obj)
@@ -298,7 +287,7 @@ def describe_backup(obj: Mapping[str, Any], now: datetime) -> str:
             f"{progress.get('itemsDone', 0)}/{progress.get('itemsTotal', 0)} items, "
             f"{human_bytes(progress.get('bytesDone', 0))}",
         )
-    report.field("Verification", _verdict(status, now))
+    _verification(report, status, now)
     _conditions(report, status, now)
 
     _resources_section(report, status)
@@ -307,6 +296,18 @@ def describe_backup(obj: Mapping[str, Any], now: datetime) -> str:
     report.bullets("Errors", status.get("errors") or [])
     report.bullets("Warnings", status.get("warnings") or [])
     return report.text()
+
+
+def _verification(report: _Report, status: Mapping[str, Any], now: datetime) -> None:
+    """The last verdict of a drill or repository check: what, when, by which, and why."""
+    verdict = status.get("verification")
+    if not isinstance(verdict, dict) or not verdict.get("result"):
+        report.field("Verification", "- (never drilled or found damaged)")
+        return
+    drill = verdict.get("verification")
+    by = f"drill {drill}" if drill else "the location's repository check"
+    report.field("Verification", f"{verdict['result']} by {by}, {_when(verdict.get('time'), now)}")
+    report.field("Verdict", " ".join(str(verdict.get("message") or "").split()))
 
 
 def _stages_section(report: _Report, status: Mapping[str, Any]) -> None:
@@ -470,6 +471,8 @@ def describe_verification(obj: Mapping[str, Any], now: datetime) -> str:
         report.field("RPO", f"{age_text} (age of the backup at the drill)")
     report.field("Scratch", _scratch(status, now))
     report.field("Scratch DBs", ", ".join(status.get("scratchDatabases") or []))
+    if status.get("dataSubset"):
+        report.field("Data read", f"{status['dataSubset']} of the stored data (repository check)")
     report.field("Timeout", spec.get("timeout") or "1h")
     report.field("Keep if failed", spec.get("keepOnFailure") or "no (removed at once)")
     _conditions(report, status, now)
@@ -489,15 +492,12 @@ def drill_summary(obj: Mapping[str, Any], succeeded: bool) -> list[str]:
         + (f": {' '.join(str(c['message']).split())}" if c.get("message") else "")
         for c in failed_checks(obj)
     ]
-    if succeeded:
-        passed = sum(1 for c in _checks(status) if c.get("result") == "Passed")
-        measured = [f"{passed} checks passed"]
-        if _rto(status):
-            measured.append(f"RTO {_rto(status)}")
-        if isinstance(status.get("backupAgeSeconds"), int | float):
-            measured.append(f"RPO {human_duration(status['backupAgeSeconds'])}")
-        lines.append(", ".join(measured))
-    return lines
+    measured = []
+    if succeeded and _rto(status):
+        measured.append(f"RTO {_rto(status)} (restore time)")
+    if succeeded and isinstance(status.get("backupAgeSeconds"), int | float):
+        measured.append(f"RPO {human_duration(status['backupAgeSeconds'])} (backup age)")
+    return lines + ([", ".join(measured)] if measured else [])
 
 
 def now_utc() -> datetime:
