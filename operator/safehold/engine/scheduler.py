@@ -27,12 +27,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from safehold.api.base import JSON
+from safehold.api.durations import parse_duration
 from safehold.api.kinds import BACKUP, LOCATION, POLICY, VERIFICATION
 from safehold.api.policy import BackupPolicySpec
 from safehold.engine import drill_scratch
 from safehold.engine.deletion import Deleter
 from safehold.engine.maintenance import Maintenance
-from safehold.engine.metrics import LAST_SUCCESS, MISSED_RUNS, POLICY_READY, RPO_VIOLATED
+from safehold.engine.metrics import (
+    LAST_SUCCESS,
+    MISSED_RUNS,
+    POLICY_READY,
+    RPO_VIOLATED,
+    observe_rto_target,
+    seed_last_drill,
+)
 from safehold.engine.retention import apply_retention
 from safehold.engine.settings import operator_namespace
 from safehold.kube.clients import Clients
@@ -212,6 +220,12 @@ class Scheduler:
             MISSED_RUNS.labels(namespace, name).inc(evaluation.missed)
         RPO_VIOLATED.labels(namespace, name).set(1 if evaluation.status.rpo_met is False else 0)
         POLICY_READY.labels(namespace, name).set(1 if evaluation.ready[0] == "True" else 0)
+        verification = evaluation.spec.verification if evaluation.spec else None
+        target = verification.rto_target if verification else None
+        observe_rto_target(
+            namespace, name, parse_duration(target).total_seconds() if target else None
+        )
+        seed_last_drill(namespace, name, evaluation.status.last_verification)
 
     def _write(
         self,
