@@ -187,7 +187,8 @@ def test_list_and_describe_finished_backup(local_cluster: LocalCluster, namespac
     listed = cli(local_cluster, "backup", "list", "-n", namespace)
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "PHASE", "POLICY", "LOCATION", "SIZE", "OBJECTS", "AGE"]
+    headers = ["NAME", "PHASE", "VERDICT", "POLICY", "LOCATION", "SIZE", "OBJECTS", "AGE"]
+    assert lines[0].split() == headers
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["done"][1:6] == ["Succeeded", "nightly", "primary", "3.0MiB", "12"]
     assert rows["fresh"][1:3] == ["New", "primary"]

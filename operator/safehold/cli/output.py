@@ -92,7 +92,7 @@ def _status(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def backup_table(items: Sequence[Mapping[str, Any]], now: datetime, all_namespaces: bool) -> str:
-    headers = ["NAME", "PHASE", "POLICY", "LOCATION", "SIZE", "OBJECTS", "AGE"]
+    headers = ["NAME", "PHASE", "VERDICT", "POLICY", "LOCATION", "SIZE", "OBJECTS", "AGE"]
     rows = []
     for obj in items:
         meta, spec, status = obj["metadata"], obj.get("spec") or {}, _status(obj)
@@ -101,6 +101,7 @@ def backup_table(items: Sequence[Mapping[str, Any]], now: datetime, all_namespac
         row = [
             meta["name"],
             status.get("phase") or "New",
+            str((status.get("verification") or {}).get("result") or ""),
             status.get("policy") or (spec.get("policyRef") or {}).get("name") or "",
             status.get("storageLocation") or spec.get("storageLocation") or "",
             human_bytes(status.get("sizeBytes")),
@@ -286,6 +287,7 @@ def describe_backup(obj: Mapping[str, Any], now: datetime) -> str:
             f"{progress.get('itemsDone', 0)}/{progress.get('itemsTotal', 0)} items, "
             f"{human_bytes(progress.get('bytesDone', 0))}",
         )
+    _verification(report, status, now)
     _conditions(report, status, now)
 
     _resources_section(report, status)
@@ -294,6 +296,18 @@ def describe_backup(obj: Mapping[str, Any], now: datetime) -> str:
     report.bullets("Errors", status.get("errors") or [])
     report.bullets("Warnings", status.get("warnings") or [])
     return report.text()
+
+
+def _verification(report: _Report, status: Mapping[str, Any], now: datetime) -> None:
+    """The last verdict of a drill or repository check: what, when, by which, and why."""
+    verdict = status.get("verification")
+    if not isinstance(verdict, dict) or not verdict.get("result"):
+        report.field("Verification", "- (never drilled or found damaged)")
+        return
+    drill = verdict.get("verification")
+    by = f"drill {drill}" if drill else "the location's repository check"
+    report.field("Verification", f"{verdict['result']} by {by}, {_when(verdict.get('time'), now)}")
+    report.field("Verdict", " ".join(str(verdict.get("message") or "").split()))
 
 
 def _stages_section(report: _Report, status: Mapping[str, Any]) -> None:
