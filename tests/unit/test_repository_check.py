@@ -187,3 +187,22 @@ def test_a_read_only_location_says_it_was_not_repaired() -> None:
     message = rc.degraded_message(outcome, read_only=True)
     assert "No Backup references the damaged snapshots" in message
     assert "ReadOnly: the repository was not repaired" in message
+
+
+def test_files_restic_stores_again_are_not_unreadable() -> None:
+    """After `repair index` dropped a lost pack, restic 0.19 says of each unchanged file whose
+    data is gone that it stores it again, and exits 3: the snapshot is whole all the same."""
+    import io
+
+    lines = [
+        b'{"message_type":"error","error":{"message":"/data/b: parts of data/b not found in the '
+        b'repository index; storing the file again"},"during":"archival","item":"/data/b"}\n',
+        b'{"message_type":"error","error":{"message":"open /data/k: permission denied"},'
+        b'"during":"archival","item":"/data/k"}\n',
+        b'{"message_type":"exit_error","code":3,"message":"Warning: at least one source file '
+        b'could not be read"}\n',
+    ]
+    errors = restic._BackupErrors(io.BytesIO(b"".join(lines)))
+    errors.stderr()
+    assert errors.count == 1
+    assert [u.path for u in errors.first] == ["/data/k"]
