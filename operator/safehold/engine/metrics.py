@@ -83,6 +83,28 @@ PRUNES = Counter(
     ["namespace", "location", "result"],
 )
 
+# Scheduled repository checks of locations (engine/location_checks.py).
+REPOSITORY_CHECKS = Counter(
+    "safehold_repository_checks_total",
+    "Scheduled repository checks per location by result (Passed, Damaged, Failed).",
+    ["namespace", "location", "result"],
+)
+LOCATION_DEGRADED = Gauge(
+    "safehold_location_degraded",
+    "1 when the location's last repository check found data missing or damaged, else 0.",
+    ["namespace", "location"],
+)
+CORRUPT_BACKUPS = Gauge(
+    "safehold_location_corrupt_backups",
+    "Backups the location's last repository check found damaged (marked Corrupt).",
+    ["namespace", "location"],
+)
+REPOSITORY_CHECK_LAST_PASSED = Gauge(
+    "safehold_repository_check_last_passed_timestamp_seconds",
+    "When (Unix seconds) a repository check of the location last found no errors.",
+    ["namespace", "location"],
+)
+
 
 def backup_finished(namespace: str, status: BackupStatus, outcome: str) -> None:
     """Record one finished run (called once by the Backup engine)."""

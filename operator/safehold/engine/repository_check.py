@@ -83,6 +83,10 @@ def check_repository(
     packs) and those referencing blobs the index no longer holds (after a repair)."""
     repo = location.repository_at(key, restic_cache_dir())
     report = restic.check(repo, subset, timeout=timeout)
+    if report.damaged:
+        # Without a lock, a snapshot forgotten or a pack pruned (by another cluster or by
+        # hand) during the check looks like damage: only what a second check finds counts.
+        report = restic.check(repo, subset, timeout=timeout)
     if not report.damaged:
         return RepositoryFindings(key, report)
     packs = sorted(report.missing_packs | report.damaged_packs)

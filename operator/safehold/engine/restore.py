@@ -12,7 +12,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from safehold.storage.s3 import make_client
 log = logging.getLogger(__name__)
 MAX_STATUS_ERRORS = 20
 DEFAULT_RESTORE_ACCOUNT = "safehold-restore"
+WARNING_DETAIL = 600
 
 
 @dataclass
@@ -64,6 +65,23 @@ class Source:
     backup: str
     location: ResolvedLocation
     manifest: BackupManifest
+    warnings: list[str] = field(default_factory=list)
+    """What the restore must say about its source (a Corrupt verdict)."""
+
+
+def corrupt_warning(name: str, status: BackupStatus) -> str | None:
+    """The warning of a restore from a Backup named explicitly although it is Corrupt: it
+    proceeds, since what is left of it may be what the user needs."""
+    verdict = status.verification
+    if verdict is None or verdict.result != "Corrupt":
+        return None
+    by = f"drill {verdict.verification}" if verdict.verification else "the repository check"
+    found = verdict.message or "no details"
+    found = found if len(found) <= WARNING_DETAIL else found[: WARNING_DETAIL - 3] + "..."
+    return (
+        f"Backup {name} is Corrupt (verdict of {by} at {verdict.time.isoformat()}: {found}); "
+        "restoring what is left of it: items whose data was lost fail"
+    )
 
 
 def _latest_of_policy(rest: Rest, namespace: str, policy: str) -> str:
@@ -129,7 +147,8 @@ def read_source(clients: Clients, namespace: str, name: str, status: BackupStatu
             "BackupNotRestorable",
             f"the catalog in {location.name} has no restorable manifest for Backup {name}",
         )
-    return Source(name, location, manifest)
+    warning = corrupt_warning(name, status)
+    return Source(name, location, manifest, [warning] if warning else [])
 
 
 def resolve_source(clients: Clients, namespace: str, spec: RestoreRequestSpec) -> Source:
@@ -235,6 +254,7 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
             self._finish("Failed", err.reason, err.message)
             return
         self.status.backup = source.backup
+        self.status.warnings += source.warnings
         verb = "planning (dry run)" if self.spec.dry_run else "restoring"
         self.status.conditions = running(
             self.status.conditions, f"{verb} from Backup {source.backup}", self.generation, now

@@ -8,7 +8,9 @@ a finalizer onto every policy) that, on every tick and whenever a policy or Back
   and a later edit of the policy never changes a run already created;
 - after each new successful run of a policy applies its retention (engine/retention.py);
 - handles explicit delete requests and expired ttls of any Backup (engine/deletion.py);
-- prunes each location's repository once per prune interval (engine/maintenance.py).
+- prunes each location's repository once per prune interval (engine/maintenance.py);
+- checks each location's repositories once per repository check interval
+  (engine/location_checks.py).
 
 `Scheduler.tick(now)` is one pass with an injectable clock; tests call it directly.
 """
@@ -32,6 +34,7 @@ from safehold.api.kinds import BACKUP, LOCATION, POLICY, VERIFICATION
 from safehold.api.policy import BackupPolicySpec
 from safehold.engine import drill_scratch
 from safehold.engine.deletion import Deleter
+from safehold.engine.location_checks import LocationChecks
 from safehold.engine.maintenance import Maintenance
 from safehold.engine.metrics import (
     LAST_SUCCESS,
@@ -73,6 +76,8 @@ class TickResult:
     created: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+    """Locations whose repository check started in this pass."""
     next_due: datetime | None = None
     writes: list[Callable[[], None]] = field(default_factory=list)
     """Status patches and events of the pass, made together at its end."""
@@ -84,6 +89,7 @@ class Scheduler:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.deleter = Deleter(clients)
         self.maintenance = Maintenance(clients)
+        self.checks = LocationChecks(clients, self.maintenance.work)
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._mutex = threading.Lock()
@@ -167,6 +173,7 @@ class Scheduler:
                 result.next_due = due
         self._flush(result.writes)
         result.pruned = self.maintenance.prune_due(locations, backups, now)
+        result.checked = self.checks.check_due(locations, backups, now)
         try:
             drill_scratch.sweep(self.clients.rest, now)
         except Exception:  # the next pass tries again

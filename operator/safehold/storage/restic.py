@@ -489,6 +489,11 @@ EXIT_INCOMPLETE = 3  # restic backup: snapshot created, but some source files we
 UNREADABLE_KEPT = 10
 
 
+# restic reports an unchanged file whose blobs the index lacks (lost, then dropped by
+# `repair index`) as an error and exits 3, yet reads the file again and stores it whole.
+_STORED_AGAIN = "not found in the repository index; storing the file again"
+
+
 class _BackupErrors:
     """Reads restic's stderr while it runs (so a flood of error lines never fills the pipe):
     counts the items it could not read, keeps the first few and the last other lines."""
@@ -508,6 +513,8 @@ class _BackupErrors:
             if doc is None or doc.get("message_type") != "error" or doc.get("during") == "scan":
                 self.other = [*self.other[-19:], line]
                 continue
+            if _STORED_AGAIN in str((doc.get("error") or {}).get("message", "")):
+                continue  # read and stored again in full: nothing is missing from the snapshot
             self.count += 1
             if len(self.first) < UNREADABLE_KEPT:
                 error = str((doc.get("error") or {}).get("message", ""))
