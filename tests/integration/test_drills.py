@@ -153,7 +153,7 @@ def test_a_failed_probe_fails_the_drill_and_keeps_a_harmless_scratch_namespace(
     assert checks["repository"]["result"] == "Skipped"
     assert _verdict(local_cluster, f"probe-{ns}") == "VerificationFailed"
 
-    # Kept for inspection: restricted, deny-all, labelled as Safehold's, GitOps-free copies.
+    # Kept for inspection: restricted, isolated, labelled as Safehold's, GitOps-free copies.
     assert status["scratchRemoved"] is False, status
     assert status["keepUntil"], status
     (scratch,) = status["scratchNamespaces"]
@@ -161,8 +161,9 @@ def test_a_failed_probe_fails_the_drill_and_keeps_a_harmless_scratch_namespace(
     labels = namespace["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted", labels
     assert labels["safehold.io/internal"] == "true", labels
-    policy = get(local_cluster, scratch, "networkpolicy", "safehold-drill-deny-all")
-    assert policy["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    policy = get(local_cluster, scratch, "networkpolicy", "safehold-drill-isolation")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {}}]}]
     settings = get(local_cluster, scratch, "configmap", "settings")
     assert settings["data"] == {"mode": "production"}
     assert "app.kubernetes.io/instance" not in settings["metadata"]["labels"]

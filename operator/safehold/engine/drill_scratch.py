@@ -1,5 +1,5 @@
 """The scratch namespaces of restore drills: created owned by the operator (restricted Pod
-Security, deny-all NetworkPolicy), removed after the drill, and swept when a drill is gone,
+Security, an isolating NetworkPolicy), removed after the drill, and swept when a drill is gone,
 was kept past its keepOnFailure, or ended while the operator was down."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from safehold.kube.rest import ApiError, Rest
 from safehold.planning.drills import (
     ANNOTATION_DRILL_UID,
     LABEL_DRILL,
-    deny_all_policy,
+    isolation_policy,
     scratch_namespace_body,
 )
 from safehold.planning.resource_types import resource_path
@@ -33,14 +33,14 @@ def _ns_path(name: str | None = None) -> str:
 def create_scratch(
     rest: Rest, name: str, namespace: str, drill: str, uid: str, source: str
 ) -> None:
-    """Create one scratch namespace and its deny-all policy; RunError when the name is taken
+    """Create one scratch namespace and its isolation policy; RunError when the name is taken
     by a namespace that is not this drill's."""
     existing = rest.get_or_none(_ns_path(name))
     if existing is not None and not _is_ours(existing, uid):
         raise RunError("ScratchNamespaceTaken", f"namespace {name} exists and is not this drill's")
     if existing is None:
         rest.create(_ns_path(), scratch_namespace_body(name, namespace, drill, uid, source))
-    policy = deny_all_policy(name)
+    policy = isolation_policy(name)
     path = resource_path("networking.k8s.io", "v1", "networkpolicies", name)
     try:
         rest.create(path, policy)

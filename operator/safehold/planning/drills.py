@@ -21,10 +21,10 @@ LABEL_DRILL = "safehold.io/verification"
 ANNOTATION_DRILL_UID = "safehold.io/verification-uid"
 ANNOTATION_DRILL_SOURCE = "safehold.io/verification-source"
 SCRATCH_PREFIX = "shv-"
-DENY_ALL_POLICY = "safehold-drill-deny-all"
+ISOLATION_POLICY = "safehold-drill-isolation"
 
 # Kinds a drill never restores: access rights (a restored binding could give someone rights
-# in the scratch namespace), traffic rules (the deny-all policy must hold alone), ways in from
+# in the scratch namespace), traffic rules (the isolation policy must hold alone), ways in from
 # outside, and one-shot Jobs (they would run again).
 DRILL_EXCLUDED = (
     "roles.rbac.authorization.k8s.io",
@@ -78,17 +78,26 @@ def scratch_namespace_body(name: str, namespace: str, drill: str, uid: str, sour
     }
 
 
-def deny_all_policy(namespace: str) -> JSON:
-    """No traffic in or out of the scratch namespace's pods (where the network enforces it)."""
+def isolation_policy(namespace: str) -> JSON:
+    """Nothing crosses the scratch namespace's boundary (where the network enforces it):
+    its pods reach each other (a probe reaches the restored Services by name) and the
+    cluster's DNS, nothing else, and nothing reaches them from outside."""
+    dns_ports = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    system = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {
-            "name": DENY_ALL_POLICY,
+            "name": ISOLATION_POLICY,
             "namespace": namespace,
             "labels": {LABEL_INTERNAL: "true"},
         },
-        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [{"podSelector": {}}]}],
+            "egress": [{"to": [{"podSelector": {}}]}, {"to": [system], "ports": dns_ports}],
+        },
     }
 
 
