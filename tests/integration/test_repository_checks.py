@@ -324,3 +324,57 @@ def test_a_corrupt_backup_is_skipped_by_latest_restores_and_retention(
             "--wait=false", check=False)  # fmt: skip
     kubectl(local_cluster, "delete", "-n", OPS, "backuppolicy", name, "--wait=false")
     kubectl(local_cluster, "delete", "-n", OPS, "backupstoragelocation", loc, "--wait=false")
+
+
+def test_a_read_only_location_is_checked_but_never_repaired(
+    local_cluster: LocalCluster, namespace: str
+) -> None:
+    """Disaster recovery: a ReadOnly location re-discovers a backup whose data was lost; its
+    check marks it Corrupt in the cluster only, and writes nothing to the bucket (no repair,
+    no lock, the catalog entry untouched)."""
+    bucket, writer, reader = f"rco-{namespace}", f"w-{namespace}", f"ro-{namespace}"
+    checked_location(local_cluster, writer, bucket)
+    apply(local_cluster, namespace, settings(namespace, "v1"))
+    spec = {
+        "storageLocation": writer,
+        "selection": {"namespaces": [namespace], "includedResources": ["configmaps"]},
+    }
+    name = f"b-{namespace}"
+    done = create_and_wait(local_cluster, OPS, "Backup", name, spec)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    kubectl(local_cluster, "delete", "-n", OPS, "backup", name)  # the cluster is lost
+    repository = f"repositories/{OPS}"
+    for obj in objects(local_cluster, bucket, f"{repository}/data/"):
+        local_cluster.s3_client().delete_object(Bucket=bucket, Key=obj["Key"])
+    before = sorted(o["Key"] for o in objects(local_cluster, bucket, ""))
+    catalog = manifest(local_cluster, bucket, name)
+
+    docs = location_docs(local_cluster, reader, bucket, access_mode="ReadOnly")
+    docs[-1]["spec"]["repositoryCheck"] = {"interval": "10s", "readDataRuns": 1}
+    apply(local_cluster, OPS, *docs)
+
+    def corrupt() -> JSON | None:
+        found = kubectl(local_cluster, "get", "-n", OPS, "backup", name, "-o", "json", check=False)
+        if found.returncode != 0:
+            return None
+        body: JSON = json.loads(found.stdout)
+        status = body.get("status") or {}
+        ok = status.get("storageLocation") == reader
+        return (
+            body if ok and (status.get("verification") or {}).get("result") == "Corrupt" else None
+        )
+
+    body = wait_for(corrupt, 120, f"Backup {name} re-discovered through {reader} and Corrupt")
+    assert f"BackupStorageLocation {OPS}/{reader}" in body["status"]["verification"]["message"]
+    obj = get(local_cluster, OPS, "backupstoragelocation", reader)
+    degraded = condition(obj, "Degraded") or {}
+    assert (degraded.get("status"), degraded.get("reason")) == ("True", "RepositoryDamaged")
+    assert "The location is ReadOnly: the repository was not repaired" in degraded["message"]
+    assert obj["status"]["repositoryCheck"]["readDataSubset"] == "1/1"
+    # Nothing was written to the bucket: no repaired index, no lock, the same catalog entry.
+    assert sorted(o["Key"] for o in objects(local_cluster, bucket, "")) == before
+    assert manifest(local_cluster, bucket, name) == catalog
+    kubectl(local_cluster, "delete", "-n", OPS, "backup", name, "--wait=false", check=False)
+    for location in (reader, writer):
+        kubectl(local_cluster, "delete", "-n", OPS, "backupstoragelocation", location,
+                "--wait=false")  # fmt: skip
