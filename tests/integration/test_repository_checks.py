@@ -158,9 +158,12 @@ def test_a_lost_pack_is_found_marked_repaired_and_uploaded_again(
     packs = objects(local_cluster, bucket, f"{repository}/data/")
     lost = max(packs, key=lambda o: int(o["Size"]))
     local_cluster.s3_client().delete_object(Bucket=bucket, Key=lost["Key"])
+    index = {o["Key"] for o in objects(local_cluster, bucket, f"{repository}/index/")}
 
     set_interval(local_cluster, loc, "10s")
     obj = wait_check(local_cluster, loc, "Damaged", 1)
+    # restic repair index replaced the index files that named the lost pack.
+    assert not index & {o["Key"] for o in objects(local_cluster, bucket, f"{repository}/index/")}
     status = obj["status"]
     degraded = condition(obj, "Degraded") or {}
     assert (degraded.get("status"), degraded.get("reason")) == ("True", "RepositoryDamaged")
@@ -168,7 +171,7 @@ def test_a_lost_pack_is_found_marked_repaired_and_uploaded_again(
     assert f"repository {repository} is damaged" in message, message
     assert lost["Key"].rsplit("/", 1)[1] in message  # restic's own words: the pack is missing
     assert f"Backups marked Corrupt: b1-{data_ns}" in message, message
-    assert "The index was repaired" in message, message
+    assert "The index is repaired" in message, message
     assert (condition(obj, "Ready") or {}).get("status") == "True"  # backups go on
     check = status["repositoryCheck"]
     assert check["readDataSubset"] == "1/2"
