@@ -158,9 +158,12 @@ def test_a_lost_pack_is_found_marked_repaired_and_uploaded_again(
     packs = objects(local_cluster, bucket, f"{repository}/data/")
     lost = max(packs, key=lambda o: int(o["Size"]))
     local_cluster.s3_client().delete_object(Bucket=bucket, Key=lost["Key"])
+    index = {o["Key"] for o in objects(local_cluster, bucket, f"{repository}/index/")}
 
     set_interval(local_cluster, loc, "10s")
     obj = wait_check(local_cluster, loc, "Damaged", 1)
+    # restic repair index replaced the index files that named the lost pack.
+    assert not index & {o["Key"] for o in objects(local_cluster, bucket, f"{repository}/index/")}
     status = obj["status"]
     degraded = condition(obj, "Degraded") or {}
     assert (degraded.get("status"), degraded.get("reason")) == ("True", "RepositoryDamaged")
@@ -168,7 +171,7 @@ def test_a_lost_pack_is_found_marked_repaired_and_uploaded_again(
     assert f"repository {repository} is damaged" in message, message
     assert lost["Key"].rsplit("/", 1)[1] in message  # restic's own words: the pack is missing
     assert f"Backups marked Corrupt: b1-{data_ns}" in message, message
-    assert "The index was repaired" in message, message
+    assert "The index is repaired" in message, message
     assert (condition(obj, "Ready") or {}).get("status") == "True"  # backups go on
     check = status["repositoryCheck"]
     assert check["readDataSubset"] == "1/2"
@@ -324,3 +327,57 @@ def test_a_corrupt_backup_is_skipped_by_latest_restores_and_retention(
             "--wait=false", check=False)  # fmt: skip
     kubectl(local_cluster, "delete", "-n", OPS, "backuppolicy", name, "--wait=false")
     kubectl(local_cluster, "delete", "-n", OPS, "backupstoragelocation", loc, "--wait=false")
+
+
+def test_a_read_only_location_is_checked_but_never_repaired(
+    local_cluster: LocalCluster, namespace: str
+) -> None:
+    """Disaster recovery: a ReadOnly location re-discovers a backup whose data was lost; its
+    check marks it Corrupt in the cluster only, and writes nothing to the bucket (no repair,
+    no lock, the catalog entry untouched)."""
+    bucket, writer, reader = f"rco-{namespace}", f"w-{namespace}", f"ro-{namespace}"
+    checked_location(local_cluster, writer, bucket)
+    apply(local_cluster, namespace, settings(namespace, "v1"))
+    spec = {
+        "storageLocation": writer,
+        "selection": {"namespaces": [namespace], "includedResources": ["configmaps"]},
+    }
+    name = f"b-{namespace}"
+    done = create_and_wait(local_cluster, OPS, "Backup", name, spec)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    kubectl(local_cluster, "delete", "-n", OPS, "backup", name)  # the cluster is lost
+    repository = f"repositories/{OPS}"
+    for obj in objects(local_cluster, bucket, f"{repository}/data/"):
+        local_cluster.s3_client().delete_object(Bucket=bucket, Key=obj["Key"])
+    before = sorted(o["Key"] for o in objects(local_cluster, bucket, ""))
+    catalog = manifest(local_cluster, bucket, name)
+
+    docs = location_docs(local_cluster, reader, bucket, access_mode="ReadOnly")
+    docs[-1]["spec"]["repositoryCheck"] = {"interval": "10s", "readDataRuns": 1}
+    apply(local_cluster, OPS, *docs)
+
+    def corrupt() -> JSON | None:
+        found = kubectl(local_cluster, "get", "-n", OPS, "backup", name, "-o", "json", check=False)
+        if found.returncode != 0:
+            return None
+        body: JSON = json.loads(found.stdout)
+        status = body.get("status") or {}
+        ok = status.get("storageLocation") == reader
+        return (
+            body if ok and (status.get("verification") or {}).get("result") == "Corrupt" else None
+        )
+
+    body = wait_for(corrupt, 120, f"Backup {name} re-discovered through {reader} and Corrupt")
+    assert f"BackupStorageLocation {OPS}/{reader}" in body["status"]["verification"]["message"]
+    obj = get(local_cluster, OPS, "backupstoragelocation", reader)
+    degraded = condition(obj, "Degraded") or {}
+    assert (degraded.get("status"), degraded.get("reason")) == ("True", "RepositoryDamaged")
+    assert "The location is ReadOnly: the repository was not repaired" in degraded["message"]
+    assert obj["status"]["repositoryCheck"]["readDataSubset"] == "1/1"
+    # Nothing was written to the bucket: no repaired index, no lock, the same catalog entry.
+    assert sorted(o["Key"] for o in objects(local_cluster, bucket, "")) == before
+    assert manifest(local_cluster, bucket, name) == catalog
+    kubectl(local_cluster, "delete", "-n", OPS, "backup", name, "--wait=false", check=False)
+    for location in (reader, writer):
+        kubectl(local_cluster, "delete", "-n", OPS, "backupstoragelocation", location,
+                "--wait=false")  # fmt: skip

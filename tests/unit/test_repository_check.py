@@ -206,3 +206,54 @@ def test_files_restic_stores_again_are_not_unreadable() -> None:
     errors.stderr()
     assert errors.count == 1
     assert [u.path for u in errors.first] == ["/data/k"]
+
+
+# ---- Corrupt verdicts elsewhere: catalog sync, explicit restores -------------------------
+def _verdict(result: str, hour: int, **extra: object) -> dict[str, object]:
+    return {"result": result, "time": f"2026-03-01T{hour:02d}:00:00Z", "message": "m", **extra}
+
+
+def test_a_live_backup_adopts_a_newer_verdict_from_its_catalog_entry() -> None:
+    from safehold.engine.catalog_sync import newer_verdict
+    from safehold.storage.catalog import BackupManifest
+
+    entry = BackupManifest.model_validate(
+        {
+            "namespace": "ns",
+            "name": "b1",
+            "uid": "run-1",
+            "storageLocation": "primary",
+            "phase": "Succeeded",
+            "verification": _verdict("Corrupt", 12),
+        }
+    )
+
+    def body(**status: object) -> dict[str, object]:
+        return {"metadata": {"name": "b1"}, "status": {"runUid": "run-1", **status}}
+
+    adopted = newer_verdict(body(), entry)
+    assert adopted is not None
+    assert adopted.result == "Corrupt"
+    assert newer_verdict(body(verification=_verdict("Verified", 11)), entry) is not None
+    assert newer_verdict(body(verification=_verdict("Verified", 12)), entry) is None  # not newer
+    assert newer_verdict(body(runUid="run-2"), entry) is None  # another run's entry
+    assert newer_verdict(body(), entry.model_copy(update={"verification": None})) is None
+
+
+def test_an_explicit_restore_of_a_corrupt_backup_warns_with_the_verdict() -> None:
+    from safehold.api.backup import BackupStatus
+    from safehold.engine.restore import corrupt_warning
+
+    checked = BackupStatus.model_validate({"verification": _verdict("Corrupt", 9)})
+    warning = corrupt_warning("b1", checked)
+    assert warning == (
+        "Backup b1 is Corrupt (verdict of the repository check at 2026-03-01T09:00:00+00:00: m); "
+        "restoring what is left of it: items whose data was lost fail"
+    )
+    drilled = BackupStatus.model_validate(
+        {"verification": _verdict("Corrupt", 9, verification="d1")}
+    )
+    assert "verdict of drill d1" in (corrupt_warning("b1", drilled) or "")
+    verified = BackupStatus.model_validate({"verification": _verdict("Verified", 9)})
+    assert corrupt_warning("b1", verified) is None
+    assert corrupt_warning("b1", BackupStatus()) is None

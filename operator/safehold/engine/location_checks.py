@@ -95,19 +95,20 @@ def location_backups(clients: Clients, namespace: str, name: str) -> list[JSON]:
     ]
 
 
-def _check_verdict(body: JSON) -> str | None:
-    """The verdict a repository check gave this Backup (Corrupt without a drill), if any."""
+def _corrupt(body: JSON, *, by_check: bool = False) -> bool:
+    """Whether the Backup is Corrupt (with `by_check`: by a repository check's verdict, which
+    names no drill)."""
     verdict = (body.get("status") or {}).get("verification") or {}
-    if verdict.get("result") == "Corrupt" and not verdict.get("verification"):
-        return "Corrupt"
-    return None
+    if verdict.get("result") != "Corrupt":
+        return False
+    return not (by_check and verdict.get("verification"))
 
 
 def mark_corrupt(
     clients: Clients, location: ResolvedLocation, result: RepositoryCheckResult
 ) -> list[str]:
     """Mark Corrupt every Backup of the location referencing a damaged snapshot; returns
-    their names. A Backup already marked so by a check is left as it is."""
+    their names. A Backup already Corrupt is left as it is."""
     namespace, where = location.namespace, f"{location.namespace}/{location.name}"
     bodies = {b["metadata"]["name"]: b for b in location_backups(clients, *_key(location))}
     owned = {
@@ -120,8 +121,8 @@ def mark_corrupt(
     affected = affected_backups(owned, damaged)
     now = datetime.now(UTC)
     for name, snapshots in affected.items():
-        if _check_verdict(bodies[name]) == "Corrupt":
-            continue
+        if _corrupt(bodies[name]):
+            continue  # a drill's Corrupt verdict stays the drill's, to be lifted by a drill
         message = (
             f"the repository check of BackupStorageLocation {where} found data of snapshot(s) "
             f"{', '.join(snapshots)} missing or damaged: {result.message}"
@@ -139,7 +140,7 @@ def clear_corrupt(clients: Clients, location: ResolvedLocation) -> list[str]:
     now = datetime.now(UTC)
     where = f"{location.namespace}/{location.name}"
     for body in location_backups(clients, *_key(location)):
-        if _check_verdict(body) != "Corrupt":
+        if not _corrupt(body, by_check=True):
             continue
         name = body["metadata"]["name"]
         message = (
@@ -159,8 +160,11 @@ def _key(location: ResolvedLocation) -> tuple[str, str]:
 
 
 def repair(location: ResolvedLocation, result: RepositoryCheckResult) -> str | None:
-    """Repair every damaged repository of a ReadWrite location; why not, or None."""
-    for findings in (f for f in result.findings if f.damaged):
+    """Repair every damaged repository of a ReadWrite location whose index still names
+    lost or damaged packs (once repaired, a check finds only blobs missing from the index
+    until a backup uploads them again); why a repair failed, or None."""
+    needed = [f for f in result.findings if f.report.missing_packs or f.report.damaged_packs]
+    for findings in needed:
         try:
             with restic.maintenance_lock(location.repository(location.namespace)):
                 repair_repository(location, findings)

@@ -80,7 +80,8 @@ def check_repository(
 ) -> RepositoryFindings:
     """Check one repository (read-only) and, when it is damaged, find its damaged snapshots:
     those referencing the packs restic named (through the index, which still describes lost
-    packs) and those referencing blobs the index no longer holds (after a repair)."""
+    packs) and those referencing blobs the index no longer holds (after a repair). Damage
+    counts only when a second check finds it too."""
     repo = location.repository_at(key, restic_cache_dir())
     report = restic.check(repo, subset, timeout=timeout)
     if report.damaged:

@@ -95,7 +95,8 @@ class CheckOutcome:
     corrupt: Sequence[str] = field(default_factory=tuple)
     """Backups found damaged."""
     repaired: bool = False
-    """The index was repaired (the next backup uploads the lost data again)."""
+    """The index is repaired, now or by an earlier check (the next backup uploads the lost
+    data again)."""
     repair_error: str | None = None
     """Why a needed repair did not happen."""
 
@@ -108,7 +109,7 @@ def degraded_message(outcome: CheckOutcome, read_only: bool) -> str:
     else:
         text += ". No Backup references the damaged snapshots"
     if outcome.repaired:
-        text += ". The index was repaired: the next backup of the same data uploads it again"
+        text += ". The index is repaired: the next backup of the same data uploads it again"
     elif read_only:
         text += ". The location is ReadOnly: the repository was not repaired"
     elif outcome.repair_error:
