@@ -247,9 +247,9 @@ def story_of_loss(
         status = drill["status"]
         passed = [c["name"] for c in status["checks"] if c["result"] == "Passed"]
         check(
-            status.get("result") == "Passed" and status.get("scratchRemoved") is True,
+            status.get("result") == "Passed",
             f"drill {status.get('result')}: {', '.join(passed)} passed; restore took "
-            f"{status.get('rto')}, scratch namespace removed",
+            f"{status.get('rto')}; its scratch namespace is being removed",
         )
     with step(f"Disaster: delete namespace {APP!r}, its storage, the CRD, and drop the database"):
         kubectl(cluster, "delete", "crd", f"widgets.{CRD_GROUP}")

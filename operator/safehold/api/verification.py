@@ -170,7 +170,8 @@ class BackupVerificationStatus(ApiModel):
     """The namespaces the drill restored into, one per namespace of the backup (removed
     after the drill)."""
     scratch_removed: bool | None = None
-    """Whether everything the drill created is gone."""
+    """Whether everything the drill created is gone: False when the drill finishes (its
+    namespaces are being deleted), True once they are (the drill's result is out before)."""
     scratch_databases: list[str] = Field(default_factory=list)
     """Scratch databases the drill created, as target/database (dropped after the drill)."""
     keep_until: datetime | None = None

@@ -47,6 +47,7 @@ from safehold.engine.runs import OneShotRun
 from safehold.engine.settings import operator_namespace, scratch_dir
 from safehold.engine.verdicts import record_verdict
 from safehold.kube.clients import Clients
+from safehold.kube.resources import patch_status
 from safehold.planning import drills
 from safehold.planning.conditions import get_condition
 from safehold.planning.restore import plan_restore
@@ -265,8 +266,10 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
                 f"scratch namespaces kept until {self.status.keep_until:%Y-%m-%dT%H:%M:%SZ}"
             )
         else:
+            # Deleted now, waited for after the verdict is out (_finished): a namespace takes
+            # a while to go, and the drill's result does not depend on it.
             self.status.scratch_removed = drill_scratch.remove_scratch(
-                self.clients.rest, self.status.scratch_namespaces, self.uid
+                self.clients.rest, self.status.scratch_namespaces, self.uid, wait=False
             )
         self._record_on_backup(source, verdict)
         self._finish("Succeeded" if verdict.passed else "Failed", verdict.reason, verdict.message)
@@ -305,6 +308,16 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
             self.status.warnings.append(f"could not record the verdict on the Backup: {err}")
 
     def _finished(self, outcome: str) -> None:
+        if self.status.scratch_removed is False and self.status.keep_until is None:
+            gone = drill_scratch.remove_scratch(
+                self.clients.rest, self.status.scratch_namespaces, self.uid
+            )
+            if gone:  # else the scheduler's sweep keeps deleting them
+                self.status.scratch_removed = True
+                patch_status(
+                    self.clients.custom, VERIFICATION, self.namespace, self.name,
+                    {"scratchRemoved": True},
+                )  # fmt: skip
         observe_drill(
             self.namespace,
             self.status.policy,
