@@ -6,6 +6,7 @@ itself with `kubectl patch --subresource=status`, as the operator would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import tarfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,21 @@ import yaml
 from localcluster import binaries
 from localcluster.cluster import LocalCluster
 from localcluster.helpers import kubectl
+from localcluster.operator import OperatorProcess
 from safehold.storage import catalog, restic
 from safehold.storage.s3 import S3Settings, make_client
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_operator() -> Iterator[None]:
+    """This module plays the operator itself: an operator that another module run by the same
+    worker started would take its Backups (a New one turned Failed) and is paused meanwhile."""
+    with contextlib.ExitStack() as stack:
+        for proc in list(OperatorProcess.running):
+            stack.enter_context(proc.stopped())
+        yield
 
 
 def cli(
