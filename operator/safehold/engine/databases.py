@@ -21,6 +21,7 @@ from safehold.contract.result import Result
 from safehold.engine.movers import MoverFailed, MoverLauncher, MoverRun
 from safehold.engine.settings import restic_cache_dir
 from safehold.kube.secrets import SecretProblem, read_secret_key
+from safehold.planning import rowcounts
 from safehold.planning.builders import FILES_DIR
 from safehold.storage import restic
 
@@ -154,13 +155,15 @@ def _result(target: str, type_: str, started: float, moved: Result) -> DatabaseR
         target=target,
         type=type_,
         result="Succeeded",
-        # PostgreSQL's globals and MySQL's accounts are files of the target, not databases.
+        # PostgreSQL's globals, MySQL's accounts and the row counts are files of the
+        # target, not databases.
         databases=[
             d.name
             for d in moved.databases
             if d.name
             and not d.file.endswith("globals.sql")
             and not d.file.startswith("mysql-system/")
+            and not rowcounts.is_counts_file(d.file)
         ],
         snapshot_id=snapshots[0] if snapshots else None,
         snapshots=snapshots,
