@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from safehold.api.errors import Failure
+from safehold.api.verification import DatabaseCheck, DatabaseProbe
 
 SCRATCH_MARK = "_drill_"
 NAME_LIMIT = 63  # bytes: PostgreSQL's NAMEDATALEN - 1; MySQL allows 64 characters
@@ -177,18 +178,8 @@ class PlannedProbe:
         }
 
 
-@dataclass(frozen=True)
-class ProbeSpec:
-    """What a user's probe says (api.verification.DatabaseProbe, without pydantic)."""
-
-    name: str
-    database: str | None
-    query: str
-    expect: str
-
-
 def plan_probes(
-    probes: Sequence[ProbeSpec], mapping: Mapping[str, str], db_type: str
+    probes: Sequence[DatabaseProbe], mapping: Mapping[str, str], db_type: str
 ) -> list[PlannedProbe]:
     """Each probe with the scratch database it runs in; InvalidCheck when a probe names a
     database the backup does not hold or its expectation does not parse."""
@@ -232,3 +223,73 @@ def parse_probes(raw: str) -> list[PlannedProbe]:
     ):
         raise InvalidCheck("InvalidMoverEnvironment", "the probes file is not a list of probes")
     return [PlannedProbe(*(str(p[k]) for k in keys)) for p in doc]
+
+
+# --------------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class ScratchPlan:
+    """Where and under which names one dumped target is restored for its check."""
+
+    target: str
+    db_type: str
+    mapping: Mapping[str, str]
+    """Original database → scratch database (empty for Redis: the same logical numbers)."""
+    names: tuple[str, ...]
+    """What db-drop drops: the scratch names (Redis: the drill's marker entry)."""
+    probes: tuple[PlannedProbe, ...]
+    compare_row_counts: bool
+    host: str | None
+    port: int | None
+    credentials_secret: str | None
+    restore_accounts: bool
+    """PostgreSQL on a scratch server: replay the roles first, as the dump names owners."""
+
+    @property
+    def entries(self) -> list[str]:
+        """What the drill records before anything is created (`<target>/<name>`)."""
+        return entries(self.target, self.names)
+
+
+class Skip(InvalidCheck):
+    """The check does not apply (reported Skipped, not Failed)."""
+
+
+def plan_scratch(
+    target: str,
+    db_type: str,
+    databases: Sequence[str],
+    check: DatabaseCheck | None,
+    suffix: str,
+    original_known: bool,
+) -> ScratchPlan:
+    """The scratch plan of one dumped target. Skip when the check does not apply (Redis
+    without a scratch server), InvalidCheck when it cannot run as configured."""
+    settings = check or DatabaseCheck(target=target)
+    if db_type == "redis" and not settings.host:
+        raise Skip(
+            "ScratchServerRequired",
+            "a Redis target is checked only on a scratch server of its own: set host (and"
+            " credentialsSecret) in the drill's databases.targets[] for it",
+        )
+    if not original_known and not settings.host:
+        raise InvalidCheck(
+            "TargetUnknown",
+            "the backup does not say where this target lives; set host in the drill's"
+            " databases.targets[]",
+        )
+    mapping = {} if db_type == "redis" else scratch_mapping(databases, suffix)
+    if db_type != "redis" and not mapping:
+        raise Skip("NothingDumped", "the backup holds no database of this target")
+    names = (redis_entry(suffix),) if db_type == "redis" else tuple(mapping.values())
+    return ScratchPlan(
+        target=target,
+        db_type=db_type,
+        mapping=mapping,
+        names=names,
+        probes=tuple(plan_probes(settings.probes, mapping, db_type)),
+        compare_row_counts=settings.compare_row_counts,
+        host=settings.host,
+        port=settings.port,
+        credentials_secret=settings.credentials_secret,
+        restore_accounts=db_type == "postgresql" and bool(settings.host),
+    )
