@@ -76,8 +76,9 @@ class DatabaseChecks(ApiModel):
     enabled: bool = True
     """Restore and check every dumped target of the backup."""
     targets: list[DatabaseCheck] = Field(default_factory=list, max_length=64)
-    """Per-target settings; targets not listed restore on their original server into a
-    scratch database and compare row counts."""
+    """Per-target settings; targets not listed restore on their original server into
+    scratch databases (<db>_drill_<suffix>) and compare row counts. A Redis target is checked
+    only when listed here with the host of a scratch server."""
 
 
 class DrillChecks(ApiModel):
