@@ -88,7 +88,11 @@ def test_postgres_target_round_trip_and_a_failing_target(
     assert results["main"]["snapshots"]
     # Each file and its snapshot, so that the restore below reads them without a listing.
     files = {f["path"]: f for f in results["main"]["files"]}
-    assert set(files) == {f"postgresql/{db}.dump", "postgresql/globals.sql"}, files
+    assert set(files) == {
+        f"postgresql/{db}.dump",
+        "postgresql/globals.sql",
+        "postgresql/counts.json",
+    }, files
     assert {f["snapshot"] for f in files.values()} == set(results["main"]["snapshots"])
     assert files[f"postgresql/{db}.dump"]["bytes"] > 0
     assert results["main"]["serverVersion"].startswith("15")

@@ -83,7 +83,10 @@ def test_redis_round_trip_through_the_operator(
     apply(local_cluster, OPS, secret(f"{name}-creds", {"password": source.password}))
     status = _backup(local_cluster, name, [_target(name, source)])
     assert status["phase"] == "Succeeded", status
-    assert [f["path"] for f in status["databases"][0]["files"]] == ["redis/dump.rdb"]
+    assert [f["path"] for f in status["databases"][0]["files"]] == [
+        "redis/dump.rdb",
+        "redis/counts.json",
+    ]
 
     target = _redis()
     try:

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from safehold.api.base import ApiModel, Condition, DnsLabel, DnsSubdomain, LocalObjectReference
+from safehold.api.content import DatabaseTls
 from safehold.api.durations import DrillTimeout, KeepDuration, RtoTarget
 
 VerificationPhase = Literal["New", "Running", "Succeeded", "Failed"]
@@ -35,16 +36,17 @@ class DatabaseProbe(ApiModel):
     """A query against a restored scratch database and what its answer must be."""
 
     name: DnsLabel
-    """Name of the probe, unique in the target's list."""
+    """Name of the probe, unique in the target's list; failures name it."""
     database: str | None = Field(default=None, min_length=1, max_length=128)
     """The backed-up database (its original name) the query runs in; default: the first
-    database of the target. Redis: the logical database number."""
+    database of the target. Redis: the logical database number (default 0)."""
     query: str = Field(min_length=1, max_length=4096)
-    """SQL (PostgreSQL, MySQL/MariaDB) whose first column of its first row is compared; for
-    Redis a command such as `DBSIZE` or `GET config:version`."""
+    """SQL (PostgreSQL, MySQL/MariaDB) whose first column of its first row is compared, run
+    read-only; for Redis one read-only command such as `DBSIZE` or `GET config:version`."""
     expect: str = Field(min_length=2, max_length=1024, pattern=r"^(==|!=|>=|<=|>|<)\s*\S.*$")
-    """The comparison the answer must pass: `>= 1000`, `== ready`, `!= 0`. Numbers compare
-    as numbers, anything else as text."""
+    """The comparison the answer must pass: `>= 1000`, `== ready`, `!= 0`. A number compares
+    as a number (the answer must then be one), anything else, or a quoted value
+    (`== "42"`), as text; an SQL NULL or Redis nil answer is the text NULL."""
 
 
 class DatabaseCheck(ApiModel):
@@ -53,11 +55,14 @@ class DatabaseCheck(ApiModel):
     target: DnsLabel
     """Name of the target in the backup."""
     host: str | None = Field(default=None, max_length=253)
-    """Restore into this scratch server instead of the original one."""
+    """Restore into this scratch server instead of the original one (required for Redis:
+    without it a Redis target is Skipped with ScratchServerRequired)."""
     port: int | None = Field(default=None, ge=1, le=65535)
     """Port of that server."""
     credentials_secret: DnsSubdomain | None = None
     """Secret (same namespace) with username/password for that server."""
+    tls: DatabaseTls | None = None
+    """TLS settings for that server; default: those of the original target."""
     compare_row_counts: bool = True
     """Compare each table's row count (Redis: each logical database's key count) with the
     counts recorded at backup time."""
@@ -71,8 +76,9 @@ class DatabaseChecks(ApiModel):
     enabled: bool = True
     """Restore and check every dumped target of the backup."""
     targets: list[DatabaseCheck] = Field(default_factory=list, max_length=64)
-    """Per-target settings; targets not listed restore on their original server into a
-    scratch database and compare row counts."""
+    """Per-target settings; targets not listed restore on their original server into
+    scratch databases (<db>_drill_<suffix>) and compare row counts. A Redis target is checked
+    only when listed here with the host of a scratch server."""
 
 
 class DrillChecks(ApiModel):

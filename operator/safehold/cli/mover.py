@@ -34,11 +34,25 @@ def _db_restore() -> int:
     return db_restore()
 
 
+def _db_verify() -> int:
+    from safehold.movers.db_verify import db_verify
+
+    return db_verify()
+
+
+def _db_drop() -> int:
+    from safehold.movers.db_verify import db_drop
+
+    return db_drop()
+
+
 VERBS: dict[str, tuple[str, Callable[[], int]]] = {
     "volume-backup": ("back up a mounted PVC into the repository", _volume_backup),
     "volume-restore": ("restore a snapshot into a mounted PVC", _volume_restore),
     "db-dump": ("dump one database target into the repository", _db_dump),
     "db-restore": ("restore one database target from the repository", _db_restore),
+    "db-verify": ("check a drill's scratch databases, then drop them", _db_verify),
+    "db-drop": ("drop scratch databases a drill left behind", _db_drop),
 }
 
 

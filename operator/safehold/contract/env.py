@@ -63,6 +63,20 @@ Restore only:
 - ``SAFEHOLD_SCRATCH_DIR`` — a writable (ideally memory-backed) directory for the few restore
   paths that need a file: parallel ``pg_restore`` and the Redis RDB. Default ``$TMPDIR``.
 
+Drill checks (``db-verify``, ``db-drop``; also read by ``db-restore``):
+
+- ``SAFEHOLD_DB_SCRATCH_SUFFIX`` — the drill's suffix (1-16 of ``[a-z0-9]``): the scratch
+  databases are ``<db>_drill_<suffix>``; a Redis restore marks every logical database it
+  writes with the key ``safehold.io/drill:<suffix>``. The movers drop or flush nothing else.
+- ``SAFEHOLD_DB_VERIFY_COUNTS`` — ``true`` (default) compares the row counts of the scratch
+  databases (named by ``SAFEHOLD_DB_MAPPING``, original:scratch) with those recorded at
+  backup time (the counts file among ``SAFEHOLD_DB_FILES``).
+- ``SAFEHOLD_DB_PROBES_FILE`` — JSON list of probes ``{name, database, original, query,
+  expect}``, ``database`` being the scratch database (Redis: the logical database number).
+- ``SAFEHOLD_DB_PROBE_TIMEOUT`` — seconds one probe may run (default 300).
+- ``SAFEHOLD_DB_DROP`` — ``db-drop``: comma list of scratch names to drop (Redis:
+  ``drill_<suffix>``, the logical databases holding that drill's marker are flushed).
+
 Identity and repository (both verbs):
 
 - ``SAFEHOLD_BACKUP`` — ``<namespace>/<name>`` of the Backup (snapshot tag
@@ -104,6 +118,11 @@ DB_MAPPING = "SAFEHOLD_DB_MAPPING"
 DB_RESTORE_CLEAN = "SAFEHOLD_DB_RESTORE_CLEAN"
 DB_READY_TIMEOUT = "SAFEHOLD_DB_READY_TIMEOUT"
 DEFAULT_READY_TIMEOUT = 300
+DB_SCRATCH_SUFFIX = "SAFEHOLD_DB_SCRATCH_SUFFIX"
+DB_VERIFY_COUNTS = "SAFEHOLD_DB_VERIFY_COUNTS"
+DB_PROBES_FILE = "SAFEHOLD_DB_PROBES_FILE"
+DB_PROBE_TIMEOUT = "SAFEHOLD_DB_PROBE_TIMEOUT"
+DB_DROP = "SAFEHOLD_DB_DROP"
 PG_MAINTENANCE_DB = "SAFEHOLD_PG_MAINTENANCE_DB"
 PG_GLOBALS = "SAFEHOLD_PG_GLOBALS"
 PG_ROLE_PASSWORDS = "SAFEHOLD_PG_ROLE_PASSWORDS"
@@ -251,6 +270,11 @@ class DbConfig:
     restore_clean: bool = False
     ready_timeout: int = DEFAULT_READY_TIMEOUT
     scratch_dir: str = "/tmp"
+    scratch_suffix: str = ""
+    verify_counts: bool = True
+    probes_file: str = ""
+    probe_timeout: int = 300
+    drop: tuple[str, ...] = ()
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -322,4 +346,20 @@ def from_environment(environ: Mapping[str, str] | None = None) -> DbConfig:
         restore_clean=_flag(env, DB_RESTORE_CLEAN, False),
         ready_timeout=max(0, _int(env, DB_READY_TIMEOUT, DEFAULT_READY_TIMEOUT)),
         scratch_dir=env.get(SCRATCH_DIR, "").strip() or env.get("TMPDIR", "") or "/tmp",
+        scratch_suffix=_suffix(env),
+        verify_counts=_flag(env, DB_VERIFY_COUNTS, True),
+        probes_file=env.get(DB_PROBES_FILE, "").strip(),
+        probe_timeout=max(1, _int(env, DB_PROBE_TIMEOUT, 300)),
+        drop=tuple(n.strip() for n in env.get(DB_DROP, "").split(",") if n.strip()),
     )
+
+
+_SUFFIX = re.compile(r"^[a-z0-9]{1,16}$")
+
+
+def _suffix(env: Mapping[str, str]) -> str:
+    """The drill's suffix (db-verify, db-drop, and a drill's db-restore)."""
+    suffix = env.get(DB_SCRATCH_SUFFIX, "").strip()
+    if suffix and not _SUFFIX.match(suffix):
+        raise ConfigError(f"{DB_SCRATCH_SUFFIX} must be 1-16 of [a-z0-9], not {suffix!r}")
+    return suffix

@@ -40,6 +40,9 @@ RESTORE_FAILED = "RestoreFailed"
 SNAPSHOT_NOT_FOUND = "SnapshotNotFound"
 INVALID_ENVIRONMENT = "InvalidMoverEnvironment"
 TOOL_NOT_FOUND = "ToolNotFound"
+# The database check of a drill (db-verify).
+ROW_COUNT_MISMATCH = "RowCountMismatch"
+PROBE_FAILED = "ProbeFailed"
 
 
 def _compact(doc: Mapping[str, Any]) -> str:
@@ -198,4 +201,80 @@ class Result:
 
     def emit(self) -> None:
         """Print to stdout and write the termination message."""
+        write_result(self.to_dict(), self.termination_json())
+
+
+@dataclass
+class ProbeOutcome:
+    """One probe of a db-verify run."""
+
+    name: str = ""
+    passed: bool = False
+    message: str = ""
+
+
+@dataclass
+class VerifyResult:
+    """The result document of `db-verify` and `db-drop`.
+
+    `ok` says that the mover did its work; whether the restored copy passed is `passed`,
+    with `reason` (RowCountMismatch, ProbeFailed) and `message` when it did not. `ok` false
+    (exit 1) is a mover that could not check (the server refused, a probe could not run).
+    `dropped` and `leftover` name the scratch databases dropped and those that could not
+    be dropped.
+    """
+
+    verb: str
+    type: str = ""
+    target: str = ""
+    backup: str = ""
+    ok: bool = False
+    passed: bool = False
+    reason: str = ""
+    message: str = ""
+    counts: str = ""
+    """What the row count comparison found (one sentence)."""
+    tables: int = 0
+    rows: int = 0
+    probes: list[ProbeOutcome] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    leftover: list[str] = field(default_factory=list)
+    durationSeconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> VerifyResult:
+        known = _known(cls, doc)
+        items = [p for p in known.pop("probes", None) or [] if isinstance(p, Mapping)]
+        known.setdefault("verb", "")
+        for key in ("dropped", "leftover", "warnings"):
+            known[key] = [str(v) for v in known.get(key) or [] if isinstance(v, str)]
+        probes = [ProbeOutcome(**_known(ProbeOutcome, p)) for p in items]
+        return cls(**known, probes=probes)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["durationSeconds"] = round(self.durationSeconds, 3)
+        return {k: v for k, v in doc.items() if v not in ("", [])}
+
+    def termination_json(self) -> str:
+        """The document, shrunk until it fits the termination message."""
+        doc = self.to_dict()
+        text = _compact(doc)
+        if len(text.encode()) <= MAX_TERMINATION_BYTES:
+            return text
+        doc["truncated"] = True
+        doc["message"] = str(doc.get("message", ""))[:1200]
+        doc["counts"] = str(doc.get("counts", ""))[:600]
+        doc["warnings"] = [w[:200] for w in doc.get("warnings", [])[:2]]
+        doc["probes"] = [p | {"message": p["message"][:160]} for p in doc.get("probes", [])[:8]]
+        for key in ("dropped", "leftover"):
+            doc[key] = [n[:80] for n in doc.get(key, [])[:8]]
+        text = _compact(doc)
+        while len(text.encode()) > MAX_TERMINATION_BYTES and doc["probes"]:
+            doc["probes"] = doc["probes"][: len(doc["probes"]) // 2]
+            text = _compact(doc)
+        return text
+
+    def emit(self) -> None:
         write_result(self.to_dict(), self.termination_json())

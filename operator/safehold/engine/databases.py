@@ -7,8 +7,9 @@ travels only in the Job's Secret. A failing target does not stop the others.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from safehold.api.backup import DatabaseResult, DumpedFile
 from safehold.api.base import JSON
@@ -21,6 +22,7 @@ from safehold.contract.result import Result
 from safehold.engine.movers import MoverFailed, MoverLauncher, MoverRun
 from safehold.engine.settings import restic_cache_dir
 from safehold.kube.secrets import SecretProblem, read_secret_key
+from safehold.planning import rowcounts
 from safehold.planning.builders import FILES_DIR
 from safehold.storage import restic
 
@@ -154,13 +156,15 @@ def _result(target: str, type_: str, started: float, moved: Result) -> DatabaseR
         target=target,
         type=type_,
         result="Succeeded",
-        # PostgreSQL's globals and MySQL's accounts are files of the target, not databases.
+        # PostgreSQL's globals, MySQL's accounts and the row counts are files of the
+        # target, not databases.
         databases=[
             d.name
             for d in moved.databases
             if d.name
             and not d.file.endswith("globals.sql")
             and not d.file.startswith("mysql-system/")
+            and not rowcounts.is_counts_file(d.file)
         ],
         snapshot_id=snapshots[0] if snapshots else None,
         snapshots=snapshots,
@@ -294,6 +298,44 @@ def restore_status(target: str, address: str, timeout: str, progress: JSON | Non
 StatusFn = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class Connection:
+    """How a mover reaches the server one dumped target is restored into: its environment
+    (no secret), the credentials for the Job's Secret, the files (a CA) and the address."""
+
+    env: dict[str, str]
+    credentials: tuple[str, str] = field(repr=False)
+    files: dict[str, str] = field(repr=False)
+    address: str
+
+
+def restore_connection(
+    launcher: MoverLauncher,
+    namespace: str,
+    dumped: DatabaseResult,
+    original: DatabaseTarget | None,
+    override: DatabaseRestoreTarget | None,
+    ready_timeout: str = "5m",
+) -> Connection:
+    """The connection of a restore of `dumped` into its original server or the override's;
+    TargetFailed when neither says where, SecretProblem when a Secret is missing."""
+    if original is None and (override is None or override.host is None):
+        raise TargetFailed(
+            "TargetUnknown",
+            "the backup does not say where this target "
+            "lives; name a host in spec.databases.targets",
+        )
+    secrets = _Secrets(launcher, namespace)
+    env = _restore_environment(dumped, original, override, namespace, ready_timeout)
+    creds = original.credentials_secret if original else None
+    if override is not None and override.credentials_secret:
+        creds = DatabaseCredentials(name=override.credentials_secret)
+    credentials = secrets.credentials(creds, dumped.type)
+    files = secrets.tls_files(restore_tls(original, override))
+    port = env.get(menv.DB_PORT) or str(menv.DEFAULT_PORTS.get(dumped.type, ""))
+    return Connection(env, credentials, files, f"{env.get(menv.DB_HOST, '')}:{port}")
+
+
 def restore_target(
     launcher: MoverLauncher,
     namespace: str,
@@ -302,36 +344,25 @@ def restore_target(
     override: DatabaseRestoreTarget | None,
     ready_timeout: str = "5m",
     on_status: StatusFn | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> DatabaseResult:
     """Restore one dumped target into its original server or the override's; the mover
     first waits up to `ready_timeout` for the server to accept connections. `on_status`
-    hears what it waits for and, where the mover's log can be read, how that goes."""
+    hears what it waits for and, where the mover's log can be read, how that goes.
+    `extra_env` adds mover variables (a drill's scratch suffix)."""
     started = time.monotonic()
-    secrets = _Secrets(launcher, namespace)
     try:
-        if original is None and (override is None or override.host is None):
-            raise TargetFailed(
-                "TargetUnknown",
-                "the backup does not say where this target "
-                "lives; name a host in spec.databases.targets",
-            )
-        env = _restore_environment(dumped, original, override, namespace, ready_timeout)
-        creds = original.credentials_secret if original else None
-        if override is not None and override.credentials_secret:
-            creds = DatabaseCredentials(name=override.credentials_secret)
-        credentials = secrets.credentials(creds, dumped.type)
-        files = secrets.tls_files(restore_tls(original, override))
-        port = env.get(menv.DB_PORT) or str(menv.DEFAULT_PORTS.get(dumped.type, ""))
-        address = f"{env.get(menv.DB_HOST, '')}:{port}"
+        conn = restore_connection(launcher, namespace, dumped, original, override, ready_timeout)
 
         def progress(doc: JSON | None) -> None:
             if on_status is not None:
-                on_status(restore_status(dumped.target, address, ready_timeout, doc))
+                on_status(restore_status(dumped.target, conn.address, ready_timeout, doc))
 
         progress(None)
+        env = {**conn.env, **(extra_env or {})}
         moved = _launch(
-            launcher, "db-restore", namespace, dumped.target, "dbr", env, credentials, files,
-            progress if on_status is not None else None,
+            launcher, "db-restore", namespace, dumped.target, "dbr", env, conn.credentials,
+            conn.files, progress if on_status is not None else None,
         )  # fmt: skip
     except Failure as err:
         return _failed(dumped.target, dumped.type, err.summary())

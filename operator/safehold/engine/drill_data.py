@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from safehold.api.errors import Failure
 from safehold.api.kinds import VERIFICATION
 from safehold.api.verification import BackupVerificationStatus, CheckStatus
 from safehold.engine.database_checks import check_database_target, drop_scratch_databases
@@ -89,6 +90,8 @@ class DrillData:
                 overrides.get(result.target),
                 suffix,
                 self._created,
+                self._dropped,
+                on_status=run._say,
             )
             if check.duration_seconds is None:
                 check.duration_seconds = round(time.monotonic() - started, 3)
@@ -99,6 +102,11 @@ class DrillData:
         """Scratch databases about to be created: recorded before they exist."""
         status = self.run.status
         status.scratch_databases = sorted(set(status.scratch_databases) | set(names))
+        self.run._write()
+
+    def _dropped(self, names: list[str]) -> None:
+        status = self.run.status
+        status.scratch_databases = sorted(set(status.scratch_databases) - set(names))
         self.run._write()
 
     def drop_databases(self) -> None:
@@ -118,14 +126,18 @@ class DrillData:
         data = DrillData(run, source, {})
         targets = {t.name: t for t in database_targets(run.clients, run.namespace, source)}
         overrides = {c.target: c for c in run.spec.checks.databases.targets}
-        by_target: dict[str, list[str]] = {}
-        for item in leftovers:
-            target, _, name = item.partition("/")
-            by_target.setdefault(target, []).append(name)
-        for target, names in by_target.items():
-            drop_scratch_databases(
-                data._launcher(), run.namespace, targets.get(target), overrides.get(target), names
-            )
+        for dumped in source.manifest.databases:
+            try:
+                drop_scratch_databases(
+                    data._launcher(),
+                    run.namespace,
+                    dumped,
+                    targets.get(dumped.target),
+                    overrides.get(dumped.target),
+                    leftovers,
+                )
+            except Failure as err:  # logged; the sweep of a later attempt tries again
+                log.warning("drill %s/%s: %s", run.namespace, run.name, err.message)
 
 
 def _snapshots_of(manifest: BackupManifest) -> set[str]:

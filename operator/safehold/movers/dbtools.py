@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
+import queue
 import re
 import shutil
 import subprocess
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,6 +33,7 @@ from safehold.contract.result import (
     MoverError,
     Result,
 )
+from safehold.planning import rowcounts
 from safehold.storage import restic
 
 T = TypeVar("T")
@@ -343,3 +347,121 @@ def waiting_progress(
         "timeoutSeconds": cfg.ready_timeout,
         "lastError": f"{last.reason}: {tail(last.message, 1)[:200]}",
     }
+
+
+def store_counts(
+    cfg: menv.DbConfig, repo: restic.Repository, result: Result, counts: rowcounts.RowCounts
+) -> None:
+    """Store the row counts of a dump beside it (its own small snapshot, listed among the
+    target's files). The dump stands without them: a failure is a warning."""
+    filename = rowcounts.counts_file(cfg.type)
+    tags = (*cfg.tags, f"{menv.TAG_DATABASE}=counts")
+    started = time.monotonic()
+    try:
+        summary = restic.backup_bytes(repo, filename, rowcounts.to_bytes(counts), tags)
+    except restic.ResticError as err:
+        result.warnings.append(f"row counts not stored: {err.reason}: {tail(str(err), 2)}")
+        return
+    item = DatabaseResult(
+        name="counts",
+        file=filename,
+        snapshot=summary.snapshot_id,
+        bytesProcessed=summary.bytes_processed,
+        bytesAdded=summary.bytes_added,
+        seconds=time.monotonic() - started,
+    )
+    result.add(item)
+
+
+_EOF = object()
+
+
+class Session:
+    """An interactive client (psql, mariadb) fed statements on its stdin while its output is
+    read line by line: both flush after each statement (psql always, mariadb with
+    --unbuffered). stderr is collected on the side; the process is killed on exit."""
+
+    def __init__(self, cmd: Sequence[str], env: Mapping[str, str]) -> None:
+        try:
+            self.proc = subprocess.Popen(
+                list(cmd),
+                env=dict(env),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except FileNotFoundError:
+            raise MoverError(TOOL_NOT_FOUND, f"{cmd[0]} is not installed") from None
+        self._lines: queue.Queue[object] = queue.Queue()
+        self._stderr: list[bytes] = []
+        self._readers = [
+            threading.Thread(target=self._read_stdout, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line.decode(errors="replace").rstrip("\n"))
+        self._lines.put(_EOF)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._stderr.append(line)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def send(self, text: str) -> bool:
+        """Write statements; False when the client is gone."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(text.encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            return False
+        return True
+
+    def read_until(self, marker: str, timeout: float | None = None) -> list[str] | None:
+        """The lines before `marker`; None when the client ended (or `timeout` passed)
+        first."""
+        lines: list[str] = []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                line = self._lines.get(timeout=wait)
+            except queue.Empty:
+                return None
+            if line is _EOF:
+                self._lines.put(_EOF)
+                return None
+            if line == marker:
+                return lines
+            lines.append(str(line))
+
+    def errors(self) -> str:
+        return b"".join(self._stderr).decode(errors="replace")
+
+    def close(self, final: str = "", timeout: float = 60) -> int | None:
+        """Send the last statements, end the input and wait; the exit code (None: killed)."""
+        self.send(final)
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+        for reader in self._readers:
+            reader.join(timeout=5)
+        return code

@@ -16,12 +16,14 @@ from typing import Any
 from safehold.contract import env as menv
 from safehold.contract.result import (
     DATABASE_NOT_FOUND,
+    DUMP_FAILED,
     RESTORE_FAILED,
     MoverError,
     Result,
 )
 from safehold.movers import dbtools
 from safehold.movers import mysql_accounts as accounts
+from safehold.planning import rowcounts
 from safehold.storage import restic
 
 PREFIX = "mysql"
@@ -118,6 +120,7 @@ def dump(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
     missing = [d for d in wanted if d not in available and d not in SYSTEM_DATABASES]
     if missing:
         raise MoverError(DATABASE_NOT_FOUND, f"no such database: {', '.join(missing)}")
+    counted: list[rowcounts.DatabaseCounts] = []
     for name in wanted:
         cmd = [
             dumper,
@@ -133,16 +136,7 @@ def dump(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
             "--",
             name,
         ]
-        dbtools.store(
-            cfg,
-            repo,
-            result,
-            name,
-            f"{PREFIX}/{dbtools.quote_name(name)}.sql",
-            cmd,
-            tool_env(cfg),
-            classify,
-        )
+        counted.append(_dump_database(cfg, repo, result, name, cmd))
     if cfg.mysql_accounts:
         # CREATE USER IF NOT EXISTS + GRANT for every account (password hashes included).
         cmd = [
@@ -153,6 +147,141 @@ def dump(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
             "--insert-ignore",
         ]
         dbtools.store(cfg, repo, result, "accounts", ACCOUNTS_FILE, cmd, tool_env(cfg), classify)
+    dbtools.store_counts(cfg, repo, result, rowcounts.RowCounts(PREFIX, tuple(counted)))
+
+
+# Row counts. mariadb-dump --single-transaction reads its own consistent snapshot, which no
+# other session can share; ours is opened just before it. Both see the same data when no
+# write committed in between: InnoDB's transaction counter (Innodb_max_trx_id, which every
+# write transaction and every commit advances) read before our snapshot and again after the
+# dump ended tells. Only then, and only for InnoDB tables, are the counts exact.
+COUNTER = "Innodb_max_trx_id"
+_OPEN = f"""SHOW GLOBAL STATUS LIKE '{COUNTER}';
+SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ;
+START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY;
+SELECT 'SAFEHOLD-OPENED';
+"""
+_AFTER = f"SHOW GLOBAL STATUS LIKE '{COUNTER}';\nSELECT 'SAFEHOLD-AFTER';\n"
+
+
+def _session(cfg: menv.DbConfig) -> dbtools.Session:
+    cmd = [_client(), "--no-defaults", *connection_args(cfg), "--batch", "--skip-column-names"]
+    cmd.append("--default-character-set=utf8mb4")
+    # --unbuffered: an answer per statement; --force: a table that cannot be counted does
+    # not end the session.
+    return dbtools.Session([*cmd, "--unbuffered", "--force"], dbtools.base_env(tool_env(cfg)))
+
+
+def _counter(lines: list[str] | None) -> str | None:
+    found = [ln.split("\t", 1)[1] for ln in lines or [] if ln.startswith(COUNTER + "\t")]
+    return found[0] if found else None
+
+
+def tables_sql(database: str) -> str:
+    """Base tables of a database and their engines, names hex-encoded (no escaping issue)."""
+    return (
+        "SELECT HEX(TABLE_NAME), ENGINE FROM information_schema.TABLES"  # noqa: S608 - literal()
+        f" WHERE TABLE_SCHEMA = {literal(database)} AND TABLE_TYPE = 'BASE TABLE'"
+        " ORDER BY TABLE_NAME;\nSELECT 'SAFEHOLD-LISTED';\n"
+    )
+
+
+def count_sql(database: str, tables: list[str]) -> str:
+    """One COUNT(*) per table, each answer naming its table (hex)."""
+    rows = [
+        f"SELECT HEX({literal(t)}), COUNT(*) FROM {identifier(database)}.{identifier(t)};"  # noqa: S608
+        for t in tables
+    ]
+    return "\n".join([*rows, "SELECT 'SAFEHOLD-COUNTED';", ""])
+
+
+def parse_counted(lines: list[str] | None) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in lines or []:
+        name, _, rows = line.partition("\t")
+        counts[bytes.fromhex(name).decode(errors="replace")] = int(rows)
+    return counts
+
+
+def parse_tables(lines: list[str] | None) -> dict[str, str]:
+    """table → engine, from tables_sql's answer."""
+    tables: dict[str, str] = {}
+    for line in lines or []:
+        name, _, engine = line.partition("\t")
+        tables[bytes.fromhex(name).decode(errors="replace")] = engine
+    return tables
+
+
+def _dump_database(
+    cfg: menv.DbConfig, repo: restic.Repository, result: Result, name: str, cmd: list[str]
+) -> rowcounts.DatabaseCounts:
+    with _session(cfg) as session:
+        session.send(_OPEN + tables_sql(name))
+        opened = session.read_until("SAFEHOLD-OPENED", timeout=cfg.connect_timeout + 60)
+        if opened is None:
+            session.close()
+            text = session.errors() or "the counting session did not start"
+            raise MoverError(classify(text, DUMP_FAILED), f"{name}: {dbtools.tail(text)}")
+        tables = parse_tables(session.read_until("SAFEHOLD-LISTED", timeout=600))
+        session.send(count_sql(name, sorted(tables)))  # counted while the dump runs
+        filename = f"{PREFIX}/{dbtools.quote_name(name)}.sql"
+        dbtools.store(cfg, repo, result, name, filename, cmd, tool_env(cfg), classify)
+        counted = parse_counted(session.read_until("SAFEHOLD-COUNTED"))
+        session.send(_AFTER)
+        after = _counter(session.read_until("SAFEHOLD-AFTER", timeout=cfg.connect_timeout + 60))
+        session.close("COMMIT;\n")
+    return _counts(name, tables, counted, _counter(opened), after, session.errors(), result)
+
+
+def _counts(
+    name: str,
+    tables: dict[str, str],
+    counted: dict[str, int],
+    before: str | None,
+    after: str | None,
+    errors: str,
+    result: Result,
+) -> rowcounts.DatabaseCounts:
+    exact = before is not None and before == after
+    note = ""
+    if before is None or after is None:
+        note = f"the server does not report {COUNTER}: counted in a snapshot of its own"
+    elif not exact:
+        note = "writes committed while the dump ran: counted in a snapshot of its own"
+    missing = sorted(set(tables) - set(counted))
+    if missing:
+        failed = [ln for ln in errors.splitlines() if ln.startswith("ERROR")]
+        result.warnings.append(
+            f"{name}: row counts of {len(missing)} tables not recorded"
+            + (f": {failed[0]}" if failed else "")
+        )
+    entries = tuple(
+        rowcounts.TableCount("", t, counted[t], exact and tables[t] == "InnoDB")
+        for t in sorted(counted)
+        if t in tables
+    )
+    return rowcounts.DatabaseCounts(name, entries, exact=exact, note=note)
+
+
+def count_tables(cfg: menv.DbConfig, database: str) -> tuple[list[rowcounts.TableCount], str]:
+    """Rows of every base table of a (restored) database, and the first error if any."""
+    listed = sql(cfg, tables_sql(database)).splitlines()
+    tables = parse_tables(listed[: listed.index("SAFEHOLD-LISTED")])
+    cmd = [_client(), "--no-defaults", *connection_args(cfg), "--batch", "--skip-column-names"]
+    proc = dbtools.run_tool(
+        [*cmd, "--force"],
+        dbtools.base_env(tool_env(cfg)),
+        input_bytes=count_sql(database, sorted(tables)).encode(),
+        timeout=24 * 3600,
+    )
+    lines = proc.stdout.decode(errors="replace").splitlines()
+    if "SAFEHOLD-COUNTED" not in lines:
+        text = proc.stderr.decode(errors="replace")
+        raise MoverError(classify(text, "DatabaseError"), f"{database}: {dbtools.tail(text)}")
+    counted = parse_counted(lines[: lines.index("SAFEHOLD-COUNTED")])
+    errors = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if "ERROR" in ln]
+    found = [rowcounts.TableCount("", t, n) for t, n in sorted(counted.items())]
+    return found, (errors[0] if errors else "")
 
 
 def restore(

@@ -8,6 +8,7 @@ tool never waits for a password prompt.
 from __future__ import annotations
 
 import functools
+import json
 import re
 import subprocess
 import tempfile
@@ -19,11 +20,13 @@ from typing import Any
 from safehold.contract import env as menv
 from safehold.contract.result import (
     DATABASE_NOT_FOUND,
+    DUMP_FAILED,
     RESTORE_FAILED,
     MoverError,
     Result,
 )
 from safehold.movers import dbtools
+from safehold.planning import rowcounts
 from safehold.storage import restic
 
 PREFIX = "postgresql"
@@ -126,17 +129,7 @@ def dump(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
     with ThreadPoolExecutor(1) as side:
         side_dump = side.submit(_dump_globals, cfg, repo, side_result) if cfg.pg_globals else None
         try:
-            for name in wanted:
-                dbtools.store(
-                    cfg,
-                    repo,
-                    result,
-                    name,
-                    f"{PREFIX}/{dbtools.quote_name(name)}.dump",
-                    [pg_dump, "-w", "-Fc", "-Z0"],
-                    libpq_env(cfg, name),
-                    classify,
-                )
+            counted = [_dump_database(cfg, repo, result, name, pg_dump) for name in wanted]
         finally:
             # Merged also when a database failed, so that the run forgets its snapshot too.
             failed = side_dump.exception() if side_dump is not None else None
@@ -144,6 +137,105 @@ def dump(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
                 result.add(item)
     if failed is not None:
         raise failed
+    dbtools.store_counts(cfg, repo, result, rowcounts.RowCounts(PREFIX, tuple(counted)))
+
+
+# Counts every table pg_dump dumps the data of (ordinary tables, partitions; not views,
+# materialized views, foreign tables or an extension's own tables), one statement per table
+# under its own savepoint, so that a table that cannot be read (row-level security, as for
+# pg_dump) leaves the others counted. Run in the snapshot pg_dump reads.
+COUNTED = "SAFEHOLD-COUNTED"
+_COUNT_TABLES = r"""SET LOCAL row_security = off;
+SET LOCAL lock_timeout = '5min';
+\set ON_ERROR_STOP 0
+SELECT 'SAVEPOINT safehold_count',
+  format('SELECT json_build_array(%L, %L, count(*)) FROM %I.%I',
+         n.nspname, c.relname, n.nspname, c.relname),
+  'ROLLBACK TO SAVEPOINT safehold_count'
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND c.relpersistence <> 't'
+  AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY n.nspname, c.relname \gexec
+SELECT 'SAFEHOLD-COUNTED';
+"""
+_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n"
+_SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
+
+
+def _session(cfg: menv.DbConfig, database: str) -> dbtools.Session:
+    cmd = [_bin("psql"), "-X", "-w", "-q", "-At", "-v", "ON_ERROR_STOP=1"]
+    return dbtools.Session(cmd, dbtools.base_env(libpq_env(cfg, database)))
+
+
+def _dump_database(
+    cfg: menv.DbConfig, repo: restic.Repository, result: Result, name: str, pg_dump: str
+) -> rowcounts.DatabaseCounts:
+    """pg_dump of one database in a snapshot exported by a session of ours, which counts
+    the rows of every table in that same snapshot while pg_dump runs: exact counts."""
+    with _session(cfg, name) as session:
+        session.send(_BEGIN + "SELECT pg_export_snapshot();\nSELECT 'SAFEHOLD-SNAPSHOT';\n")
+        lines = session.read_until("SAFEHOLD-SNAPSHOT", timeout=cfg.connect_timeout + 60)
+        if not lines or not _SNAPSHOT_ID.match(lines[-1]):
+            session.close()
+            text = session.errors() or "the snapshot was not exported"
+            raise MoverError(classify(text, DUMP_FAILED), f"{name}: {dbtools.tail(text)}")
+        session.send(_COUNT_TABLES)  # counts while pg_dump reads the same snapshot
+        dbtools.store(
+            cfg,
+            repo,
+            result,
+            name,
+            f"{PREFIX}/{dbtools.quote_name(name)}.dump",
+            [pg_dump, "-w", "-Fc", "-Z0", f"--snapshot={lines[-1]}"],
+            libpq_env(cfg, name),
+            classify,
+        )
+        counted = session.read_until(COUNTED)
+        session.close("COMMIT;\n")
+        return _counts(name, counted, session.errors(), result)
+
+
+def _counts(
+    name: str, lines: list[str] | None, errors: str, result: Result
+) -> rowcounts.DatabaseCounts:
+    tables = parse_counted(lines or [])
+    failed = [ln.split("ERROR:", 1)[1].strip() for ln in errors.splitlines() if "ERROR:" in ln]
+    note = ""
+    if lines is None:
+        note = "the counting session ended early: " + dbtools.tail(errors, 1)
+    elif failed:
+        note = f"{len(failed)} tables could not be counted: {failed[0]}"
+    if note:
+        result.warnings.append(f"{name}: row counts incomplete: {note}")
+    return rowcounts.DatabaseCounts(name, tuple(tables), exact=True, note=note[:500])
+
+
+def parse_counted(lines: list[str]) -> list[rowcounts.TableCount]:
+    """The output of _COUNT_TABLES: one JSON [schema, table, rows] per line."""
+    tables = []
+    for line in lines:
+        schema, table, rows = json.loads(line)
+        tables.append(rowcounts.TableCount(str(schema), str(table), int(rows)))
+    return tables
+
+
+def count_tables(cfg: menv.DbConfig, database: str) -> tuple[list[rowcounts.TableCount], str]:
+    """Rows of every table of a (restored) database, counted as at dump time, and what
+    could not be counted (the first error, empty when none)."""
+    proc = dbtools.run_tool(
+        [_bin("psql"), "-X", "-w", "-q", "-At", "-v", "ON_ERROR_STOP=1"],
+        dbtools.base_env(libpq_env(cfg, database)),
+        input_bytes=(_BEGIN + _COUNT_TABLES + "COMMIT;\n").encode(),
+        timeout=24 * 3600,
+    )
+    text = proc.stderr.decode(errors="replace")
+    lines = proc.stdout.decode().splitlines()
+    if proc.returncode != 0 or COUNTED not in lines:
+        raise MoverError(classify(text, "DatabaseError"), f"{database}: {dbtools.tail(text)}")
+    failed = [ln.split("ERROR:", 1)[1].strip() for ln in text.splitlines() if "ERROR:" in ln]
+    return parse_counted(lines[: lines.index(COUNTED)]), (failed[0] if failed else "")
 
 
 def _dump_globals(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:

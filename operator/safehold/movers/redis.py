@@ -21,11 +21,13 @@ with `FUNCTION DUMP` from the private server and `FUNCTION RESTORE … REPLACE` 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -44,6 +46,7 @@ from safehold.contract.result import (
     Result,
 )
 from safehold.movers import dbtools
+from safehold.planning import database_checks, rowcounts
 from safehold.storage import restic
 
 FILE = "redis/dump.rdb"
@@ -214,9 +217,32 @@ def dump(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
     cli = dbtools.which("redis-cli")
     result.toolVersion = dbtools.tool_version(cli)
     env = {"REDISCLI_AUTH": cfg.password} if cfg.password else {}
-    dbtools.store(
-        cfg, repo, result, "rdb", FILE, [cli, *cli_args(cfg), "--rdb", "-"], env, classify
+    with tempfile.TemporaryDirectory(dir=cfg.scratch_dir, prefix="safehold-rdb-") as tmp:
+        # The RDB passes through a walker that counts its keys on the way (movers/rdb.py).
+        counts = Path(tmp) / "counts.json"
+        walker = [sys.executable, "-m", "safehold.movers.rdb", "--counts", str(counts), "--"]
+        command = [*walker, cli, *cli_args(cfg), "--rdb", "-"]
+        dbtools.store(cfg, repo, result, "rdb", FILE, command, env, classify)
+        recorded = key_counts(counts)
+    if recorded is None:
+        result.warnings.append(
+            "key counts not recorded: the RDB's format is not one Safehold reads"
+        )
+        return
+    dbtools.store_counts(cfg, repo, result, recorded)
+
+
+def key_counts(path: Path) -> rowcounts.RowCounts | None:
+    """The walker's counts as a counts document: one "table" of keys per logical database."""
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    databases = tuple(
+        rowcounts.DatabaseCounts(db, (rowcounts.TableCount("", "keys", n, True, volatile),))
+        for db, (n, volatile) in sorted(found.items(), key=lambda kv: int(kv[0]))
     )
+    return rowcounts.RowCounts("redis", databases)
 
 
 SOCKET = "redis.sock"  # relative to the server's dir: no Unix-socket path limit applies
@@ -392,6 +418,17 @@ def _make_room(cfg: menv.DbConfig, target: Resp, dests: set[int], libraries: set
     )
 
 
+def _mark(cfg: menv.DbConfig, target: Resp, dests: set[int]) -> None:
+    """A drill's restore (SAFEHOLD_DB_SCRATCH_SUFFIX) marks each logical database it writes
+    into, once it found them empty: only marked databases are ever flushed after the drill."""
+    if not cfg.scratch_suffix:
+        return
+    marker = database_checks.redis_marker(cfg.scratch_suffix)
+    for dest in sorted(dests):
+        target.call("SELECT", dest)
+        target.call("SET", marker, "1")
+
+
 def restore(
     cfg: menv.DbConfig,
     repo: restic.Repository,
@@ -417,6 +454,7 @@ def restore(
             target = Resp.tcp(cfg)
             try:
                 _make_room(cfg, target, set(dests.values()), libraries)
+                _mark(cfg, target, set(dests.values()))
                 if libraries:
                     _copy_functions(source, target)
                 keys = sum(_copy_database(source, target, db, dests[db]) for db in dbs)

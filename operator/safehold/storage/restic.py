@@ -759,6 +759,23 @@ def backup_from_command(
     return _backup_summary(proc.stdout)
 
 
+def backup_bytes(
+    repo: Repository,
+    filename: str,
+    data: bytes,
+    tags: Sequence[str],
+    *,
+    host: str = "safehold",
+    timeout: float = 600,
+) -> BackupSummary:
+    """Store `data` as the file `filename` of a new snapshot (`restic backup --stdin`): a
+    small file a mover made itself, such as a dump's row counts."""
+    args = ["backup", "--stdin", "--stdin-filename", filename]
+    args += ["--compression", STREAM_COMPRESSION, "--host", host, "--json", "--quiet"]
+    args += [a for t in tags for a in ("--tag", t)]
+    return _backup_summary(run(repo, args, timeout=timeout, input_bytes=data).stdout)
+
+
 def _is_secret_name(name: str) -> bool:
     upper = name.upper()
     return any(w in upper for w in ("PASSWORD", "PWD", "AUTH", "SECRET", "TOKEN", "KEY"))

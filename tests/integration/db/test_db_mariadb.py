@@ -83,7 +83,7 @@ def test_mariadb_dump_drop_restore(mariadb: MariaDB, repo: Repo) -> None:
 
     code, dumped = repo.mover("db-dump", "mysql", mariadb, db_databases=name)
     assert code == 0, dumped
-    assert [d["file"] for d in dumped["databases"]] == [f"mysql/{name}.sql"]
+    assert [d["file"] for d in dumped["databases"]] == [f"mysql/{name}.sql", "mysql/counts.json"]
     assert "MariaDB" in dumped["serverVersion"]
 
     mariadb.sql(f"DROP DATABASE {name};")
@@ -121,7 +121,7 @@ def test_mariadb_accounts_dumped_and_replayed_on_request(mariadb: MariaDB, repo:
     )
     assert code == 0, dumped
     files = {d["file"]: d["snapshot"] for d in dumped["databases"]}
-    assert set(files) == {f"mysql/{db}.sql", "mysql-system/users.sql"}
+    assert set(files) == {f"mysql/{db}.sql", "mysql-system/users.sql", "mysql/counts.json"}
     users_sql = repo.restic("dump", files["mysql-system/users.sql"], "/mysql-system/users.sql")
     assert f"CREATE USER IF NOT EXISTS `{user}`@`%`" in users_sql
     assert secret not in users_sql  # a hash, not the password

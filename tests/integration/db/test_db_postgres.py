@@ -83,7 +83,12 @@ def test_postgres_dump_drop_restore(postgres: PostgreSQL, repo: Repo) -> None:
     code, dumped = repo.mover("db-dump", "postgresql", postgres, db_databases=db)
     assert code == 0, dumped
     files = {d["file"]: d for d in dumped["databases"]}
-    assert set(files) == {f"postgresql/{db}.dump", "postgresql/globals.sql"}
+    # The row counts are stored beside the dumps (test_db_checks.py checks them).
+    assert set(files) == {
+        f"postgresql/{db}.dump",
+        "postgresql/globals.sql",
+        "postgresql/counts.json",
+    }
     assert dumped["bytesProcessed"] > 10_000_000
     assert dumped["serverVersion"].startswith("15.")
     assert dumped["toolVersion"].startswith("pg_dump")
@@ -135,7 +140,10 @@ def test_postgres_restore_under_another_name_in_parallel(postgres: PostgreSQL, r
         "db-dump", "postgresql", postgres, db_databases=db, pg_globals="false"
     )
     assert code == 0, dumped
-    assert [d["file"] for d in dumped["databases"]] == [f"postgresql/{db}.dump"]
+    assert [d["file"] for d in dumped["databases"]] == [
+        f"postgresql/{db}.dump",
+        "postgresql/counts.json",
+    ]
     copy = f"{db}_copy"
     code, restored = repo.mover(
         "db-restore",

@@ -21,7 +21,7 @@ def test_redis_every_type_with_ttls(redis_server: Redis, repo: Repo) -> None:
 
     code, dumped = repo.mover("db-dump", "redis", r)
     assert code == 0, dumped
-    assert [d["file"] for d in dumped["databases"]] == ["redis/dump.rdb"]
+    assert [d["file"] for d in dumped["databases"]] == ["redis/dump.rdb", "redis/counts.json"]
 
     r.cli("FLUSHALL")
     code, restored = repo.mover("db-restore", "redis", r)
