@@ -16,8 +16,9 @@ import pytest
 
 from localcluster import binaries
 from localcluster.cluster import LocalCluster
+from localcluster.databases import DatabaseUnavailable, PostgreSQL
 from localcluster.helpers import kubectl
-from localcluster.objects import apply, create_and_wait, get, wait_for
+from localcluster.objects import apply, create_and_wait, get, secret, wait_for
 from localcluster.operator import OPERATOR_NAMESPACE as OPS
 from localcluster.sample_app import TEST_REPOSITORY_PASSWORD
 
@@ -400,3 +401,68 @@ def test_a_drill_interrupted_by_an_operator_crash_starts_over_and_cleans_up(
     assert done["status"]["scratchNamespaces"] != first  # a new attempt, new namespaces
     for scratch in [*first, *done["status"]["scratchNamespaces"]]:
         wait_for(lambda s=scratch: not _namespace_exists(local_cluster, s), 180, f"{scratch} gone")
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgreSQL]:
+    try:
+        server = PostgreSQL().start()
+    except DatabaseUnavailable as err:
+        pytest.fail(f"PostgreSQL must run in the integration tier: {err}")
+    yield server
+    server.stop()
+
+
+def test_a_drill_checks_the_database_and_drops_its_scratch_database(
+    local_cluster: LocalCluster, ns: str, postgres: PostgreSQL
+) -> None:
+    db = f"shop_{uuid.uuid4().hex[:6]}"
+    postgres.psql(f"CREATE DATABASE {db}")
+    postgres.psql(
+        "CREATE TABLE orders (id serial PRIMARY KEY, item text);"
+        " INSERT INTO orders (item) SELECT 'item ' || g FROM generate_series(1, 1500) g;",
+        db,
+    )
+    creds = {"username": postgres.user, "password": postgres.password}
+    apply(local_cluster, OPS, secret(f"{ns}-pg", creds))
+    target = {"name": "pg", "type": "postgresql", "host": "127.0.0.1", "port": postgres.port,
+              "databases": [db], "credentialsSecret": {"name": f"{ns}-pg"}}  # fmt: skip
+    name = f"db-{ns}"
+    _backup(local_cluster, ns, name, databases=[target])
+    probes = [
+        {"name": "enough-orders", "query": "SELECT count(*) FROM orders", "expect": ">= 1000"}
+    ]
+    good = _drill(
+        local_cluster,
+        name,
+        {"backupRef": {"name": name},
+         "checks": {"repository": False,
+                    "databases": {"targets": [{"target": "pg", "probes": probes}]}}},
+    )  # fmt: skip
+    check = _checks(good)["database:pg"]
+    assert check["result"] == "Passed", check
+    assert good["status"]["result"] == "Passed", good["status"]
+    # The drill's scratch database is gone; the original is untouched.
+    listed = postgres.psql("SELECT datname FROM pg_database", "postgres").split()
+    assert db in listed
+    assert not [d for d in listed if d.startswith(f"{db}_drill")], listed
+    assert not good["status"].get("scratchDatabases"), good["status"]
+
+    impossible = [
+        {"name": "a-million", "query": "SELECT count(*) FROM orders", "expect": ">= 1000000"}
+    ]
+    bad = _drill(
+        local_cluster,
+        f"{name}-bad",
+        {"backupRef": {"name": name},
+         "checks": {"repository": False,
+                    "databases": {"targets": [{"target": "pg", "probes": impossible}]}}},
+    )  # fmt: skip
+    failed = _checks(bad)["database:pg"]
+    assert failed["result"] == "Failed", failed
+    assert failed["reason"] == "ProbeFailed", failed
+    assert "a-million" in failed["message"], failed
+    assert bad["status"]["phase"] == "Failed"
+    assert _verdict(local_cluster, name) == "VerificationFailed"
+    listed = postgres.psql("SELECT datname FROM pg_database", "postgres").split()
+    assert not [d for d in listed if d.startswith(f"{db}_drill")], listed
