@@ -8,10 +8,14 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
+from pydantic.config import JsonDict
 
 from safehold.api.base import ApiModel, Condition, DnsLabel, DnsSubdomain, LocalObjectReference
 from safehold.api.content import DatabaseTls
 from safehold.api.durations import DrillTimeout, KeepDuration, RtoTarget
+
+# Names in these lists are unique: the API server refuses a duplicate (a list of type map).
+UNIQUE_NAMES: JsonDict = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
 
 VerificationPhase = Literal["New", "Running", "Succeeded", "Failed"]
 CheckResult = Literal["Passed", "Failed", "Skipped"]
@@ -22,8 +26,9 @@ class ProbeJob(ApiModel):
     """A Job of the user's own image and command, run in the scratch namespace after the
     restore; the drill's check `probe:<name>` passes when it succeeds."""
 
-    name: DnsLabel
-    """Name of the probe, unique in the list; the check is reported as probe:<name>."""
+    name: str = Field(min_length=1, max_length=57, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Name of the probe, unique in the list (a DNS label of at most 57 characters: its Job is
+    probe-<name>); the check is reported as probe:<name>."""
     image: str = Field(min_length=1, max_length=512)
     """Container image of the probe."""
     command: list[str] = Field(min_length=1, max_length=64)
@@ -66,7 +71,9 @@ class DatabaseCheck(ApiModel):
     compare_row_counts: bool = True
     """Compare each table's row count (Redis: each logical database's key count) with the
     counts recorded at backup time."""
-    probes: list[DatabaseProbe] = Field(default_factory=list, max_length=32)
+    probes: list[DatabaseProbe] = Field(
+        default_factory=list, max_length=32, json_schema_extra=UNIQUE_NAMES
+    )
     """Queries whose answers must meet their expectation."""
 
 
@@ -75,7 +82,14 @@ class DatabaseChecks(ApiModel):
 
     enabled: bool = True
     """Restore and check every dumped target of the backup."""
-    targets: list[DatabaseCheck] = Field(default_factory=list, max_length=64)
+    targets: list[DatabaseCheck] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["target"],
+        },
+    )
     """Per-target settings; targets not listed restore on their original server into
     scratch databases (<db>_drill_<suffix>) and compare row counts. A Redis target is checked
     only when listed here with the host of a scratch server."""
@@ -100,7 +114,9 @@ class DrillChecks(ApiModel):
     """How long restored workloads may take to become Ready."""
     databases: DatabaseChecks = Field(default_factory=DatabaseChecks)
     """Database targets: restored into scratch databases, row counts compared, probes run."""
-    probes: list[ProbeJob] = Field(default_factory=list, max_length=16)
+    probes: list[ProbeJob] = Field(
+        default_factory=list, max_length=16, json_schema_extra=UNIQUE_NAMES
+    )
     """User probe Jobs run in the scratch namespace."""
 
 

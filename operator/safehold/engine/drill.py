@@ -48,6 +48,7 @@ from safehold.engine.settings import operator_namespace, scratch_dir
 from safehold.engine.verdicts import record_verdict
 from safehold.kube.clients import Clients
 from safehold.kube.resources import patch_status
+from safehold.kube.rest import ApiError
 from safehold.planning import drills
 from safehold.planning.conditions import get_condition
 from safehold.planning.restore import plan_restore
@@ -55,6 +56,10 @@ from safehold.planning.runs import running
 from safehold.planning.selection import Scope
 
 log = logging.getLogger(__name__)
+
+
+class DrillGone(Exception):
+    """The BackupVerification was deleted (or replaced) while it ran: stop, record nothing."""
 
 
 class DrillRun(OneShotRun[BackupVerificationStatus]):
@@ -67,8 +72,30 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
         self.checks: list[CheckStatus] = []
         self.backup_status: BackupStatus | None = None
 
-    # ---- the run ------------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._run_drill()
+        except DrillGone:
+            log.info("drill %s/%s was deleted while it ran: stopped", self.namespace, self.name)
+            drill_scratch.remove_scratch(
+                self.clients.rest, self.status.scratch_namespaces, self.uid, wait=False
+            )
+
+    def _write(self) -> None:
+        try:
+            super()._write()
+        except ApiError as err:
+            if err.status == 404:
+                raise DrillGone from None
+            raise
+
+    def _still_here(self) -> None:
+        body = self.clients.rest.get_or_none(VERIFICATION.path(self.namespace, self.name))
+        if body is None or body["metadata"].get("uid") != self.uid:
+            raise DrillGone
+
+    # ---- the run ------------------------------------------------------------------------
+    def _run_drill(self) -> None:
         self.spec = BackupVerificationSpec.model_validate(self.body.get("spec") or {})
         self._clean_earlier_attempt()
         now = datetime.now(UTC)
@@ -137,7 +164,7 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
         }
         self.status.scratch_namespaces = sorted(mapping.values())
         self._write()  # before creating them: a restarted operator knows what to remove
-        workdir = scratch_dir() / "drills" / self.namespace / self.name
+        workdir = scratch_dir() / "drills" / self.namespace / f"{self.name}-{self.uid}"
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
         data = DrillData(self, source, mapping)
@@ -150,6 +177,12 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
         except Failure as err:
             named = store_failed(self.clients, source.location, err)
             self._check_failed("restore", named.reason, named.message, time.monotonic())
+        except DrillGone:
+            raise
+        except Exception as err:  # never skip the clean-up and the verdict
+            log.exception("drill %s/%s failed unexpectedly", self.namespace, self.name)
+            message = f"{type(err).__name__}: {err}"
+            self._check_failed("drill", "InternalError", message, time.monotonic())
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
             data.drop_databases()
@@ -164,12 +197,17 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
         spec = RestoreRequestSpec(
             backup_ref=LocalObjectReference(name=source.backup),
             namespace_mapping=mapping,
-            excluded_resources=list(drills.DRILL_EXCLUDED),
             volumes=VolumeRestore(enabled=True),
             databases=DatabaseRestore(enabled=False),
         )
         scope = Scope(self.namespace, operator_namespace(), frozenset(mapping.values()))
-        plan = plan_restore(entries, spec, source.manifest.volumes, [], scope)
+        volumes, left_out = drills.drill_volumes(source.manifest.volumes)
+        for pvc in left_out:
+            self.status.warnings.append(
+                f"PVC {pvc} not drilled: its snapshot-mode data is a VolumeSnapshot of its own "
+                "namespace, which a scratch namespace cannot use"
+            )
+        plan = plan_restore(entries, spec, volumes, [], scope)
         results = Results()
         runner = StageRunner(
             Applier(self.clients.rest, spec, self.name, results, workdir, drills.harmless),
@@ -194,6 +232,7 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
                     lambda: drill_checks.content(source.manifest, entries, workdir, runner.volumes),
                 )
             )
+        self._still_here()
         ready = self._workloads(sorted(mapping.values()))
         self.status.restore_seconds = round(ready - started, 3) if ready else None
         self.status.rto = drills.human_duration(self.status.restore_seconds)
@@ -210,6 +249,10 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
             )
             return time.monotonic()
         total, _ = drill_checks.workloads_pending(self.clients.rest, namespaces)
+        if total and self._remaining() <= 0:
+            late = "the drill ran out of time before the workloads were checked"
+            self.checks.append(drill_checks.skipped("workloads", "DrillTimedOut", late))
+            return None
         if total == 0:
             self.checks.append(
                 drill_checks.skipped(
@@ -242,7 +285,12 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
                 drill_checks.timed(
                     f"probe:{probe.name}",
                     functools.partial(
-                        drill_checks.probe, self.clients.rest, probe, where, self.name
+                        drill_checks.probe,
+                        self.clients.rest,
+                        probe,
+                        where,
+                        self.name,
+                        self._remaining(),
                     ),
                 )
             )
@@ -252,6 +300,7 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
 
     # ---- the end --------------------------------------------------------------------------
     def _conclude(self, source: Source | None) -> None:
+        self._still_here()  # a drill deleted meanwhile says nothing about the backup
         verdict = drills.verdict(self.checks)
         if self._remaining() < 0 and verdict.passed:
             late = "the drill took longer than its timeout"
@@ -343,6 +392,8 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
         )
         try:
             self._write()
+        except DrillGone:
+            raise
         except Exception:  # progress is best effort
             log.debug("drill progress update failed", exc_info=True)
 
@@ -359,8 +410,8 @@ def _restore_check(results: Results, runner: StageRunner, started: float) -> Che
     if not passed:
         message += ": " + "; ".join(problems)
     reason = "RestoreFailed"
-    if failed_volumes and (failed_volumes[0].message or "").startswith("RepositoryDamaged"):
-        reason = "RepositoryDamaged"
+    if failed_volumes and not c.failed:
+        reason = drills.volume_reason(failed_volumes[0].message)
     return CheckStatus(
         name="restore",
         result="Passed" if passed else "Failed",

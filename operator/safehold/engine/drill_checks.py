@@ -15,6 +15,7 @@ from safehold.api.verification import CheckStatus, ProbeJob
 from safehold.engine.restore_apply import read_confined
 from safehold.kube.rest import ApiError, Rest
 from safehold.planning import trust
+from safehold.planning.drills import VOLUME_DAMAGE, volume_reason
 from safehold.planning.resource_types import resource_path
 from safehold.planning.restore import Entry
 from safehold.storage.catalog import BackupManifest
@@ -65,15 +66,24 @@ def content(
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         return False, "ChecksumMismatch", f"{len(bad)} object(s) differ from the index: {shown}"
-    failed = [v for v in volumes if v.result != "Succeeded"]
-    if failed:
-        first = failed[0]
+    damaged = [v for v in volumes if volume_reason(v.message) in VOLUME_DAMAGE]
+    if damaged:
+        first = damaged[0]
         return (
             False,
             "FileContentMismatch",
-            f"PVC {first.pvc}: restored files not verified: {first.message}",
+            f"PVC {first.pvc}: restored files do not match the snapshot: {first.message}",
         )
-    files = sum(v.files or 0 for v in volumes)
+    verified = [v for v in volumes if v.result == "Succeeded"]
+    files = sum(v.files or 0 for v in verified)
+    if len(verified) < len(volumes):  # not restored for another reason: the restore check says
+        return (
+            True,
+            "",
+            f"{len(entries)} object(s) match their checksums; {len(verified)} of "
+            f"{len(volumes)} PVC(s), {files} file(s) read back and compared with the snapshot "
+            "(the others did not restore: see the restore check)",
+        )
     return (
         True,
         "",
@@ -179,14 +189,19 @@ def _job_end(body: JSON) -> tuple[bool, str] | None:
     return None
 
 
-def probe(rest: Rest, probe: ProbeJob, namespace: str, drill: str) -> tuple[bool, str, str]:
-    """Run one probe Job in the scratch namespace to its end."""
+def probe(
+    rest: Rest, probe: ProbeJob, namespace: str, drill: str, limit: float
+) -> tuple[bool, str, str]:
+    """Run one probe Job in the scratch namespace to its end, for at most its own timeout
+    and `limit` seconds (what is left of the drill's)."""
+    seconds = max(1, min(probe.timeout_seconds, int(limit)))
+    probe = probe.model_copy(update={"timeout_seconds": seconds})
     path = resource_path("batch", "v1", "jobs", namespace)
     try:
         rest.create(path, probe_job(probe, namespace, drill))
     except ApiError as err:
         return False, "ProbeNotStarted", f"Job probe-{probe.name}: {err.message}"
-    deadline = time.monotonic() + probe.timeout_seconds + 60
+    deadline = time.monotonic() + seconds + 30
     job_path = resource_path("batch", "v1", "jobs", namespace, f"probe-{probe.name}")
     while time.monotonic() < deadline:
         end = _job_end(rest.get_or_none(job_path) or {})

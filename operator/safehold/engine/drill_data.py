@@ -42,7 +42,8 @@ class DrillData:
         subset = drills.data_subset(_previous_subset(run), run.spec.checks.read_data_runs)
         run.status.data_subset = f"{subset[0]}/{subset[1]}" if subset else "all"
         run._say(f"checking {len(keys)} repository(ies), data subset {run.status.data_subset}")
-        found = check_repositories(self.source.location, sorted(keys), subset)
+        limit = max(run.deadline - time.monotonic(), 60.0)
+        found = check_repositories(self.source.location, sorted(keys), subset, timeout=limit)
         reason = found.reason
         if reason == "RepositoryDamaged" and not drills.touches(
             found.damaged_snapshots, _snapshots_of(manifest)

@@ -16,6 +16,7 @@ from safehold.kube.rest import ApiError, Rest
 from safehold.planning.drills import (
     ANNOTATION_DRILL_UID,
     LABEL_DRILL,
+    SCRATCH_PREFIX,
     isolation_policy,
     scratch_namespace_body,
 )
@@ -80,20 +81,30 @@ def sweep(rest: Rest, now: datetime | None = None) -> list[str]:
     """Remove scratch namespaces whose drill no longer needs them: the drill is gone, or it
     finished and is not kept (or kept past keepUntil). Returns the namespaces removed."""
     now = now or datetime.now(UTC)
+    # Namespaces first, then drills: a drill created in between is then listed, so its new
+    # scratch namespace is never taken for an orphan.
+    candidates = [
+        body
+        for page in rest.list_pages(_ns_path(), label_selector=LABEL_DRILL)
+        for body in page
+        if body["metadata"]["name"].startswith(SCRATCH_PREFIX)
+        and not body["metadata"].get("deletionTimestamp")
+    ]
+    if not candidates:
+        return []
     drills = {
         body["metadata"]["uid"]: BackupVerificationStatus.model_validate(body.get("status") or {})
         for page in rest.list_pages(VERIFICATION.path())
         for body in page
     }
     removed = []
-    for page in rest.list_pages(_ns_path(), label_selector=LABEL_DRILL):
-        for body in page:
-            meta = body["metadata"]
-            uid = (meta.get("annotations") or {}).get(ANNOTATION_DRILL_UID)
-            if meta.get("deletionTimestamp") or not uid or _needed(drills.get(uid), now):
-                continue
-            rest.delete_quietly(_ns_path(meta["name"]), propagation="Foreground")
-            removed.append(meta["name"])
+    for body in candidates:
+        meta = body["metadata"]
+        uid = (meta.get("annotations") or {}).get(ANNOTATION_DRILL_UID)
+        if not uid or _needed(drills.get(uid), now):
+            continue
+        rest.delete_quietly(_ns_path(meta["name"]), propagation="Foreground")
+        removed.append(meta["name"])
     return removed
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from safehold.api.backup import VolumeResult
 from safehold.api.base import JSON
 from safehold.api.labels import LABEL_INTERNAL, LABEL_POD_SECURITY_ENFORCE
 from safehold.api.verification import BackupVerificationResult, CheckStatus
@@ -26,14 +27,18 @@ ISOLATION_POLICY = "safehold-drill-isolation"
 # Kinds a drill never restores: access rights (a restored binding could give someone rights
 # in the scratch namespace), traffic rules (the isolation policy must hold alone), ways in from
 # outside, and one-shot Jobs (they would run again).
-DRILL_EXCLUDED = (
-    "roles.rbac.authorization.k8s.io",
-    "rolebindings.rbac.authorization.k8s.io",
-    "networkpolicies.networking.k8s.io",
-    "ingresses.networking.k8s.io",
-    "*.gateway.networking.k8s.io",
-    "jobs.batch",
+DRILL_EXCLUDED = frozenset(
+    {
+        "roles.rbac.authorization.k8s.io",
+        "rolebindings.rbac.authorization.k8s.io",
+        "networkpolicies.networking.k8s.io",
+        "ingresses.networking.k8s.io",
+        "jobs.batch",
+    }
 )
+# API groups a drill never restores: Gateway API routes (ways in), and Safehold's own kinds (a
+# restored BackupPolicy or location would run backups from the scratch namespace).
+DRILL_EXCLUDED_GROUPS = frozenset({"gateway.networking.k8s.io", "safehold.io"})
 # Metadata that ties an object to a GitOps controller: stripped so Argo CD never adopts,
 # prunes or shows the copies.
 _TRACKING_PREFIXES = ("argocd.argoproj.io/", "argoproj.io/")
@@ -103,8 +108,34 @@ def isolation_policy(namespace: str) -> JSON:
 
 def drill_entries(entries: Iterable[Entry]) -> list[Entry]:
     """What a drill restores of a backup's index: namespaced objects only (the scratch
-    namespaces stand in for the Namespace objects; cluster-scoped objects are shared)."""
-    return [e for e in entries if e.namespace is not None]
+    namespaces stand in for the Namespace objects; cluster-scoped objects are shared), none
+    of the excluded kinds."""
+    return [
+        e
+        for e in entries
+        if e.namespace is not None
+        and e.resource not in DRILL_EXCLUDED
+        and e.group not in DRILL_EXCLUDED_GROUPS
+    ]
+
+
+def drill_volumes(volumes: Sequence[VolumeResult]) -> tuple[list[VolumeResult], list[str]]:
+    """The PVCs a drill restores, and those it cannot: snapshot-mode data lives in
+    VolumeSnapshots of its own namespace, which a scratch namespace cannot use."""
+    restored = [v for v in volumes if v.mode != "snapshot"]
+    left = [f"{v.namespace}/{v.pvc}" for v in volumes if v.mode == "snapshot"]
+    return restored, left
+
+
+# Volume restore reasons that prove the stored data damaged (the rest say the drill could
+# not restore it here: the root mover, a quota).
+VOLUME_DAMAGE = ("FileContentMismatch", "RepositoryDamaged", "SnapshotNotFound")
+
+
+def volume_reason(message: str | None) -> str:
+    """The reason a failed volume restore's message starts with ("Reason: text")."""
+    head = (message or "").split(":", 1)[0].strip()
+    return head if head.isidentifier() else "RestoreFailed"
 
 
 def harmless(entry: Entry, obj: JSON) -> JSON:
