@@ -302,9 +302,12 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
     def _conclude(self, source: Source | None) -> None:
         self._still_here()  # a drill deleted meanwhile says nothing about the backup
         verdict = drills.verdict(self.checks)
-        if self._remaining() < 0 and verdict.passed:
-            late = "the drill took longer than its timeout"
-            verdict = drills.Verdict(False, "DrillTimedOut", late, "VerificationFailed")
+        if self._remaining() < 0:
+            late = f"the drill ran past its timeout {self.spec.timeout}"
+            if not verdict.passed:
+                late += f"; {verdict.message}"
+            result = "VerificationFailed" if verdict.passed else verdict.backup_result
+            verdict = drills.Verdict(False, "DrillTimedOut", late, result)
         self.status.checks = self.checks
         self.status.result = "Passed" if verdict.passed else "Failed"
         keep = None if verdict.passed else self.spec.keep_on_failure
