@@ -112,7 +112,9 @@ def check_database_target(
     """Restore one dumped target into scratch databases (`<db>_drill_<suffix>` on the
     original server, or on `check.host`; Redis only on `check.host`), compare row counts and
     run the probes, drop the scratch databases. `target` is the original target (from the
-    backup's spec), `scratch_suffix` unique per drill (1-16 of [a-z0-9])."""
+    backup's spec), `scratch_suffix` unique per drill (1-16 of [a-z0-9]). `on_created` gets
+    the `<target>/<name>` entries before anything exists (when it raises, nothing is
+    created); `on_dropped` those that are gone again (any not reported are still there)."""
     started = time.monotonic()
     try:
         plan = _plan(dumped, target, check, scratch_suffix)
