@@ -234,6 +234,23 @@ def story_of_loss(
             f"{len(status['volumes'])} PVC, {len(status['databases'])} database target; "
             f"export sha256 {status['resources']['sha256'][:16]}…",
         )
+    with step("Prove it restores before it is needed: a drill into a scratch namespace"):
+        drill = create_and_wait(
+            cluster,
+            NAMESPACE,
+            "BackupVerification",
+            "shop-1-drill",
+            {"backupRef": {"name": "shop-1"}, "checks": {"workloads": False}},
+            timeout=600,
+        )
+        show(cluster, "get", "-n", NAMESPACE, "backupverification", "shop-1-drill", "-o", "wide")
+        status = drill["status"]
+        passed = [c["name"] for c in status["checks"] if c["result"] == "Passed"]
+        check(
+            status.get("result") == "Passed",
+            f"drill {status.get('result')}: {', '.join(passed)} passed; restore took "
+            f"{status.get('rto')}; its scratch namespace is being removed",
+        )
     with step(f"Disaster: delete namespace {APP!r}, its storage, the CRD, and drop the database"):
         kubectl(cluster, "delete", "crd", f"widgets.{CRD_GROUP}")
         delete_namespace_and_wait(cluster, APP)

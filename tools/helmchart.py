@@ -26,7 +26,7 @@ NON_DEFAULT: dict[str, Any] = {
     "crds": {"install": False},
     "metrics": {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
-        "prometheusRule": {"enabled": True, "noSuccessHours": 8},
+        "prometheusRule": {"enabled": True, "noSuccessHours": 8, "noSuccessfulDrillDays": 3},
     },
     "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
     "operator": {"watchNamespaces": ["team-a", "team-b"], "pruneInterval": "12h"},

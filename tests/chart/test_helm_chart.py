@@ -96,6 +96,7 @@ def test_validator_rejects_a_bad_object() -> None:
         ({"crds": {"instal": True}}, "instal"),
         ({"unknownTopLevel": 1}, "unknownTopLevel"),
         ({"metrics": {"prometheusRule": {"noSuccessHours": "a day"}}}, "noSuccessHours"),
+        ({"metrics": {"prometheusRule": {"noSuccessfulDrillDays": "8d"}}}, "noSuccessfulDrillDays"),
         ({"operator": {"watchNamespaces": ["Not_A_Namespace"]}}, "watchNamespaces"),
     ],
 )
@@ -309,6 +310,9 @@ def test_prometheus_rule_uses_the_operators_metrics(tmp_path: Path) -> None:
         "SafeholdRPOViolated",
         "SafeholdNoRecentSuccessfulBackup",
         "SafeholdLocationNotReady",
+        "SafeholdDrillFailed",
+        "SafeholdNoRecentSuccessfulDrill",
+        "SafeholdRTOAboveTarget",
     }
     assert "8 hours" in alerts["SafeholdNoRecentSuccessfulBackup"]["annotations"]["summary"]
     assert "> 28800" in alerts["SafeholdNoRecentSuccessfulBackup"]["expr"]
@@ -325,6 +329,50 @@ def test_prometheus_rule_uses_the_operators_metrics(tmp_path: Path) -> None:
         assert used <= exported, (alert["alert"], used - exported)
     # Prometheus templates survive Helm's.
     assert "{{ $labels.policy }}" in alerts["SafeholdRPOViolated"]["annotations"]["description"]
+
+
+def _alerts(values: dict[str, Any], tmp_path: Path) -> dict[str, dict[str, Any]]:
+    (rule,) = by_kind(render(values, tmp_path), "PrometheusRule")
+    return {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+
+
+def test_drill_alerts(tmp_path: Path) -> None:
+    """Drill failed, no passed drill within noSuccessfulDrillDays, RTO above the target."""
+    from prometheus_client import REGISTRY
+
+    import safehold.engine.metrics  # noqa: F401 - registers the operator's metrics
+
+    alerts = _alerts({"metrics": {"prometheusRule": {"enabled": True}}}, tmp_path)
+    failed, stale = alerts["SafeholdDrillFailed"], alerts["SafeholdNoRecentSuccessfulDrill"]
+    rto = alerts["SafeholdRTOAboveTarget"]
+    assert failed["expr"].strip().endswith("== 0")
+    assert "safehold_drill_last_result" in failed["expr"]
+    assert "> 691200" in stale["expr"]  # the default: 8 days
+    assert "8 days" in stale["annotations"]["summary"]
+    assert re.search(r"safehold_drill_restore_seconds.*>\s*on \(namespace, policy\)", rto["expr"],
+                     re.S)  # fmt: skip
+    assert "safehold_policy_rto_target_seconds" in rto["expr"]
+    for alert in (failed, stale, rto):
+        assert 'policy!=""' in alert["expr"], alert["alert"]  # not drills of inline backups
+        assert alert["labels"]["severity"] == "warning"
+        assert "{{ $labels.policy }}" in alert["annotations"]["description"]
+    # Every label an alert groups or matches on is a label of each metric it reads.
+    labels = {
+        name: set(collector._labelnames)
+        for collector, names in REGISTRY._collector_to_names.items()
+        for name in names
+        if name.startswith("safehold_drill") or name.startswith("safehold_policy_rto")
+    }
+    for alert in (failed, stale, rto):
+        grouped = {g.strip() for m in re.findall(r"(?:by|on) \(([^)]*)\)", alert["expr"])
+                   for g in m.split(",")}  # fmt: skip
+        for metric in re.findall(r"\bsafehold_[a-z_]+", alert["expr"]):
+            assert grouped <= labels[metric], (alert["alert"], metric)
+
+    custom = _alerts(
+        {"metrics": {"prometheusRule": {"enabled": True, "noSuccessfulDrillDays": 15}}}, tmp_path
+    )
+    assert "> 1296000" in custom["SafeholdNoRecentSuccessfulDrill"]["expr"]
 
 
 def test_service_monitor_scrapes_the_metrics_service(tmp_path: Path) -> None:

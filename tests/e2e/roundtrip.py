@@ -13,7 +13,9 @@ restricted pods of the image, and:
   the operator and the movers through the cluster network only;
 - PostgreSQL 15 in a pod (Debian's package, `tools/images/postgres.Containerfile`) running as
   the postgres UID under the restricted profile, with a table checksummed before and after;
-- a pre-backup exec hook in the PostgreSQL pod (CHECKPOINT, then a marker file).
+- a pre-backup exec hook in the PostgreSQL pod (CHECKPOINT, then a marker file);
+- a restore drill of the backup at the end: the workloads Ready in the scratch namespace, every
+  check passed, the scratch namespace gone.
 
 Two platforms run it: the real node of `tools/localcluster` (tests/node/test_e2e_round_trip.py,
 in `make test` as root) and kind (tests/e2e/test_kind.py, opt-in `make e2e` where Docker runs).
@@ -678,11 +680,60 @@ def run_round_trip(
             databases={"targets": [{"target": "orders", "host": pg_ip}]},
         )
     assert psql(platform, pg_name, CHECKSUM_SQL) == before_rows
+    t = _step(timings, "restore database", t)
+
+    # ------------------------------------------------------------ a restore drill
+    drill = run_drill(platform, "shop-e2e", pg_ip)
+    timings["drill restore (RTO)"] = drill["status"]["restoreSeconds"]
     # The operator pod did all this without restarting.
     operator_pod = get(platform, OPS, "pod", operator_pod["metadata"]["name"])
     assert operator_pod["status"]["containerStatuses"][0]["restartCount"] == 0
-    _step(timings, "restore database", t)
+    _step(timings, "drill", t)
     return timings
+
+
+def run_drill(platform: Platform, backup: str, pg_ip: str) -> JSON:
+    """A drill of the backup: its workloads become Ready in the scratch namespace, every
+    check passes (the database into a scratch database on the restored server), and the
+    scratch namespace is gone afterwards."""
+    probe = {"name": "answers", "image": IMAGE, "command": ["sh", "-c", 'test -n "$HOSTNAME"']}
+    spec = {
+        "backupRef": {"name": backup},
+        "checks": {
+            "readDataRuns": 1,
+            "workloadTimeout": "4m",
+            "probes": [probe],
+            "databases": {"targets": [{"target": "orders", "host": pg_ip}]},
+        },
+    }
+    apply(
+        platform,
+        OPS,
+        {"apiVersion": API, "kind": "BackupVerification", "metadata": {"name": backup},
+         "spec": spec},
+    )  # fmt: skip
+    drill = wait_complete(platform, "backupverification", backup, timeout=900)
+    status = drill["status"]
+    assert status["result"] == "Passed", json.dumps(status, indent=1)
+    checks = {c["name"]: c for c in status["checks"]}
+    for name in ("manifest", "restore", "content", "repository", "workloads", "probe:answers"):
+        assert checks[name]["result"] == "Passed", checks[name]
+    assert "2 Deployment(s)" in checks["workloads"]["message"], checks["workloads"]
+    assert checks["database:orders"]["result"] == "Passed", checks["database:orders"]
+    assert status["restoreSeconds"] > 0, status
+    wait_for(
+        lambda: (
+            get(platform, OPS, "backupverification", backup)["status"].get("scratchRemoved") or None
+        ),
+        240,
+        "the drill's scratch namespace to be removed",
+        interval=1,
+    )
+    namespaces = platform.kubectl("get", "namespaces", "-o", "name")
+    for scratch in status["scratchNamespaces"]:
+        assert f"namespace/{scratch}" not in namespaces, namespaces
+    assert get(platform, OPS, "backup", backup)["status"]["verification"]["result"] == "Verified"
+    return drill
 
 
 def unique_bucket() -> str:

@@ -6,6 +6,7 @@ itself with `kubectl patch --subresource=status`, as the operator would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import tarfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,21 @@ import yaml
 from localcluster import binaries
 from localcluster.cluster import LocalCluster
 from localcluster.helpers import kubectl
+from localcluster.operator import OperatorProcess
 from safehold.storage import catalog, restic
 from safehold.storage.s3 import S3Settings, make_client
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_operator() -> Iterator[None]:
+    """This module plays the operator itself: an operator that another module run by the same
+    worker started would take its Backups (a New one turned Failed) and is paused meanwhile."""
+    with contextlib.ExitStack() as stack:
+        for proc in list(OperatorProcess.running):
+            stack.enter_context(proc.stopped())
+        yield
 
 
 def cli(
@@ -187,7 +200,8 @@ def test_list_and_describe_finished_backup(local_cluster: LocalCluster, namespac
     listed = cli(local_cluster, "backup", "list", "-n", namespace)
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "PHASE", "POLICY", "LOCATION", "SIZE", "OBJECTS", "AGE"]
+    headers = ["NAME", "PHASE", "VERDICT", "POLICY", "LOCATION", "SIZE", "OBJECTS", "AGE"]
+    assert lines[0].split() == headers
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["done"][1:6] == ["Succeeded", "nightly", "primary", "3.0MiB", "12"]
     assert rows["fresh"][1:3] == ["New", "primary"]
@@ -560,3 +574,174 @@ def test_sizes_are_human_in_tables_and_raw_in_json(
         one = load(cli(local_cluster, "backup", "describe", "big", "-n", namespace,
                        "-o", fmt).stdout)  # fmt: skip
         assert one["status"]["sizeBytes"] == 2370508919
+
+
+# --- safehold verify: restore drills by hand (#17) ------------------------------------------
+
+DRILLS = "backupverifications.safehold.io"
+
+
+CONTENT_FAILED = "check content failed: configmaps/shop/app differs from the backup's index"
+
+
+def drill_finished(passed: bool) -> dict[str, Any]:
+    """The status the operator writes at the end of a drill."""
+    reason = "Verified" if passed else "ChecksumMismatch"
+    message = "3 check(s) passed: restore, repository, content" if passed else CONTENT_FAILED
+    status = finished(passed, reason, message)
+    content = {"name": "content", "result": "Passed", "durationSeconds": 0.4}
+    if not passed:
+        content |= {"result": "Failed", "reason": "ChecksumMismatch",
+                    "message": "configmaps/shop/app differs from the backup's index"}  # fmt: skip
+    status |= {
+        "result": "Passed" if passed else "Failed",
+        "backup": "b1",
+        "policy": "nightly",
+        "restoreSeconds": 80.2,
+        "rto": "1m20s",
+        "backupAgeSeconds": 7200.0,
+        "scratchNamespaces": ["safehold-drill-abc12"],
+        "dataSubset": "3/10",
+        "scratchRemoved": passed,
+        "checks": [
+            {
+                "name": "restore",
+                "result": "Passed",
+                "message": "12 objects",
+                "durationSeconds": 80.2,
+            },
+            {"name": "repository", "result": "Passed", "durationSeconds": 2.5},
+            content,
+        ],
+    }
+    if not passed:
+        status["keepUntil"] = "2099-01-01T00:00:00Z"
+    return status
+
+
+def test_verify_create_and_print(local_cluster: LocalCluster, namespace: str) -> None:
+    result = cli(local_cluster, "verify", "create", "d1", "--from-policy", "nightly",
+                 "--keep-on-failure", "2h", "--timeout", "30m", "--no-workloads",
+                 "-n", namespace)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "backupverification.safehold.io/d1 created\n"
+    spec = get(local_cluster, namespace, DRILLS, "d1")["spec"]
+    assert spec["policyRef"] == {"name": "nightly"}
+    assert (spec["keepOnFailure"], spec["timeout"]) == ("2h", "30m")
+    assert spec["checks"]["workloads"] is False
+    out = kubectl(local_cluster, "get", "shver", "-n", namespace, "-o", "name").stdout
+    assert out.split() == ["backupverification.safehold.io/d1"]
+
+    unnamed = cli(local_cluster, "verify", "create", "--from-backup", "b1", "-n", namespace)
+    assert unnamed.returncode == 0, unnamed.stderr
+    name = unnamed.stdout.split("/")[1].split()[0]
+    assert name.startswith("b1-drill-")
+    assert get(local_cluster, namespace, DRILLS, name)["spec"]["backupRef"] == {"name": "b1"}
+
+    printed = cli(local_cluster, "verify", "create", "gitops", "--from-backup", "b1",
+                  "-n", namespace, "-o", "yaml")  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    assert yaml.safe_load(printed.stdout)["spec"] == {"backupRef": {"name": "b1"}}
+    missing = kubectl(local_cluster, "get", "-n", namespace, DRILLS, "gitops", check=False)
+    assert missing.returncode != 0
+    kubectl(local_cluster, "apply", "-f", "-", stdin=printed.stdout)  # the server accepts it
+
+    again = cli(local_cluster, "verify", "create", "d1", "--from-backup", "b1", "-n", namespace)
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+
+
+def test_verify_wait_names_the_failed_check(local_cluster: LocalCluster, namespace: str) -> None:
+    thread = patch_later(local_cluster, namespace, DRILLS, "d-fail", drill_finished(False))
+    result = cli(local_cluster, "verify", "create", "d-fail", "--from-backup", "b1",
+                 "-n", namespace, "--wait")  # fmt: skip
+    thread.join()
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == "backupverification.safehold.io/d-fail created\n"
+    lines = result.stderr.splitlines()
+    assert "backupverification.safehold.io/d-fail: Running" in lines
+    assert lines[-2:] == [
+        f"error: backupverification.safehold.io/d-fail Failed (ChecksumMismatch: {CONTENT_FAILED})",
+        "  check content failed (ChecksumMismatch): configmaps/shop/app differs from the "
+        "backup's index",
+    ]
+
+    described = cli(local_cluster, "verify", "describe", "d-fail", "-n", namespace)
+    assert described.returncode == 0, described.stderr
+    for expected in [
+        "Result:         Failed (failed: content)",
+        "From backup:    b1",
+        "RTO:            1m20s (measured restore time)",
+        "RPO:            120m (age of the backup at the drill)",
+        "Scratch:        safehold-drill-abc12 (kept for inspection until 2099-01-01T00:00:00Z",
+        "restore      Passed                      80s        12 objects",
+        "repository   Passed                      2.5s",
+        "content      Failed   ChecksumMismatch   0.4s       configmaps/shop/app differs",
+    ]:
+        assert expected in described.stdout, f"{expected!r} not in:\n{described.stdout}"
+
+
+def test_verify_wait_success_list_and_describe(local_cluster: LocalCluster, namespace: str) -> None:
+    thread = patch_later(local_cluster, namespace, DRILLS, "d-ok", drill_finished(True))
+    result = cli(local_cluster, "verify", "create", "d-ok", "--from-policy", "nightly",
+                 "-n", namespace, "--wait", "--wait-timeout", "60s")  # fmt: skip
+    thread.join()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:] == [
+        "backupverification.safehold.io/d-ok Succeeded (Verified: 3 check(s) passed: restore, "
+        "repository, content)",
+        "  RTO 1m20s (restore time), RPO 120m (backup age)",
+    ]
+    assert cli(local_cluster, "verify", "create", "d-new", "--from-policy", "nightly",
+               "-n", namespace).returncode == 0  # fmt: skip
+    patch_status(local_cluster, namespace, DRILLS, "d-new", drill_finished(False))
+
+    listed = cli(local_cluster, "verify", "list", "-n", namespace)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "BACKUP", "RESULT", "RTO", "FAILED-CHECK", "AGE"]
+    assert lines[1].split()[:5] == ["d-new", "b1", "Failed", "1m20s", "content"]
+    assert lines[2].split()[:4] == ["d-ok", "b1", "Passed", "1m20s"]
+    as_json = json.loads(cli(local_cluster, "verify", "ls", "-n", namespace, "-o", "json").stdout)
+    assert [i["status"]["result"] for i in as_json["items"]] == ["Failed", "Passed"]
+    described = cli(local_cluster, "verify", "describe", "d-ok", "-n", namespace)
+    assert "Scratch:        safehold-drill-abc12 (removed)" in described.stdout
+    assert "Policy:         nightly" in described.stdout
+    empty = cli(local_cluster, "verify", "list", "-n", f"{namespace}-none")
+    assert (empty.returncode, empty.stdout) == (0, "")
+    assert "No restore drills found" in empty.stderr
+
+
+def test_verify_wait_timeout_exits_3(local_cluster: LocalCluster, namespace: str) -> None:
+    result = cli(local_cluster, "verify", "create", "d-slow", "--from-backup", "b1",
+                 "-n", namespace, "--wait", "--wait-timeout", "2s")  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "timed out after 2s" in result.stderr
+
+
+def test_backup_list_and_describe_show_the_verdict(
+    local_cluster: LocalCluster, namespace: str
+) -> None:
+    for name in ("good", "bad"):
+        assert cli(local_cluster, "backup", "create", name, "--from-policy", "nightly",
+                   "-n", namespace).returncode == 0  # fmt: skip
+    for name, verdict in (("good", "Verified"), ("bad", "Corrupt")):
+        status = finished(True, "Completed", "1 object") | {
+            "verification": {"result": verdict, "time": _now(), "message": f"{name} backup"}
+        }
+        if name == "good":
+            status["verification"]["verification"] = "d-ok"
+        patch_status(local_cluster, namespace, "backups.safehold.io", name, status)
+    listed = cli(local_cluster, "backup", "list", "-n", namespace)
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split()[:3] == ["NAME", "PHASE", "VERDICT"]
+    column = header.index("VERDICT")
+    assert {row.split()[0]: row[column:].split()[0] for row in rows} == {
+        "bad": "Corrupt", "good": "Verified",
+    }  # fmt: skip
+    described = cli(local_cluster, "backup", "describe", "bad", "-n", namespace).stdout
+    assert "Verification:   Corrupt by the location's repository check, " in described
+    assert "Verdict:        bad backup" in described
+    described = cli(local_cluster, "backup", "describe", "good", "-n", namespace).stdout
+    assert "Verification:   Verified by drill d-ok, " in described

@@ -576,3 +576,45 @@ def test_refusals_name_their_reason(local_cluster: LocalCluster, tenant: Tenant)
     assert get(local_cluster, ns, "backup", "foreign-db")["status"]["phase"] == "Failed", patched
     assert not tenant.can("get", "secrets", other)
     kubectl(local_cluster, "delete", "namespace", other, "--wait=false")
+
+
+def test_a_tenants_drill_stays_in_an_operator_owned_namespace(
+    local_cluster: LocalCluster, tenant: Tenant
+) -> None:
+    """A tenant's drill restores into a scratch namespace the tenant cannot read or change,
+    without the tenant's RoleBindings (which would grant it rights there), and only of its
+    own backups."""
+    ns = tenant.namespace
+    _own_location(tenant)
+    tenant.apply(_configmap(ns, "settings", {"mode": "production"}))
+    own = tenant.create_and_wait("Backup", "own", {"storageLocation": "own"})
+    assert own["status"]["phase"] == "Succeeded", own["status"]
+    failing = {"name": "fail", "image": "busybox", "command": ["sh", "-c", "exit 1"]}
+    drill = tenant.create_and_wait(
+        "BackupVerification",
+        "drill",
+        {"backupRef": {"name": "own"}, "keepOnFailure": "1h",
+         "checks": {"repository": False, "probes": [failing]}},
+        timeout=300,
+    )  # fmt: skip
+    assert drill["status"]["phase"] == "Failed", drill["status"]
+    (scratch,) = drill["status"]["scratchNamespaces"]
+    assert get(local_cluster, scratch, "configmap", "settings")["data"] == {"mode": "production"}
+    # The tenant's own admin binding is in the backup; a drill does not restore it.
+    assert own["status"]["resources"]["byKind"]["rolebindings.rbac.authorization.k8s.io"] >= 1
+    bindings = kubectl(local_cluster, "get", "rolebindings", "-n", scratch, "-o", "name").stdout
+    assert "tenant-admin" not in bindings, bindings
+    for verb, resource in (("get", "configmaps"), ("get", "secrets"), ("create", "pods"),
+                           ("delete", "networkpolicies"), ("patch", "namespaces")):  # fmt: skip
+        assert not tenant.can(verb, resource, scratch), f"tenant can {verb} {resource}"
+    # Another namespace's backup cannot be named: references stay in the drill's namespace.
+    other = tenant.create_and_wait(
+        "BackupVerification", "other", {"backupRef": {"name": f"good-{OPS}"}}
+    )
+    assert reason(other) == "BackupNotFound", other["status"]
+    tenant.kubectl("delete", "backupverification", "drill")
+    wait_for(
+        lambda: kubectl(local_cluster, "get", "ns", scratch, check=False).returncode != 0,
+        180,
+        f"{scratch} to be removed",
+    )

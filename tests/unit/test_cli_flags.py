@@ -50,6 +50,11 @@ RESOURCE_COMMANDS = [
     ["restore", "create", "r1", "--from-backup", "b1"],
     ["restore", "list"],
     ["restore", "describe", "r1"],
+    ["verify", "create", "d1", "--from-backup", "b1"],
+    ["verify", "create", "--from-policy", "p", "--no-workloads"],
+    ["verify", "list"],
+    ["verify", "ls", "-A"],
+    ["verify", "describe", "d1"],
 ]
 FLAGS = ["-n", "shop", "--kubeconfig", "/k/config", "--context", "ctx"]
 

@@ -271,6 +271,9 @@ def test_every_command_has_examples_in_its_help() -> None:
         ["restore", "create"],
         ["restore", "list"],
         ["restore", "describe"],
+        ["verify", "create"],
+        ["verify", "list"],
+        ["verify", "describe"],
         ["completion"],
     ):
         sub: Any = parser
@@ -389,6 +392,7 @@ def test_backup_table() -> None:
         "NAMESPACE",
         "NAME",
         "PHASE",
+        "VERDICT",
         "POLICY",
         "LOCATION",
         "SIZE",
@@ -428,6 +432,29 @@ def test_describe_backup() -> None:
         "Warnings:\n  - hook pre/freeze: timed out",
     ]:
         assert expected in text, f"{expected!r} not in:\n{text}"
+
+
+def test_the_verdict_shows_in_list_and_describe() -> None:
+    status = {
+        **FINISHED_BACKUP["status"],
+        "verification": {
+            "result": "Corrupt",
+            "time": "2025-01-02T11:30:00Z",
+            "message": "the repository check of BackupStorageLocation shop/primary found data of "
+            "snapshot(s) 01234567 missing or damaged",
+        },
+    }
+    obj = {**FINISHED_BACKUP, "status": status}
+    row = output.backup_table([obj], NOW, all_namespaces=False).splitlines()[1].split()
+    assert row[:3] == ["b1", "PartiallyFailed", "Corrupt"]
+    text = output.describe_backup(obj, NOW)
+    assert (
+        "Verification:   Corrupt by the location's repository check, 2025-01-02T11:30:00Z" in text
+    )
+    assert "Verdict:        the repository check of BackupStorageLocation shop/primary" in text
+    drilled = {**status, "verification": {**status["verification"], "verification": "drill-1"}}
+    assert "Corrupt by drill drill-1" in output.describe_backup({**obj, "status": drilled}, NOW)
+    assert "Verification:   - (never drilled" in output.describe_backup(FINISHED_BACKUP, NOW)
 
 
 def test_describe_new_backup() -> None:

@@ -4,6 +4,7 @@ tests/integration/test_retention_restic.py compares the same function with the r
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -112,3 +113,50 @@ def test_the_example_of_the_docs() -> None:
     decision = select(cands, Retention(keep_daily=3, keep_weekly=2), berlin)
     assert decision.keep == {"b7": ["daily", "weekly"], "b5": ["daily", "weekly"], "b4": ["daily"]}
     assert decision.delete == ["b2", "b3", "b6"]
+
+
+def _view(name: str, hour: int, *, corrupt: bool = False, phase: str = "Succeeded") -> Any:
+    from safehold.planning.policy import BackupView
+
+    start = datetime(2026, 1, 1, hour, tzinfo=UTC)
+    status: dict[str, Any] = {
+        "phase": phase,
+        "startTime": start.isoformat(),
+        "completionTime": (start + timedelta(minutes=5)).isoformat(),
+    }
+    if corrupt:
+        status["verification"] = {"result": "Corrupt", "time": start.isoformat()}
+    body = {"metadata": {"name": name, "namespace": "ns"}, "status": status}
+    return BackupView.of(body)
+
+
+def test_a_corrupt_backup_is_never_the_good_backup_retention_keeps() -> None:
+    """The newest backup is Corrupt: keepLast 1 keeps the older good one instead, and the
+    Corrupt one stays while it is newer than what the rules keep."""
+    from safehold.planning.retention import plan
+
+    views = [_view("b1", 1), _view("b2", 2), _view("b3", 3, corrupt=True)]
+    planned = plan(Retention(keep_last=1), UTC_ZONE, None, views, datetime(2026, 1, 2, tzinfo=UTC))
+    assert planned.newest == "b3"
+    assert planned.delete == ["b1"]  # b2 kept, b3 (Corrupt) kept
+
+
+def test_a_corrupt_backup_older_than_every_kept_backup_is_deleted() -> None:
+    from safehold.planning.retention import plan
+
+    views = [_view("b1", 1, corrupt=True), _view("b2", 2), _view("b3", 3), _view("b4", 4)]
+    planned = plan(Retention(keep_last=2), UTC_ZONE, None, views, datetime(2026, 1, 2, tzinfo=UTC))
+    assert planned.delete == ["b1", "b2"]  # oldest first
+
+
+def test_corrupt_backups_are_kept_when_nothing_good_is_kept_or_no_rule_deletes() -> None:
+    from safehold.planning.retention import plan
+
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    only_bad = [_view("b1", 1, corrupt=True), _view("b2", 2, corrupt=True)]
+    assert plan(Retention(keep_last=1), UTC_ZONE, None, only_bad, now).delete == []
+    mixed = [_view("b1", 1, corrupt=True), _view("b2", 2), _view("b3", 3)]
+    assert plan(Retention(), UTC_ZONE, None, mixed, now).delete == []
+    # A PartiallyFailed one is never deleted by retention, Corrupt or not.
+    partial = [_view("b1", 1, corrupt=True, phase="PartiallyFailed"), _view("b2", 2)]
+    assert plan(Retention(keep_last=1), UTC_ZONE, None, partial, now).delete == []

@@ -9,7 +9,7 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from localcluster import binaries
 from localcluster.helpers import kubectl
@@ -43,6 +43,10 @@ def _get(url: str) -> str:
 
 class OperatorProcess:
     """The operator, started from the current Python environment, logging to a file."""
+
+    running: ClassVar[set[OperatorProcess]] = set()
+    """The instances of this test process that were started and not stopped: a module that
+    plays the operator itself pauses them (one worker runs several modules in turn)."""
 
     def __init__(self, cluster: LocalCluster, log_path: Path | None = None) -> None:
         self.cluster = cluster
@@ -83,6 +87,7 @@ class OperatorProcess:
             self.cluster.create_namespace(OPERATOR_NAMESPACE)
         self.process.start()
         self.process.wait_ready(self._healthy, timeout, what="liveness endpoint answering")
+        OperatorProcess.running.add(self)
         return self
 
     def _healthy(self) -> bool:
@@ -99,6 +104,7 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
+        OperatorProcess.running.discard(self)
         self.process.stop()
 
     def crash_and_restart(self, timeout: float = 60.0) -> None:

@@ -67,3 +67,6 @@ TimeToLive = Annotated[str, duration_field("1m", "87840h"), duration_check("1m",
 DrillTimeout = Annotated[str, duration_field("1m", "24h"), duration_check("1m", "24h")]
 KeepDuration = Annotated[str, duration_field("1m", "720h"), duration_check("1m", "720h")]
 RtoTarget = Annotated[str, duration_field("1s", "8784h"), duration_check("1s", "8784h")]
+RepositoryCheckInterval = Annotated[
+    str, duration_field("10s", "8784h"), duration_check("10s", "8784h")
+]

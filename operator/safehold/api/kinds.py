@@ -73,6 +73,7 @@ LOCATION = KindInfo(
     status=BackupStorageLocationStatus,
     columns=(
         PrinterColumn("Ready", _condition("Ready", "status")),
+        PrinterColumn("Degraded", _condition("Degraded", "status")),
         PrinterColumn("Bucket", ".spec.bucket"),
         PrinterColumn("Prefix", ".spec.prefix", priority=1),
         PrinterColumn("Access", ".spec.accessMode"),

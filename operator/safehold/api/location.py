@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from pydantic.config import JsonDict
 
 from safehold.api.base import ApiModel, Condition, DnsSubdomain
-from safehold.api.durations import SyncPeriod
+from safehold.api.durations import RepositoryCheckInterval, SyncPeriod
 
 AccessMode = Literal["ReadWrite", "ReadOnly"]
 
@@ -45,6 +45,25 @@ _PREFIX_RULE: JsonDict = {
     "message": "the prefix may not contain . or .. segments",
     "reason": "FieldValueInvalid",
 }
+
+
+class RepositoryCheck(ApiModel):
+    """The scheduled integrity check of the location's repositories (`restic check`).
+
+    A check that finds data missing or damaged turns the location's Degraded condition True,
+    marks the Backups whose snapshots lost data Corrupt and (ReadWrite locations only)
+    repairs the repository's index, so that the next backup of the same data uploads it
+    again. It never runs while a prune of the location or a backup to it runs."""
+
+    enabled: bool = True
+    """Run the check. Disabling it keeps the last result in status."""
+    interval: RepositoryCheckInterval = "24h"
+    """Time from one check to the next (the first: from the location's creation)."""
+    read_data_runs: int = Field(default=10, ge=0, le=1000)
+    """Each check also reads and verifies 1/N of the stored pack files (restic
+    --read-data-subset=k/N, k advancing with every check), so that N successive checks read
+    all data once; 1 reads everything every time; 0 checks only the structure (every blob a
+    snapshot needs is indexed and its pack file exists), reading no data."""
 
 
 class BackupStorageLocationSpec(ApiModel):
@@ -87,6 +106,8 @@ class BackupStorageLocationSpec(ApiModel):
     """ReadOnly locations are only read from: for disaster recovery into a new cluster."""
     sync_period: SyncPeriod = "5m"
     """How often the location is probed again and the catalog re-synchronised."""
+    repository_check: RepositoryCheck = Field(default_factory=RepositoryCheck)
+    """Scheduled integrity checks of the location's repositories (on by default, daily)."""
 
     @field_validator("bucket")
     @classmethod
@@ -103,13 +124,44 @@ class BackupStorageLocationSpec(ApiModel):
         return value
 
 
+RepositoryCheckOutcome = Literal["Passed", "Damaged", "Failed"]
+
+
+class RepositoryCheckStatus(ApiModel):
+    """The last scheduled repository check of the location."""
+
+    last_check_time: datetime | None = None
+    """When the last check finished."""
+    last_passed_time: datetime | None = None
+    """When a check last found no errors."""
+    result: RepositoryCheckOutcome | None = None
+    """Passed (no errors), Damaged (data missing or damaged: see the Degraded condition) or
+    Failed (the check could not run, e.g. the store did not answer; retried next interval)."""
+    reason: str | None = None
+    """CheckPassed, RepositoryDamaged, or why the check could not run."""
+    message: str = ""
+    """What restic found, naming each repository."""
+    read_data_subset: str | None = None
+    """The part of the pack files the last check read (k/N), if any."""
+    runs: int = 0
+    """Checks completed so far (a check that could not run does not count): the next check
+    reads subset runs mod readDataRuns + 1."""
+    duration_seconds: float | None = None
+    """How long the last check took."""
+    corrupt_backups: list[str] = Field(default_factory=list)
+    """Backups the last check found damaged (marked Corrupt)."""
+
+
 class BackupStorageLocationStatus(ApiModel):
     """Observed state of a BackupStorageLocation."""
 
     conditions: list[Condition] = Field(default_factory=list)
-    """Ready reports the result of the last probe. RepositoryPasswordNewline (True, else
-    absent) warns that the repository opens only with the password followed by a newline
-    (created from a Secret that ended in one), which every run then uses."""
+    """Ready reports the result of the last probe. Degraded (True/False after the first
+    repository check) says whether the last repository check found data missing or damaged;
+    a Degraded location stays Ready, so that new backups upload the lost data again.
+    RepositoryPasswordNewline (True, else absent) warns that the repository opens only with
+    the password followed by a newline (created from a Secret that ended in one), which every
+    run then uses."""
     observed_generation: int | None = None
     """The .metadata.generation last reconciled."""
     last_probe_time: datetime | None = None
@@ -118,3 +170,5 @@ class BackupStorageLocationStatus(ApiModel):
     """When the catalog was last synchronised from storage."""
     repository_initialized: bool | None = None
     """Whether a restic repository exists at the location's prefix."""
+    repository_check: RepositoryCheckStatus | None = None
+    """The last scheduled repository check."""

@@ -102,8 +102,5 @@ class BackupPolicyStatus(ApiModel):
     """When the next scheduled drill is due."""
     last_evaluated_verification_time: datetime | None = None
     """The latest scheduled drill time that was started, skipped or counted as missed."""
-    verification_runs: int | None = None
-    """Drills of the policy started so far: the repository check's data subset advances
-    with it."""
     rto_met: bool | None = None
     """Whether the last drill's measured restore time is within verification.rtoTarget."""

@@ -172,10 +172,12 @@ class BackupVerificationStatus(ApiModel):
     """The policy the drill belongs to."""
     result: Literal["Passed", "Failed"] | None = None
     """Passed when every check passed; for kubectl's Result column."""
-    scratch_namespace: str | None = None
-    """The namespace the drill restored into (removed after the drill)."""
+    scratch_namespaces: list[str] = Field(default_factory=list)
+    """The namespaces the drill restored into, one per namespace of the backup (removed
+    after the drill)."""
     scratch_removed: bool | None = None
-    """Whether everything the drill created is gone."""
+    """Whether everything the drill created is gone: False when the drill finishes (its
+    namespaces are being deleted), True once they are (the drill's result is out before)."""
     scratch_databases: list[str] = Field(default_factory=list)
     """Scratch databases the drill created, as target/database (dropped after the drill)."""
     keep_until: datetime | None = None
@@ -193,6 +195,9 @@ class BackupVerificationStatus(ApiModel):
     """Age of the backup when the drill started (achieved RPO)."""
     checks: list[CheckStatus] = Field(default_factory=list)
     """Every check, in the order it ran."""
+    data_subset: str | None = None
+    """The part of the stored data the repository check read, as k/N (restic
+    --read-data-subset); the next drill of the policy reads part k+1."""
     errors: list[str] = Field(default_factory=list)
     """Errors, each naming the item it concerns."""
     warnings: list[str] = Field(default_factory=list)

@@ -231,9 +231,15 @@ def connect(args: argparse.Namespace) -> Connection:
 
 
 def create_and_wait(
-    args: argparse.Namespace, kind: Any, body: dict[str, Any], namespace: str | None
+    args: argparse.Namespace,
+    kind: Any,
+    body: dict[str, Any],
+    namespace: str | None,
+    *,
+    report: Any = None,
 ) -> int:
-    """Shared tail of `backup create` and `restore create`: print, or create (and wait)."""
+    """Shared tail of the `create` commands: print, or create (and wait; `report` as in
+    `wait_for_completion`)."""
     from safehold.cli.output import dump
 
     if args.output:
@@ -250,7 +256,7 @@ def create_and_wait(
     if not args.wait:
         return 0
     return wait_for_completion(
-        objects, ns, created["metadata"]["name"], args.timeout, progress=stderr
+        objects, ns, created["metadata"]["name"], args.timeout, progress=stderr, report=report
     )
 
 

@@ -51,6 +51,7 @@ class ResourceKind:
 BACKUPS = ResourceKind("Backup", "backups")
 RESTORES = ResourceKind("RestoreRequest", "restorerequests")
 LOCATIONS = ResourceKind("BackupStorageLocation", "backupstoragelocations")
+VERIFICATIONS = ResourceKind("BackupVerification", "backupverifications")
 
 
 # --- argument types ---------------------------------------------------------------------
@@ -364,10 +365,12 @@ def wait_for_completion(
     *,
     interval: float = 1.0,
     progress: Callable[[str], None] | None = None,
+    report: Callable[[Mapping[str, Any], bool], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Poll until condition Complete is True; returns the exit code (0, 1, or 3 on timeout)."""
+    """Poll until condition Complete is True; returns the exit code (0, 1, or 3 on timeout).
+    `report(obj, succeeded)` adds lines about the finished object after the outcome line."""
     what = f"{objects.kind.qualified}/{name}"
     deadline = clock() + timeout
     last_phase: str | None = None
@@ -381,9 +384,11 @@ def wait_for_completion(
             succeeded, text = outcome(obj)
             if succeeded:
                 print(f"{what} {text}")
-                return EXIT_OK
-            print(f"error: {what} {text}", file=sys.stderr)
-            return EXIT_FAILED
+            else:
+                print(f"error: {what} {text}", file=sys.stderr)
+            if report is not None:
+                report(obj, succeeded)
+            return EXIT_OK if succeeded else EXIT_FAILED
         remaining = deadline - clock()
         if remaining <= 0:
             print(

@@ -19,9 +19,11 @@ EPILOG = """examples:
   safehold -n shop backup list           --kubeconfig, --context, -n before or after the command
   safehold restore create r1 --from-backup now --namespace-mapping shop:shop-copy --wait
                                          restore a backup into another namespace
+  safehold verify create --from-policy nightly --wait
+                                         prove that the newest backup restores (a drill)
   safehold completion bash               print a bash completion script
 
-exit status: 0 success; 1 error (API error, failed backup or restore); 2 usage error;
+exit status: 0 success; 1 error (API error, failed backup, restore or drill); 2 usage error;
 3 --wait timed out.
 """
 
@@ -135,10 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     docs.set_defaults(func=_cmd_docs)
 
     # The resource commands import kubernetes and pydantic only when they run.
-    from safehold.cli import backup, mover, restore
+    from safehold.cli import backup, mover, restore, verify
 
     backup.register(sub)
     restore.register(sub)
+    verify.register(sub)
     mover.register(sub)
 
     completion = sub.add_parser(

@@ -1,4 +1,5 @@
-"""Pure builders of the Backup and RestoreRequest objects the CLI creates or prints.
+"""Pure builders of the Backup, RestoreRequest and BackupVerification objects the CLI creates
+or prints.
 
 Every spec goes through its pydantic model, so the CLI cannot produce a body the CRD schema
 rejects. The result keeps only what the user asked for (defaults are the API server's and
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,8 +19,9 @@ from pydantic import ValidationError
 from safehold import API_VERSION
 from safehold.api.backup import BackupSpec
 from safehold.api.base import ApiModel
-from safehold.api.kinds import RESTORE
+from safehold.api.kinds import RESTORE, VERIFICATION
 from safehold.api.restore import RestoreRequestSpec
+from safehold.api.verification import BackupVerificationSpec
 from safehold.planning.builders import backup_object
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -273,3 +276,60 @@ def restore(
         "metadata": _metadata(name, namespace),
         "spec": _wire(RestoreRequestSpec, spec, RESTORE_FLAGS),
     }
+
+
+_DRILL_NAME_LIMIT = VERIFICATION.name_limit or 253
+
+VERIFICATION_FLAGS = {
+    "backupRef": "--from-backup",
+    "policyRef": "--from-policy",
+    "keepOnFailure": "--keep-on-failure",
+    "timeout": "--timeout",
+    "checks.workloads": "--no-workloads",
+}
+
+
+def verification(
+    name: str,
+    *,
+    namespace: str | None = None,
+    backup: str | None = None,
+    policy: str | None = None,
+    keep_on_failure: str | None = None,
+    timeout: str | None = None,
+    workloads: bool = True,
+) -> dict[str, Any]:
+    """A BackupVerification (one restore drill) of a Backup, or of the newest successful, not
+    Corrupt, Backup of a policy."""
+    if (backup is None) == (policy is None):
+        raise ManifestError("set exactly one of --from-backup or --from-policy")
+    spec: dict[str, Any] = {}
+    if backup is not None:
+        spec["backupRef"] = {"name": backup}
+    else:
+        spec["policyRef"] = {"name": policy}
+    if not workloads:
+        spec["checks"] = {"workloads": False}
+    if keep_on_failure is not None:
+        spec["keepOnFailure"] = keep_on_failure
+    if timeout is not None:
+        spec["timeout"] = timeout
+    meta = _metadata(name, namespace)
+    if len(name) > _DRILL_NAME_LIMIT:
+        raise ManifestError(f"name {name!r}: at most {_DRILL_NAME_LIMIT} characters")
+    wire = _wire(BackupVerificationSpec, spec, VERIFICATION_FLAGS)
+    source = {key: wire.pop(key) for key in ("backupRef", "policyRef") if key in wire}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": VERIFICATION.kind,
+        "metadata": meta,
+        "spec": source | wire,  # the source first, as a person writes it
+    }
+
+
+def verification_name(source: str, now: datetime) -> str:
+    """The default name of a drill by hand: `<source>-drill-<UTC time>`, the source shortened
+    so that the whole stays within the kind's 63 characters."""
+    suffix = f"-drill-{now.astimezone(UTC).strftime('%Y%m%d-%H%M%S')}"
+    head = source[: _DRILL_NAME_LIMIT - len(suffix)].rstrip("-.")
+    return head + suffix

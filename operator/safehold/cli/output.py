@@ -92,7 +92,7 @@ def _status(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def backup_table(items: Sequence[Mapping[str, Any]], now: datetime, all_namespaces: bool) -> str:
-    headers = ["NAME", "PHASE", "POLICY", "LOCATION", "SIZE", "OBJECTS", "AGE"]
+    headers = ["NAME", "PHASE", "VERDICT", "POLICY", "LOCATION", "SIZE", "OBJECTS", "AGE"]
     rows = []
     for obj in items:
         meta, spec, status = obj["metadata"], obj.get("spec") or {}, _status(obj)
@@ -101,6 +101,7 @@ def backup_table(items: Sequence[Mapping[str, Any]], now: datetime, all_namespac
         row = [
             meta["name"],
             status.get("phase") or "New",
+            str((status.get("verification") or {}).get("result") or ""),
             status.get("policy") or (spec.get("policyRef") or {}).get("name") or "",
             status.get("storageLocation") or spec.get("storageLocation") or "",
             human_bytes(status.get("sizeBytes")),
@@ -286,6 +287,7 @@ def describe_backup(obj: Mapping[str, Any], now: datetime) -> str:
             f"{progress.get('itemsDone', 0)}/{progress.get('itemsTotal', 0)} items, "
             f"{human_bytes(progress.get('bytesDone', 0))}",
         )
+    _verification(report, status, now)
     _conditions(report, status, now)
 
     _resources_section(report, status)
@@ -294,6 +296,18 @@ def describe_backup(obj: Mapping[str, Any], now: datetime) -> str:
     report.bullets("Errors", status.get("errors") or [])
     report.bullets("Warnings", status.get("warnings") or [])
     return report.text()
+
+
+def _verification(report: _Report, status: Mapping[str, Any], now: datetime) -> None:
+    """The last verdict of a drill or repository check: what, when, by which, and why."""
+    verdict = status.get("verification")
+    if not isinstance(verdict, dict) or not verdict.get("result"):
+        report.field("Verification", "- (never drilled or found damaged)")
+        return
+    drill = verdict.get("verification")
+    by = f"drill {drill}" if drill else "the location's repository check"
+    report.field("Verification", f"{verdict['result']} by {by}, {_when(verdict.get('time'), now)}")
+    report.field("Verdict", " ".join(str(verdict.get("message") or "").split()))
 
 
 def _stages_section(report: _Report, status: Mapping[str, Any]) -> None:
@@ -347,6 +361,143 @@ def describe_restore(obj: Mapping[str, Any], now: datetime) -> str:
     report.bullets("Errors", status.get("errors") or [])
     report.bullets("Warnings", status.get("warnings") or [])
     return report.text()
+
+
+# --- restore drills (BackupVerification) ------------------------------------------------
+
+
+def _seconds(value: Any) -> str:
+    """A measured duration: tenths below 10 s (checks are often quick), else kubectl's form."""
+    if not isinstance(value, int | float):
+        return ""
+    return f"{value:.1f}s" if value < 10 else human_duration(value)
+
+
+def _checks(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in status.get("checks") or [] if isinstance(c, dict)]
+
+
+def failed_checks(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The checks of a drill that failed, in the order they ran."""
+    return [c for c in _checks(_status(obj)) if c.get("result") == "Failed"]
+
+
+def _drill_source(obj: Mapping[str, Any]) -> str:
+    spec, status = obj.get("spec") or {}, _status(obj)
+    source = status.get("backup") or (spec.get("backupRef") or {}).get("name")
+    if not source and spec.get("policyRef"):
+        source = f"policy/{spec['policyRef'].get('name', '')}"
+    return str(source or "")
+
+
+def _rto(status: Mapping[str, Any]) -> str:
+    return str(status.get("rto") or _seconds(status.get("restoreSeconds")))
+
+
+def verification_table(
+    items: Sequence[Mapping[str, Any]], now: datetime, all_namespaces: bool
+) -> str:
+    headers = ["NAME", "BACKUP", "RESULT", "RTO", "FAILED-CHECK", "AGE"]
+    rows = []
+    for obj in items:
+        meta, status = obj["metadata"], _status(obj)
+        row = [
+            meta["name"],
+            _drill_source(obj),
+            status.get("result") or status.get("phase") or "New",
+            _rto(status),
+            ",".join(str(c.get("name", "")) for c in failed_checks(obj)),
+            age(meta.get("creationTimestamp"), now),
+        ]
+        rows.append([meta.get("namespace", ""), *row] if all_namespaces else row)
+    return table(["NAMESPACE", *headers] if all_namespaces else headers, rows)
+
+
+def _scratch(status: Mapping[str, Any], now: datetime) -> str:
+    """The scratch namespaces and whether they are gone."""
+    name = ", ".join(str(n) for n in status.get("scratchNamespaces") or [])
+    if not name:
+        return "-"
+    if status.get("scratchRemoved") is True:
+        return f"{name} (removed)"
+    if status.get("keepUntil"):
+        moment = parse_time(status["keepUntil"])
+        until = moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else status["keepUntil"]
+        left = f", {human_duration((moment - now).total_seconds())} left" if moment else ""
+        return f"{name} (kept for inspection until {until}{left})"
+    if status.get("completionTime"):
+        return f"{name} (NOT removed yet: the operator retries)"
+    return f"{name} (in use)"
+
+
+def _checks_section(report: _Report, status: Mapping[str, Any]) -> None:
+    checks = _checks(status)
+    if not checks:
+        report.field("Checks", "<none yet>")
+        return
+    report.section("Checks")
+    rows = [
+        [
+            str(c.get("name", "")),
+            str(c.get("result", "")),
+            str(c.get("reason") or ""),
+            _seconds(c.get("durationSeconds")),
+            " ".join(str(c.get("message") or "").split()),
+        ]
+        for c in checks
+    ]
+    report.block(table(["CHECK", "RESULT", "REASON", "DURATION", "MESSAGE"], rows))
+
+
+def describe_verification(obj: Mapping[str, Any], now: datetime) -> str:
+    """A readable report of a restore drill: source, measurements, scratch, every check."""
+    spec, status = obj.get("spec") or {}, _status(obj)
+    report = _Report()
+    _header(report, obj, "BackupVerification", now)
+    failed = ", ".join(str(c.get("name")) for c in failed_checks(obj))
+    result = status.get("result")
+    report.field("Result", f"{result} (failed: {failed})" if failed and result else result)
+    if spec.get("backupRef"):
+        report.field("From backup", spec["backupRef"].get("name"))
+    if spec.get("policyRef"):
+        report.field("From policy", f"{spec['policyRef'].get('name')} (newest good backup)")
+    report.field("Backup", status.get("backup") or "-")
+    report.field("Policy", status.get("policy"))
+    _times(report, status, now)
+    if status.get("restoreSeconds") is not None or status.get("rto"):
+        report.field("RTO", f"{_rto(status)} (measured restore time)")
+    if isinstance(status.get("backupAgeSeconds"), int | float):
+        age_text = human_duration(status["backupAgeSeconds"])
+        report.field("RPO", f"{age_text} (age of the backup at the drill)")
+    report.field("Scratch", _scratch(status, now))
+    report.field("Scratch DBs", ", ".join(status.get("scratchDatabases") or []))
+    if status.get("dataSubset"):
+        report.field("Data read", f"{status['dataSubset']} of the stored data (repository check)")
+    report.field("Timeout", spec.get("timeout") or "1h")
+    report.field("Keep if failed", spec.get("keepOnFailure") or "no (removed at once)")
+    _conditions(report, status, now)
+    _checks_section(report, status)
+    report.bullets("Errors", status.get("errors") or [])
+    report.bullets("Warnings", status.get("warnings") or [])
+    return report.text()
+
+
+def drill_summary(obj: Mapping[str, Any], succeeded: bool) -> list[str]:
+    """What `verify create --wait` adds after the outcome: every failed check, or the
+    measured RTO and RPO of a passed drill."""
+    status = _status(obj)
+    lines = [
+        f"check {c.get('name')} failed"
+        + (f" ({c['reason']})" if c.get("reason") else "")
+        + (f": {' '.join(str(c['message']).split())}" if c.get("message") else "")
+        for c in failed_checks(obj)
+    ]
+    measured = []
+    if succeeded and _rto(status):
+        measured.append(f"RTO {_rto(status)} (restore time)")
+    if succeeded and isinstance(status.get("backupAgeSeconds"), int | float):
+        measured.append(f"RPO {human_duration(status['backupAgeSeconds'])} (backup age)")
+    return lines + ([", ".join(measured)] if measured else [])
 
 
 def now_utc() -> datetime:

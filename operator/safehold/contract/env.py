@@ -143,6 +143,8 @@ PVC = "SAFEHOLD_PVC"
 SNAPSHOT_ID = "SAFEHOLD_SNAPSHOT_ID"
 SNAPSHOT_PATH = "SAFEHOLD_SNAPSHOT_PATH"
 OVERWRITE = "SAFEHOLD_OVERWRITE"
+# "true": restic reads every restored file back and compares it with the snapshot (drills).
+VERIFY = "SAFEHOLD_VERIFY"
 # Extra restic options (shell-quoted) of every verb, next to restic's own variables.
 RESTIC_OPTIONS = "SAFEHOLD_RESTIC_OPTIONS"
 

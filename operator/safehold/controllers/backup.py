@@ -11,7 +11,7 @@ from safehold.api.kinds import BACKUP
 from safehold.api.labels import ANNOTATION_SYNCED
 from safehold.engine.backup import BackupRun
 from safehold.engine.runs import submit
-from safehold.planning.policy import policy_of
+from safehold.planning.meta import policy_of
 
 
 @kopf.on.resume(GROUP, VERSION, BACKUP.plural)

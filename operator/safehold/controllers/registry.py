@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from safehold.controllers import backup, location, policy, restore, startup
+from safehold.controllers import backup, location, policy, restore, startup, verification
 
-HANDLER_MODULES = (backup, location, policy, restore, startup)  # imported for registration
+# Imported for registration.
+HANDLER_MODULES = (backup, location, policy, restore, startup, verification)

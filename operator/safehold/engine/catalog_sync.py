@@ -16,6 +16,7 @@ from safehold.api.backup import BackupStatus
 from safehold.api.base import JSON
 from safehold.api.kinds import BACKUP
 from safehold.api.labels import ANNOTATION_SYNCED, LABEL_POLICY
+from safehold.api.verification import BackupVerificationState
 from safehold.kube.clients import Clients
 from safehold.kube.events import post_event
 from safehold.kube.resources import patch_status
@@ -119,6 +120,10 @@ def _problem_backup(problem: ManifestProblem, namespace: str, location: str) -> 
 RESTORABLE = ("Succeeded", "PartiallyFailed")
 
 
+def _of_location(body: JSON, location: str) -> bool:
+    return bool((body.get("status") or {}).get("storageLocation") == location)
+
+
 def catalog_state(
     body: JSON,
     location: str,
@@ -146,6 +151,41 @@ def catalog_state(
     if run and manifest.uid and manifest.uid != run:
         return "False", "ManifestOfAnotherRun", f"the catalog entry is run {manifest.uid}'s"
     return "True", "InCatalog", f"in the catalog of location {location}"
+
+
+def newer_verdict(body: JSON, manifest: BackupManifest | None) -> BackupVerificationState | None:
+    """The catalog entry's verdict when it is newer than the live Backup's (pure): another
+    cluster's drill or check (a ReadOnly disaster-recovery cluster reads what the writing one
+    found), or a verdict whose status write was lost after its catalog write. Newer wins
+    either way, since every verdict went through engine/verdicts' rules where it was made.
+    None when there is nothing to adopt or the entry is another run's."""
+    if manifest is None or manifest.verification is None:
+        return None
+    status = BackupStatus.model_validate(body.get("status") or {})
+    if status.run_uid and manifest.uid and status.run_uid != manifest.uid:
+        return None
+    current = status.verification
+    if current is not None and current.time >= manifest.verification.time:
+        return None
+    return manifest.verification
+
+
+def _adopt_verdicts(clients: Clients, bodies: list[JSON], manifests: list[BackupManifest]) -> None:
+    """Give each live Backup the newer verdict its catalog entry holds."""
+    by_name = {m.name: m for m in manifests}
+    for body in bodies:
+        verdict = newer_verdict(body, by_name.get(body["metadata"]["name"]))
+        if verdict is None:
+            continue
+        meta = body["metadata"]
+        wire = {"verification": verdict.to_wire()}
+        patch_status(clients.custom, BACKUP, meta["namespace"], meta["name"], wire)
+        log.info(
+            "Backup %s/%s: verdict %s from the catalog",
+            meta["namespace"],
+            meta["name"],
+            verdict.result,
+        )
 
 
 def _judge(
@@ -200,6 +240,7 @@ def sync_catalog(clients: Clients, location: ResolvedLocation, *, privileged: bo
     bodies = [b for page in clients.rest.list_pages(BACKUP.path(namespace)) for b in page]
     present = {b["metadata"]["name"] for b in bodies}
     _judge(clients, bodies, location.name, manifests, problems)
+    _adopt_verdicts(clients, [b for b in bodies if _of_location(b, location.name)], manifests)
     result = SyncResult(problems=problems)
     wanted = [
         (m.name, *backup_from_manifest(m, location.name))

@@ -25,7 +25,8 @@ from safehold.engine.settings import operator_namespace, restic_cache_dir
 from safehold.kube.clients import Clients
 from safehold.kube.events import post_event
 from safehold.kube.rest import ApiError
-from safehold.planning.policy import BackupView, parse_time, policy_of
+from safehold.planning.meta import parse_time, policy_of
+from safehold.planning.policy import BackupView
 from safehold.planning.trust import Untrusted
 from safehold.storage import restic
 from safehold.storage.catalog import BackupManifest, delete_manifest, read_manifest

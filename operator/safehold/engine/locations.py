@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from http import HTTPStatus
 
 from pydantic import ValidationError
 
@@ -28,7 +29,8 @@ from safehold.engine.settings import operator_namespace
 from safehold.kube.clients import Clients
 from safehold.kube.events import post_event
 from safehold.kube.locations import resolve_location
-from safehold.kube.resources import list_all, patch_status
+from safehold.kube.resources import list_all
+from safehold.kube.rest import ApiError
 from safehold.kube.secrets import SecretProblem
 from safehold.planning.conditions import changed, get_condition
 from safehold.planning.locations import (
@@ -68,6 +70,46 @@ def load_location(
         raise RunError(err.reason, err.message) from None
 
 
+StatusChange = Callable[[JSON, BackupStorageLocationStatus], BackupStorageLocationStatus | None]
+_status_locks: dict[tuple[str, str], threading.Lock] = {}
+_status_locks_guard = threading.Lock()
+STATUS_ATTEMPTS = 5
+
+
+def update_status(
+    clients: Clients, namespace: str, name: str, change: StatusChange
+) -> tuple[JSON, BackupStorageLocationStatus, BackupStorageLocationStatus] | None:
+    """Change a location's status from its current state: the probe, a failed run and the
+    repository check each own different conditions and fields of one status, whose
+    conditions list a merge patch replaces whole. So every writer reads the object afresh,
+    applies `change` (None: nothing to write) and patches on that resourceVersion, again
+    from a fresh read on a conflict. Returns (object, before, after) when it wrote."""
+    with _status_locks_guard:
+        lock = _status_locks.setdefault((namespace, name), threading.Lock())
+    path = LOCATION.path(namespace, name)
+    with lock:
+        for _ in range(STATUS_ATTEMPTS):
+            body = clients.rest.get_or_none(path)
+            if body is None:
+                return None
+            before = BackupStorageLocationStatus.model_validate(body.get("status") or {})
+            after = change(body, before)
+            if after is None:
+                return None
+            version = body["metadata"].get("resourceVersion")
+            patch = {"metadata": {"resourceVersion": version}, "status": after.to_wire()}
+            try:
+                clients.rest.merge_patch(f"{path}/status", patch)
+            except ApiError as err:
+                if err.status == HTTPStatus.CONFLICT:
+                    continue
+                if err.status == HTTPStatus.NOT_FOUND:
+                    return None
+                raise
+            return body, before, after
+    raise RunError("StatusConflict", f"BackupStorageLocation {namespace}/{name} kept changing")
+
+
 # Reasons of a failed run that say the object store did not answer.
 STORE_DOWN = frozenset({"RepositoryTimeout", "EndpointUnreachable"})
 
@@ -85,21 +127,17 @@ def store_failed(clients: Clients, location: ResolvedLocation, failure: Failure)
         else f"{where} did not answer: {failure.message}"
     )
     named = Failure(failure.reason, text)
-    body = clients.rest.get_or_none(LOCATION.path(location.namespace, location.name))
-    if body is None:
+
+    def change(body: JSON, before: BackupStorageLocationStatus) -> BackupStorageLocationStatus:
+        generation = body["metadata"].get("generation")
+        reason, message, initialized = named.reason, named.message, before.repository_initialized
+        now = datetime.now(UTC)
+        return status_after_probe(before, False, reason, message, initialized, generation, now)
+
+    written = update_status(clients, location.namespace, location.name, change)
+    if written is None:
         return named
-    before = BackupStorageLocationStatus.model_validate(body.get("status") or {})
-    generation = body["metadata"].get("generation")
-    after = status_after_probe(
-        before,
-        False,
-        named.reason,
-        named.message,
-        before.repository_initialized,
-        generation,
-        datetime.now(UTC),
-    )
-    patch_status(clients.custom, LOCATION, location.namespace, location.name, after.to_wire())
+    body, before, after = written
     LOCATION_READY.labels(location.namespace, location.name).set(0)
     if changed(before.conditions, after.conditions, "Ready"):
         meta = body["metadata"]
@@ -171,22 +209,28 @@ class LocationReconciler:
     def _reconcile(self, body: JSON) -> LocationProbe:
         meta = body["metadata"]
         namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
-        before = BackupStorageLocationStatus.model_validate(body.get("status") or {})
         outcome, synced = self._probe(body)
         now = datetime.now(UTC)
-        after = status_after_probe(
-            before,
-            outcome.ok,
-            outcome.reason,
-            outcome.message,
-            outcome.repository_initialized,
-            generation,
-            now,
-            outcome.with_newline,
-        )
-        if synced is not None:
-            after.last_sync_time = now
-        patch_status(self.clients.custom, LOCATION, namespace, name, after.to_wire())
+
+        def change(_: JSON, before: BackupStorageLocationStatus) -> BackupStorageLocationStatus:
+            after = status_after_probe(
+                before,
+                outcome.ok,
+                outcome.reason,
+                outcome.message,
+                outcome.repository_initialized,
+                generation,
+                now,
+                outcome.with_newline,
+            )
+            if synced is not None:
+                after.last_sync_time = now
+            return after
+
+        written = update_status(self.clients, namespace, name, change)
+        if written is None:  # deleted meanwhile
+            return outcome
+        _, before, after = written
         if synced is not None:
             self._report_sync(body, synced)
         LOCATION_READY.labels(namespace, name).set(1 if outcome.ok else 0)

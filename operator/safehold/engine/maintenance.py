@@ -81,13 +81,52 @@ def prune_repository(location: ResolvedLocation, namespace: str) -> None:
     remove_stale_scratch(location, datetime.now(UTC))
 
 
+class LocationWork:
+    """The prune or repository check running on each location (namespace/name): never both
+    at once, since a prune deletes pack files a check would then miss."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def begin(self, key: str, what: str) -> bool:
+        """Claim the location for `what`; False when something runs on it already."""
+        with self._lock:
+            if key in self._running:
+                return False
+            self._running[key] = what
+            return True
+
+    def end(self, key: str) -> None:
+        with self._lock:
+            self._running.pop(key, None)
+
+    def running(self, what: str) -> int:
+        """How many locations run `what` now."""
+        with self._lock:
+            return sum(1 for w in self._running.values() if w == what)
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._running
+
+
+def busy_locations(backups: Sequence[BackupView]) -> set[tuple[str, str | None]]:
+    """(namespace, location) of every Backup still running (location None: not known yet)."""
+    return {
+        (b.namespace, (b.body.get("status") or {}).get("storageLocation"))
+        for b in backups
+        if not b.finished
+    }
+
+
 class Maintenance:
     """Remembers when each location was pruned and prunes in background threads."""
 
-    def __init__(self, clients: Clients) -> None:
+    def __init__(self, clients: Clients, work: LocationWork | None = None) -> None:
         self.clients = clients
+        self.work = work or LocationWork()
         self._pruned: dict[str, datetime] = {}
-        self._pruning: set[str] = set()
 
     def prune_due(
         self,
@@ -97,24 +136,21 @@ class Maintenance:
     ) -> list[str]:
         """Start the prunes that are due; returns the locations (namespace/name) started."""
         interval = prune_interval()
-        busy = {
-            (b.namespace, (b.body.get("status") or {}).get("storageLocation"))
-            for b in backups
-            if not b.finished
-        }
+        busy = busy_locations(backups)
         started = []
         for (namespace, name), body in locations.items():
             key = f"{namespace}/{name}"
             last = self._pruned.setdefault(key, now)  # first prune one interval after start
-            if now - last < interval or key in self._pruning:
+            if now - last < interval or key in self.work:
                 continue
             spec = BackupStorageLocationSpec.model_validate(body.get("spec") or {})
             if spec.access_mode != "ReadWrite" or location_problem(body) is not None:
                 continue
             if (namespace, name) in busy or (namespace, None) in busy:
                 continue  # never while a backup of this repository runs
+            if not self.work.begin(key, "prune"):
+                continue
             self._pruned[key] = now
-            self._pruning.add(key)
             started.append(key)
             threading.Thread(
                 target=self._prune, args=(namespace, name), name=f"prune-{key}", daemon=True
@@ -132,4 +168,4 @@ class Maintenance:
             PRUNES.labels(namespace, name, "Failed").inc()
             log.exception("prune of %s failed", key)
         finally:
-            self._pruning.discard(key)
+            self.work.end(key)

@@ -11,12 +11,13 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from safehold.api.backup import BackupSpec, BackupStatus
+from safehold.api.backup import BackupSpec, BackupStatus, DatabaseResult, VolumeResult
 from safehold.api.base import JSON
 from safehold.api.content import DatabaseTarget
 from safehold.api.errors import Failure
@@ -41,13 +42,10 @@ from safehold.kube.clients import Clients
 from safehold.kube.rest import ApiError, Rest
 from safehold.planning import trust
 from safehold.planning.conditions import get_condition
-from safehold.planning.policy import BackupView, policy_of
+from safehold.planning.meta import policy_of
+from safehold.planning.policy import BackupView
 from safehold.planning.resource_types import resource_path
-from safehold.planning.restore import (
-    Entry,
-    Stage,
-    plan_restore,
-)
+from safehold.planning.restore import Entry, RestorePlan, Stage, plan_restore
 from safehold.planning.results import results_config_map
 from safehold.planning.runs import running
 from safehold.planning.selection import Scope
@@ -59,6 +57,7 @@ from safehold.storage.s3 import make_client
 log = logging.getLogger(__name__)
 MAX_STATUS_ERRORS = 20
 DEFAULT_RESTORE_ACCOUNT = "safehold-restore"
+WARNING_DETAIL = 600
 
 
 @dataclass
@@ -66,6 +65,23 @@ class Source:
     backup: str
     location: ResolvedLocation
     manifest: BackupManifest
+    warnings: list[str] = field(default_factory=list)
+    """What the restore must say about its source (a Corrupt verdict)."""
+
+
+def corrupt_warning(name: str, status: BackupStatus) -> str | None:
+    """The warning of a restore from a Backup named explicitly although it is Corrupt: it
+    proceeds, since what is left of it may be what the user needs."""
+    verdict = status.verification
+    if verdict is None or verdict.result != "Corrupt":
+        return None
+    by = f"drill {verdict.verification}" if verdict.verification else "the repository check"
+    found = verdict.message or "no details"
+    found = found if len(found) <= WARNING_DETAIL else found[: WARNING_DETAIL - 3] + "..."
+    return (
+        f"Backup {name} is Corrupt (verdict of {by} at {verdict.time.isoformat()}: {found}); "
+        "restoring what is left of it: items whose data was lost fail"
+    )
 
 
 def _latest_of_policy(rest: Rest, namespace: str, policy: str) -> str:
@@ -84,11 +100,19 @@ def _latest_of_policy(rest: Rest, namespace: str, policy: str) -> str:
     return str(max(candidates)[1])
 
 
-def resolve_source(clients: Clients, namespace: str, spec: RestoreRequestSpec) -> Source:
-    if spec.backup_ref is not None:
-        name = spec.backup_ref.name
-    elif spec.policy_ref is not None:
-        name = _latest_of_policy(clients.rest, namespace, spec.policy_ref.name)
+class ManifestMissing(RunError):
+    """The catalog lost the Backup's manifest (or holds an unrestorable one)."""
+
+
+def resolve_backup(
+    clients: Clients, namespace: str, backup: str | None, policy: str | None
+) -> tuple[str, BackupStatus]:
+    """The Backup to restore (named, or the policy's newest restorable one) and its status;
+    RunError when it cannot be restored."""
+    if backup is not None:
+        name = backup
+    elif policy is not None:
+        name = _latest_of_policy(clients.rest, namespace, policy)
     else:
         raise RunError("InvalidSpec", "set backupRef or policyRef")
     body = clients.rest.get_or_none(BACKUP.path(namespace, name))
@@ -104,7 +128,13 @@ def resolve_source(clients: Clients, namespace: str, spec: RestoreRequestSpec) -
     gone = get_condition(status.conditions, "Restorable")
     if gone is not None and gone.status == "False":
         raise RunError("BackupNotRestorable", f"Backup {namespace}/{name}: {gone.message}")
-    location = load_location(clients, namespace, status.storage_location, need_write=False)
+    return name, status
+
+
+def read_source(clients: Clients, namespace: str, name: str, status: BackupStatus) -> Source:
+    """The Backup's location and its manifest from the catalog (ManifestMissing when the
+    catalog has no restorable entry for it: its reason stays BackupNotRestorable)."""
+    location = load_location(clients, namespace, status.storage_location or "", need_write=False)
     manifest = read_manifest(
         make_client(location.s3),
         location.s3.layout,
@@ -113,11 +143,22 @@ def resolve_source(clients: Clients, namespace: str, spec: RestoreRequestSpec) -
         privileged=namespace == operator_namespace(),
     )
     if manifest is None or not manifest.restorable:
-        raise RunError(
+        raise ManifestMissing(
             "BackupNotRestorable",
             f"the catalog in {location.name} has no restorable manifest for Backup {name}",
         )
-    return Source(name, location, manifest)
+    warning = corrupt_warning(name, status)
+    return Source(name, location, manifest, [warning] if warning else [])
+
+
+def resolve_source(clients: Clients, namespace: str, spec: RestoreRequestSpec) -> Source:
+    name, status = resolve_backup(
+        clients,
+        namespace,
+        spec.backup_ref.name if spec.backup_ref else None,
+        spec.policy_ref.name if spec.policy_ref else None,
+    )
+    return read_source(clients, namespace, name, status)
 
 
 def database_targets(clients: Clients, namespace: str, source: Source) -> list[DatabaseTarget]:
@@ -131,6 +172,67 @@ def database_targets(clients: Clients, namespace: str, source: Source) -> list[D
         return list(spec.databases)
     policy = clients.rest.get_or_none(POLICY.path(namespace, spec.policy_ref.name)) or {}
     return list(BackupPolicySpec.model_validate(policy.get("spec") or {}).databases)
+
+
+def fetch_index(source: Source, namespace: str, workdir: Path) -> list[Entry]:
+    """The backup's export index, restored into `workdir` and checked entry by entry (a
+    snapshot is as untrusted as the bucket it came from)."""
+    export, resources = source.manifest.export, source.manifest.resources
+    if export is None or resources is None or not resources.snapshot_id:
+        raise RunError("BackupNotRestorable", f"Backup {source.backup} holds no objects")
+    repo = source.location.repository(namespace, restic_cache_dir())
+    restic.restore_directory(repo, resources.snapshot_id, export.root, str(workdir))
+    doc = json.loads(read_confined(workdir, export.index_path, trust.MAX_INDEX_BYTES))
+    items = doc.get("objects") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        raise trust.Untrusted("IndexInvalid", "the export index lists no objects")
+    for item in items:
+        trust.check_index_item(item, source.manifest.namespaces)
+    return [Entry.from_index(item) for item in items]
+
+
+StagePhaseFn = Callable[[int, str, RestoreCounts | None], None]
+
+
+class StageRunner:
+    """Runs a restore plan's stages in order: objects through the Applier, volume data and
+    database targets through the DataRestorer; reports each stage's phase and counts."""
+
+    def __init__(
+        self, applier: Applier, data: DataRestorer, progress: Callable[[str], None]
+    ) -> None:
+        self.applier = applier
+        self.data = data
+        self.progress = progress
+        self.volumes: list[VolumeResult] = []
+        self.databases: list[DatabaseResult] = []
+
+    def run(self, plan: RestorePlan, on_stage: StagePhaseFn) -> None:
+        counts = self.applier.results.counts
+        for index, stage in enumerate(plan.stages):
+            before = counts.model_copy()
+            on_stage(index, "Running", None)
+            try:
+                self._execute(stage)
+            except Failure:
+                on_stage(index, "Failed", _minus(counts, before))
+                raise
+            on_stage(index, "Completed", _minus(counts, before))
+
+    def _execute(self, stage: Stage) -> None:
+        if stage.create_namespaces:
+            self.applier.ensure_namespaces(stage.create_namespaces)
+        for planned in stage.objects:
+            self.applier.restore(stage.name, planned)
+        if stage.volumes:
+            self.volumes = self.data.volumes(stage.volumes)
+        if stage.name == "resources":
+            self.applier.repoint_owners()
+        if stage.databases or stage.unavailable_databases:
+            restored = (
+                self.data.databases(stage.databases, self.progress) if stage.databases else []
+            )
+            self.databases = restored + list(stage.unavailable_databases)
 
 
 class RestoreRun(OneShotRun[RestoreRequestStatus]):
@@ -152,6 +254,7 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
             self._finish("Failed", err.reason, err.message)
             return
         self.status.backup = source.backup
+        self.status.warnings += source.warnings
         verb = "planning (dry run)" if self.spec.dry_run else "restoring"
         self.status.conditions = running(
             self.status.conditions, f"{verb} from Backup {source.backup}", self.generation, now
@@ -168,26 +271,10 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _fetch(self, source: Source, workdir: Path) -> list[Entry]:
-        """The backup's export index, restored into `workdir` and checked entry by entry (a
-        snapshot is as untrusted as the bucket it came from)."""
-        export, resources = source.manifest.export, source.manifest.resources
-        if export is None or resources is None or not resources.snapshot_id:
-            raise RunError("BackupNotRestorable", f"Backup {source.backup} holds no objects")
-        repo = source.location.repository(self.namespace, restic_cache_dir())
-        restic.restore_directory(repo, resources.snapshot_id, export.root, str(workdir))
-        doc = json.loads(read_confined(workdir, export.index_path, trust.MAX_INDEX_BYTES))
-        items = doc.get("objects") if isinstance(doc, dict) else None
-        if not isinstance(items, list):
-            raise trust.Untrusted("IndexInvalid", "the export index lists no objects")
-        for item in items:
-            trust.check_index_item(item, source.manifest.namespaces)
-        return [Entry.from_index(item) for item in items]
-
     def _restore(self, source: Source, workdir: Path) -> None:
         started = time.monotonic()
         plan = plan_restore(
-            self._fetch(source, workdir),
+            fetch_index(source, self.namespace, workdir),
             self.spec,
             source.manifest.volumes,
             source.manifest.databases,
@@ -195,25 +282,23 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
         )
         self.status.stages = [RestoreStageStatus(name=s.name, items=s.size) for s in plan.stages]
         results = Results()
-        applier = Applier(self._acting_client(), self.spec, self.name, results, workdir)
-        data = DataRestorer(
-            self.clients,
-            self.gateway,
-            self.spec,
-            self.namespace,
-            self.name,
-            source.location,
-            database_targets(self.clients, self.namespace, source),
+        stages = StageRunner(
+            Applier(self._acting_client(), self.spec, self.name, results, workdir),
+            DataRestorer(
+                self.clients,
+                self.gateway,
+                self.spec,
+                self.namespace,
+                self.name,
+                source.location,
+                database_targets(self.clients, self.namespace, source),
+            ),
+            self._progress,
         )
-        for index, stage in enumerate(plan.stages):
-            before = results.counts.model_copy()
-            self._stage_phase(index, "Running")
-            try:
-                self._execute(stage, applier, data)
-            except Failure:
-                self._stage_phase(index, "Failed", _minus(results.counts, before))
-                raise
-            self._stage_phase(index, "Completed", _minus(results.counts, before))
+        try:
+            stages.run(plan, self._stage_phase)
+        finally:
+            self.status.volumes, self.status.databases = stages.volumes, stages.databases
         self._record(source, results, time.monotonic() - started)
 
     def _acting_client(self) -> Rest:
@@ -235,19 +320,6 @@ class RestoreRun(OneShotRun[RestoreRequestStatus]):
             f"objects applied as system:serviceaccount:{self.namespace}:{name}"
         )
         return self.clients.rest.as_service_account(self.namespace, name)
-
-    def _execute(self, stage: Stage, applier: Applier, data: DataRestorer) -> None:
-        if stage.create_namespaces:
-            applier.ensure_namespaces(stage.create_namespaces)
-        for planned in stage.objects:
-            applier.restore(stage.name, planned)
-        if stage.volumes:
-            self.status.volumes = data.volumes(stage.volumes)
-        if stage.name == "resources":
-            applier.repoint_owners()
-        if stage.databases or stage.unavailable_databases:
-            restored = data.databases(stage.databases, self._progress) if stage.databases else []
-            self.status.databases = restored + list(stage.unavailable_databases)
 
     def _stage_phase(self, index: int, phase: str, counts: RestoreCounts | None = None) -> None:
         stage = self.status.stages[index]

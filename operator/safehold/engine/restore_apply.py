@@ -9,6 +9,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,9 +148,17 @@ class Applier:
     """Applies cleaned objects one by one and records what happened to each."""
 
     def __init__(
-        self, rest: Rest, spec: RestoreRequestSpec, restore: str, results: Results, workdir: Path
+        self,
+        rest: Rest,
+        spec: RestoreRequestSpec,
+        restore: str,
+        results: Results,
+        workdir: Path,
+        transform: Callable[[Entry, JSON], JSON] | None = None,
     ) -> None:
         self.rest = rest
+        self.transform = transform
+        """Applied to each cleaned object before it is applied (a drill's scratch rules)."""
         self.spec = spec
         self.results = results
         self.workdir = workdir
@@ -194,6 +203,8 @@ class Applier:
     def _apply(self, stage: str, planned: PlannedObject, obj: JSON) -> None:
         entry, target_ns = planned.entry, planned.target_namespace
         desired = clean(entry, obj, self.spec.namespace_mapping, self.labels)
+        if self.transform is not None:
+            desired = self.transform(entry, desired)
         name = desired["metadata"]["name"]
         renamed = {"targetName": name} if name != entry.name else {}
         path = resource_path(entry.group, entry.version, entry.plural, target_ns, name)

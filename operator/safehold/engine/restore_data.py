@@ -32,7 +32,10 @@ class DataRestorer:
         name: str,
         location: ResolvedLocation,
         targets: Sequence[DatabaseTarget],
+        verify_files: bool = False,
     ) -> None:
+        self.verify_files = verify_files
+        """Have restic read every restored file back (a drill's content check)."""
         self.spec = spec
         self.namespace = namespace
         self.name = name
@@ -54,7 +57,13 @@ class DataRestorer:
         def one(v: PlannedVolume) -> VolumeResult:
             task = task_for_restore(v.backed_up, v.target_namespace)
             return restore_volume(
-                self.launcher, settings, v.backed_up, task, wanted.overwrite_existing, labels
+                self.launcher,
+                settings,
+                v.backed_up,
+                task,
+                wanted.overwrite_existing,
+                labels,
+                self.verify_files,
             )
 
         with ThreadPoolExecutor(max_workers=PARALLEL_VOLUMES) as pool:

@@ -1,5 +1,6 @@
-"""The life of a one-shot run (Backup, RestoreRequest): status writes, the final conditions,
-the Event, and the rule that an unexpected error ends the run instead of leaving it Running."""
+"""The life of a one-shot run (Backup, RestoreRequest, BackupVerification): status writes,
+the final conditions, the Event, and the rule that an unexpected error ends the run instead
+of leaving it Running."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from safehold.api.base import JSON
 from safehold.api.errors import invalid_spec
 from safehold.api.kinds import KindInfo
 from safehold.api.restore import RestoreRequestStatus
+from safehold.api.verification import BackupVerificationStatus
 from safehold.engine import leases
 from safehold.engine.gateway import Gateway
 from safehold.engine.queue import FairQueue
@@ -24,12 +26,14 @@ from safehold.kube.resources import patch_status
 from safehold.planning.runs import TERMINAL, Outcome, finished, phase_of, queued
 
 log = logging.getLogger(__name__)
-StatusT = TypeVar("StatusT", BackupStatus, RestoreRequestStatus)
+StatusT = TypeVar("StatusT", BackupStatus, RestoreRequestStatus, BackupVerificationStatus)
 
 
 class OneShotRun(Generic[StatusT]):
     info: ClassVar[KindInfo]
-    status_model: ClassVar[type[BackupStatus] | type[RestoreRequestStatus]]
+    status_model: ClassVar[
+        type[BackupStatus] | type[RestoreRequestStatus] | type[BackupVerificationStatus]
+    ]
 
     def __init__(self, clients: Clients, body: JSON, gateway: Gateway) -> None:
         self.clients = clients
@@ -42,7 +46,8 @@ class OneShotRun(Generic[StatusT]):
         self.status: StatusT = self.status_model.model_validate(body.get("status") or {})  # type: ignore[assignment]
 
     def _write(self) -> None:
-        self.status.phase = phase_of(self.status.conditions)
+        # A drill's conditions only ever give Succeeded or Failed.
+        self.status.phase = phase_of(self.status.conditions)  # type: ignore[assignment]
         patch_status(
             self.clients.custom, self.info, self.namespace, self.name, self.status.to_wire()
         )

@@ -8,7 +8,9 @@ a finalizer onto every policy) that, on every tick and whenever a policy or Back
   and a later edit of the policy never changes a run already created;
 - after each new successful run of a policy applies its retention (engine/retention.py);
 - handles explicit delete requests and expired ttls of any Backup (engine/deletion.py);
-- prunes each location's repository once per prune interval (engine/maintenance.py).
+- prunes each location's repository once per prune interval (engine/maintenance.py);
+- checks each location's repositories once per repository check interval
+  (engine/location_checks.py).
 
 `Scheduler.tick(now)` is one pass with an injectable clock; tests call it directly.
 """
@@ -27,19 +29,31 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from safehold.api.base import JSON
-from safehold.api.kinds import BACKUP, LOCATION, POLICY
+from safehold.api.durations import parse_duration
+from safehold.api.kinds import BACKUP, LOCATION, POLICY, VERIFICATION
 from safehold.api.policy import BackupPolicySpec
+from safehold.engine import drill_scratch
 from safehold.engine.deletion import Deleter
+from safehold.engine.location_checks import LocationChecks
 from safehold.engine.maintenance import Maintenance
-from safehold.engine.metrics import LAST_SUCCESS, MISSED_RUNS, POLICY_READY, RPO_VIOLATED
+from safehold.engine.metrics import (
+    LAST_SUCCESS,
+    MISSED_RUNS,
+    POLICY_READY,
+    RPO_VIOLATED,
+    observe_rto_target,
+    seed_last_drill,
+)
 from safehold.engine.retention import apply_retention
 from safehold.engine.settings import operator_namespace
 from safehold.kube.clients import Clients
 from safehold.kube.events import post_event
 from safehold.kube.resources import list_all, patch_status
 from safehold.kube.rest import ApiError
-from safehold.planning.builders import policy_backup
+from safehold.planning.builders import policy_backup, policy_drill
 from safehold.planning.conditions import changed
+from safehold.planning.drill_schedule import DrillView
+from safehold.planning.meta import policy_of
 from safehold.planning.policy import (
     BackupView,
     Evaluation,
@@ -47,7 +61,6 @@ from safehold.planning.policy import (
     EventType,
     RunRequest,
     evaluate,
-    policy_of,
 )
 
 log = logging.getLogger(__name__)
@@ -63,6 +76,8 @@ class TickResult:
     created: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+    """Locations whose repository check started in this pass."""
     next_due: datetime | None = None
     writes: list[Callable[[], None]] = field(default_factory=list)
     """Status patches and events of the pass, made together at its end."""
@@ -74,6 +89,7 @@ class Scheduler:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.deleter = Deleter(clients)
         self.maintenance = Maintenance(clients)
+        self.checks = LocationChecks(clients, self.maintenance.work)
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._mutex = threading.Lock()
@@ -135,6 +151,11 @@ class Scheduler:
             policy = policy_of(view.body)
             if policy:
                 by_policy[(view.namespace, policy)].append(view)
+        drills: dict[tuple[str, str], list[DrillView]] = defaultdict(list)
+        for body in list_all(self.clients.custom, VERIFICATION):
+            policy = policy_of(body)
+            if policy:
+                drills[(body["metadata"]["namespace"], policy)].append(DrillView.of(body))
         result.deleted += self.deleter.requested(backups, now)
         for body in policies:
             if body["metadata"].get("deletionTimestamp"):
@@ -142,7 +163,9 @@ class Scheduler:
             key = (body["metadata"]["namespace"], body["metadata"]["name"])
             location = locations.get((key[0], (body.get("spec") or {}).get("storageLocation")))
             try:
-                due = self._policy(body, by_policy.get(key, []), location, now, result)
+                due = self._policy(
+                    body, by_policy.get(key, []), location, now, result, drills.get(key, [])
+                )
             except Exception:  # one broken policy must not stop the others
                 log.exception("scheduling policy %s/%s failed", *key)
                 continue
@@ -150,6 +173,11 @@ class Scheduler:
                 result.next_due = due
         self._flush(result.writes)
         result.pruned = self.maintenance.prune_due(locations, backups, now)
+        result.checked = self.checks.check_due(locations, backups, now)
+        try:
+            drill_scratch.sweep(self.clients.rest, now)
+        except Exception:  # the next pass tries again
+            log.exception("sweeping drill scratch namespaces failed")
         return result
 
     def _policy(
@@ -159,10 +187,11 @@ class Scheduler:
         location: JSON | None,
         now: datetime,
         result: TickResult,
+        drills: list[DrillView],
     ) -> datetime | None:
         meta = body["metadata"]
         namespace = meta["namespace"]
-        evaluation = evaluate(body, mine, location, now, operator_namespace())
+        evaluation = evaluate(body, mine, location, now, operator_namespace(), drills)
         self._record_metrics(namespace, meta["name"], evaluation)
         events = list(evaluation.events)
         spec = evaluation.spec
@@ -170,6 +199,8 @@ class Scheduler:
             if spec is not None and self._create_backup(body, spec, run):
                 result.created.append(f"{namespace}/{run.backup}")
                 events.append(run.started)
+        if spec is not None:
+            events += self._drills(body, spec, evaluation)
         if evaluation.location_ready:
             retention_events, deleted = apply_retention(self.deleter, evaluation, mine, now)
             events += retention_events
@@ -196,6 +227,12 @@ class Scheduler:
             MISSED_RUNS.labels(namespace, name).inc(evaluation.missed)
         RPO_VIOLATED.labels(namespace, name).set(1 if evaluation.status.rpo_met is False else 0)
         POLICY_READY.labels(namespace, name).set(1 if evaluation.ready[0] == "True" else 0)
+        verification = evaluation.spec.verification if evaluation.spec else None
+        target = verification.rto_target if verification else None
+        observe_rto_target(
+            namespace, name, parse_duration(target).total_seconds() if target else None
+        )
+        seed_last_drill(namespace, name, evaluation.status.last_verification)
 
     def _write(
         self,
@@ -231,6 +268,34 @@ class Scheduler:
                 future.result()
             except Exception:  # one failed write must not stop the others
                 log.exception("writing a policy's status failed")
+
+    def _drills(self, policy: JSON, spec: BackupPolicySpec, evaluation: Evaluation) -> list[Event]:
+        """Create the drills due, delete those past the history limits."""
+        namespace = policy["metadata"]["namespace"]
+        events = []
+        decision = evaluation.drills
+        if decision.skipped_no_backup:
+            events.append(
+                Event("Warning", "DrillSkipped", "scheduled drill skipped: no successful backup")
+            )
+        for request in decision.requests:
+            body = policy_drill(policy, request.name, request.scheduled, spec)
+            try:
+                self.clients.rest.create(VERIFICATION.path(namespace), body)
+            except ApiError as err:
+                if err.status != 409:
+                    raise
+                continue
+            events.append(
+                Event(
+                    "Normal",
+                    "DrillStarted",
+                    f"scheduled drill {request.scheduled}: BackupVerification {request.name}",
+                )
+            )
+        for name in decision.delete:
+            self.clients.rest.delete_quietly(VERIFICATION.path(namespace, name))
+        return events
 
     def _create_backup(self, policy: JSON, spec: BackupPolicySpec, run: RunRequest) -> bool:
         """Create the Backup of a run; False when it exists already (the run was started)."""

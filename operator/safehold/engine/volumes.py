@@ -450,6 +450,7 @@ def restore_volume(
     task: VolumeTask,
     overwrite: bool,
     labels: dict[str, str],
+    verify: bool = False,
 ) -> VolumeResult:
     base = VolumeResult(namespace=task.namespace, pvc=task.pvc, mode=task.mode, result="Succeeded")
     rest = launcher.clients.rest
@@ -467,6 +468,7 @@ def restore_volume(
                 names.SNAPSHOT_ID: snapshot,
                 names.SNAPSHOT_PATH: quote(backed_up.source_path or "", safe=""),
                 names.OVERWRITE: "true" if overwrite else "false",
+                names.VERIFY: "true" if verify else "false",
             }
             moved = _move(
                 launcher,

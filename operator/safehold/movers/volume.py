@@ -9,6 +9,7 @@ Runs inside a mover Job. Everything comes from the environment (secrets from a S
     SAFEHOLD_SNAPSHOT_PATH  restore: the directory inside it, URL-encoded (quote(path, safe=""))
                             so that nothing mistakes the value for a path; looked up when unset
     SAFEHOLD_OVERWRITE      restore: "true" to write into a non-empty volume
+    SAFEHOLD_VERIFY         restore: "true" to read every restored file back (restic --verify)
     RESTIC_* / AWS_* / SAFEHOLD_RESTIC_OPTIONS   the repository (storage.restic)
 
 A backup that could not read every file fails with UnreadableFiles (count and first paths),
@@ -151,7 +152,8 @@ def volume_restore(environ: Mapping[str, str] = os.environ) -> int:
                 durationSeconds=time.monotonic() - started,
             ).emit()
             return 0
-        restic.restore_directory(repo, snapshot, source, str(target), sparse=True)
+        verify = environ.get(names.VERIFY) == "true"
+        restic.restore_directory(repo, snapshot, source, str(target), sparse=True, verify=verify)
         root = restic.directory_node(repo, snapshot, source)
     except KeyError as err:
         return _fail("InvalidMoverEnvironment", f"{err.args[0]} is not set")

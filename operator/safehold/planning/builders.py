@@ -22,8 +22,10 @@ from safehold import API_VERSION
 from safehold.api.backup import BackupSpec
 from safehold.api.base import JSON, ResourceRequirements
 from safehold.api.content import BackupContent
-from safehold.api.kinds import BACKUP, POLICY
-from safehold.api.labels import LABEL_COMPONENT, LABEL_POLICY
+from safehold.api.kinds import BACKUP, POLICY, VERIFICATION
+from safehold.api.labels import ANNOTATION_SCHEDULED_TIME, LABEL_COMPONENT, LABEL_POLICY
+from safehold.api.policy import BackupPolicySpec
+from safehold.api.verification import DrillSettings
 from safehold.contract.env import DEFAULT_TERMINATION_LOG
 from safehold.contract.env import TERMINATION_LOG as TERMINATION_LOG_ENV
 
@@ -100,6 +102,37 @@ def policy_backup(
         annotations=annotations,
         owner=owner,
     )
+
+
+def policy_drill(policy: JSON, name: str, scheduled: str, spec: BackupPolicySpec) -> JSON:
+    """The BackupVerification of one scheduled drill: the policy's drill settings at this
+    moment, its newest restorable backup (resolved when the drill starts)."""
+    meta = policy["metadata"]
+    verification = spec.verification
+    settings = (
+        DrillSettings.model_validate(verification.model_dump()).to_wire() if verification else {}
+    )
+    return {
+        "apiVersion": API_VERSION,
+        "kind": VERIFICATION.kind,
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": {LABEL_POLICY: meta["name"]},
+            "annotations": {ANNOTATION_SCHEDULED_TIME: scheduled},
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": POLICY.kind,
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": False,
+                }
+            ],
+        },
+        "spec": {**settings, "policyRef": {"name": meta["name"]}},
+    }
 
 
 # ---------------------------------------------------------------------- mover Jobs

@@ -17,11 +17,12 @@ from safehold.api.labels import (
     ANNOTATION_SCHEDULED_TIME,
     ANNOTATION_TRIGGER,
     ANNOTATION_TRIGGERED_BY,
-    LABEL_POLICY,
 )
 from safehold.api.policy import BackupPolicySpec, BackupPolicyStatus, BackupReference
 from safehold.planning.conditions import set_condition
+from safehold.planning.drill_schedule import DrillDecision, DrillView, evaluate_drills
 from safehold.planning.locations import location_problem
+from safehold.planning.meta import parse_time
 from safehold.planning.runs import TERMINAL
 from safehold.planning.schedule import (
     Schedule,
@@ -34,18 +35,6 @@ from safehold.planning.schedule import (
 from safehold.planning.selection import Scope, SelectionError
 
 EventType = Literal["Normal", "Warning"]
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """An RFC 3339 timestamp as the API server writes it."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
-def policy_of(backup: JSON) -> str | None:
-    """The policy a Backup belongs to: its policy label, else its policyRef."""
-    labelled = (backup["metadata"].get("labels") or {}).get(LABEL_POLICY)
-    ref = ((backup.get("spec") or {}).get("policyRef") or {}).get("name")
-    return labelled or ref or None
 
 
 @dataclass(frozen=True)
@@ -134,6 +123,8 @@ class Evaluation:
     next_time: datetime | None = None
     newest: BackupView | None = None
     """The newest successful Backup."""
+    drills: DrillDecision = field(default_factory=DrillDecision)
+    """Drills due, drills the history limits delete."""
 
 
 def _out_of_scope(spec: BackupPolicySpec, scope: Scope) -> tuple[str, str] | None:
@@ -295,8 +286,10 @@ def evaluate(
     location: JSON | None,
     now: datetime,
     operator_namespace: str,
+    drills: list[DrillView] | None = None,
 ) -> Evaluation:
-    """Evaluate one policy (`mine`: its Backups; `location`: its location's body or None)."""
+    """Evaluate one policy (`mine`: its Backups; `location`: its location's body or None;
+    `drills`: its BackupVerifications)."""
     meta = body["metadata"]
     before = BackupPolicyStatus.model_validate(body.get("status") or {})
     try:
@@ -324,6 +317,11 @@ def evaluate(
     if missed:
         status.missed_runs = (status.missed_runs or 0) + missed
     runs = _runs(meta["name"], spec, status, meta.get("annotations") or {}, decision, now)
+    drill_decision = evaluate_drills(
+        meta["name"], spec, status, drills or [], newest is not None, created, now
+    )
+    if problem is None and drill_decision.problem is not None:
+        problem = drill_decision.problem
     ready = _ready(spec, problem, rpo_message, schedule, decision.next_time)
     status.conditions = set_condition(
         status.conditions, "Ready", *ready, meta.get("generation"), now
@@ -338,9 +336,15 @@ def evaluate(
         runs=runs,
         events=_schedule_events(spec, decision),
         missed=missed,
-        next_time=decision.next_time,
+        next_time=_earliest(decision.next_time, drill_decision.next_time),
         newest=newest,
+        drills=drill_decision,
     )
+
+
+def _earliest(*times: datetime | None) -> datetime | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
 
 
 def _invalid(body: JSON, before: BackupPolicyStatus, failure: Failure, now: datetime) -> Evaluation:

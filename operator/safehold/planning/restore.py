@@ -93,9 +93,12 @@ class Entry:
     kind: str
     namespace: str | None
     name: str
+    sha256: str = ""
+    """Checksum of the exported file (empty in indexes that lack it)."""
 
     @classmethod
     def from_index(cls, item: JSON) -> Entry:
+        digest = item.get("sha256")
         return cls(
             path=item["path"],
             resource=item["resource"],
@@ -103,6 +106,7 @@ class Entry:
             kind=item["kind"],
             namespace=item.get("namespace"),
             name=item["name"],
+            sha256=digest if isinstance(digest, str) else "",
         )
 
     @property

@@ -10,6 +10,13 @@ Periods are taken on the wall clock of the policy's time zone.
 Safehold's additions: only successful backups take part (failed ones are cleaned after a grace
 period, partially failed ones are never deleted by retention); the newest successful backup is
 always kept; no rule at all (or only zero counts) keeps everything.
+
+Corrupt backups (a drill or repository check found their data damaged) take no part in the
+rules either: they are never the newest good backup that is always kept, and never use up a
+count, so the rules keep older good backups instead. What is left of a Corrupt backup is kept
+while it is newer than the oldest backup the rules keep (it may still hold what a user needs,
+and it becomes whole again when a later backup uploads the lost data); once older, it is
+deleted with the others.
 """
 
 from __future__ import annotations
@@ -150,4 +157,19 @@ def plan(
         Candidate(b.name, b.time) for b in finished if b.phase == "Succeeded" and b.restorable
     ]
     decision = select(candidates, retention, zone)
-    return RetentionPlan(expired, [n for n in decision.delete if n != newest], newest)
+    delete = [n for n in decision.delete if n != newest]
+    delete += aged_out_corrupt(finished, decision, retention)
+    order = {b.name: b.sort_key for b in finished}
+    return RetentionPlan(expired, sorted(delete, key=lambda n: order[n]), newest)
+
+
+def aged_out_corrupt(
+    finished: Sequence[BackupView], decision: Decision, retention: Retention | None
+) -> list[str]:
+    """Corrupt successful backups older than the oldest backup the rules keep: out of the
+    history retention keeps. None while no good backup is kept or no rule deletes."""
+    kept = [b.time for b in finished if b.name in decision.keep]
+    if not kept or not _counts(retention):
+        return []
+    oldest = min(kept)
+    return [b.name for b in finished if b.phase == "Succeeded" and b.corrupt and b.time < oldest]

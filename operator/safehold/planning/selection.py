@@ -148,10 +148,13 @@ class Scope:
 
     own_namespace: str
     operator_namespace: str
+    confined_to: frozenset[str] | None = None
+    """A drill's scratch namespaces: the only restore targets, whoever runs it, and no
+    cluster-scoped object."""
 
     @property
     def privileged(self) -> bool:
-        return self.own_namespace == self.operator_namespace
+        return self.own_namespace == self.operator_namespace and self.confined_to is None
 
     def backup_namespaces(
         self,
@@ -216,10 +219,12 @@ class Scope:
         )
 
     def check_restore_targets(self, targets: Iterable[str]) -> None:
-        """A tenant may restore only into its own namespace."""
+        """A tenant may restore only into its own namespace; a drill only into its scratch
+        namespaces."""
         if self.privileged:
             return
-        foreign = sorted(set(targets) - {self.own_namespace})
+        allowed = self.confined_to if self.confined_to is not None else {self.own_namespace}
+        foreign = sorted(set(targets) - allowed)
         if foreign:
             raise SelectionError(
                 "NamespaceNotAllowed",

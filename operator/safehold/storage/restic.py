@@ -11,6 +11,7 @@ import fcntl
 import functools
 import json
 import os
+import re
 import select
 import shlex
 import shutil
@@ -131,6 +132,7 @@ def run(
     *,
     timeout: float = 300,
     input_bytes: bytes | None = None,
+    cwd: str | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run one restic command; raises ResticError with a classified reason on failure."""
     cmd = [restic_binary(), *repo.options, *args]
@@ -142,6 +144,7 @@ def run(
             capture_output=True,
             timeout=timeout,
             check=False,
+            cwd=cwd,
         )
     except subprocess.TimeoutExpired as err:
         raise ResticError(
@@ -171,6 +174,10 @@ def _reason(code: int, stderr: str) -> str:
         return "RepositoryPasswordWrong"
     if code == EXIT_LOCK_FAILED:
         return "RepositoryLocked"
+    if "verifying" in stderr.lower() and "error" in stderr.lower():
+        return "FileContentMismatch"
+    if "pack" in stderr and ("not found" in stderr or "does not exist" in stderr):
+        return "RepositoryDamaged"
     if "dial tcp" in stderr or "connection refused" in stderr or "no such host" in stderr:
         return "EndpointUnreachable"
     if any(
@@ -267,9 +274,171 @@ def ensure_initialized(repo: Repository, exists: Callable[[], bool] | None = Non
         return True
 
 
-def check(repo: Repository, read_data: bool = False) -> None:
-    """Verify the repository's structure (and with read_data, every pack)."""
-    run(repo, ["check", *(["--read-data"] if read_data else [])], timeout=1800)
+# ------------------------------------------------------------------ integrity (check, repair)
+_PACK_MISSING = re.compile(r"pack ([0-9a-f]{64}): does not exist")
+_PACK_DAMAGED = re.compile(r"pack ([0-9a-f]{64}) contains \d+ error")
+_TREE_OWNER = re.compile(r"which belongs to snapshot ([0-9a-f]{64})")
+_REPAIR_SNAPSHOT = re.compile(r"^snapshot ([0-9a-f]{8,64}) of ")
+_CHECK_NOISE = (
+    "The repository is damaged",
+    "The repository contains damaged",
+    "restic repair",
+    "Damaged pack files can be caused",
+)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What one `restic check` found (errors redacted, restic's advice left out)."""
+
+    damaged: bool
+    """restic found errors in the repository's data or structure (exit 1, "repository
+    contains errors"); False with `failure` set when restic could not check at all."""
+    errors: tuple[str, ...] = ()
+    """restic's error messages, in order."""
+    missing_packs: frozenset[str] = frozenset()
+    """Pack files the index names that are not in the bucket."""
+    damaged_packs: frozenset[str] = frozenset()
+    """Pack files whose content did not verify (only found when data is read)."""
+    failure: ResticError | None = None
+    """Why restic could not check (not found, wrong password, store down, locked)."""
+
+
+def run_unchecked(
+    repo: Repository, args: Sequence[str], *, timeout: float = 300
+) -> subprocess.CompletedProcess[bytes]:
+    """Run one restic command and return it whatever its exit code; stdout and stderr
+    redacted. Raises ResticError(RepositoryTimeout) past `timeout`."""
+    cmd = [restic_binary(), *repo.options, *args]
+    try:
+        proc = subprocess.run(
+            cmd, env=_child_env(repo), capture_output=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as err:
+        raise ResticError(
+            "RepositoryTimeout", f"restic {args[0]} did not finish in {timeout:.0f}s"
+        ) from err
+    secrets = repo.secret_values
+    proc.stdout = redact(proc.stdout.decode(errors="replace"), secrets).encode()
+    proc.stderr = redact(proc.stderr.decode(errors="replace"), secrets).encode()
+    return proc
+
+
+def check(
+    repo: Repository, subset: tuple[int, int] | None = None, *, timeout: float = 6 * 3600
+) -> CheckReport:
+    """`restic check` without a lock (read-only: never blocks a backup, works on ReadOnly
+    locations); with `subset` (k, n) it also reads the k-th of n parts of the pack files
+    (`--read-data-subset=k/n`). Damage is a result, not an exception."""
+    args = ["check", "--no-lock", "--json"]
+    if subset is not None:
+        args.append(f"--read-data-subset={subset[0]}/{subset[1]}")
+    proc = run_unchecked(repo, args, timeout=timeout)
+    stderr = proc.stderr.decode()
+    errors = tuple(_check_errors(stderr))
+    summary = _json_lines(proc.stdout.decode(), "summary")
+    if proc.returncode == 0:
+        return CheckReport(False, errors)
+    if "repository contains errors" not in stderr:
+        return CheckReport(False, errors, failure=_check_failure(proc.returncode, stderr))
+    text = "\n".join(errors)
+    broken = {str(p) for s in summary for p in s.get("broken_packs") or []}
+    return CheckReport(
+        True,
+        errors,
+        frozenset(_PACK_MISSING.findall(text)),
+        frozenset(broken | set(_PACK_DAMAGED.findall(text))),
+    )
+
+
+def _json_lines(text: str, message_type: str) -> list[dict[str, Any]]:
+    docs = (_json_line(line.strip()) for line in text.splitlines())
+    return [d for d in docs if d is not None and d.get("message_type") == message_type]
+
+
+def _check_errors(stderr: str) -> list[str]:
+    """restic check's error messages, one per line, each once, without its advice."""
+    found: dict[str, None] = {}
+    for doc in _json_lines(stderr, "error"):
+        for raw in str(doc.get("message", "")).splitlines():
+            line = raw.strip()
+            if line and not line.startswith(_CHECK_NOISE) and not line.endswith(":"):
+                found[line] = None
+    return list(found)
+
+
+def _check_failure(code: int, stderr: str) -> ResticError:
+    """Why `restic check --json` could not check: its fatal message, classified."""
+    fatal = [str(d.get("message", "")) for d in _json_lines(stderr, "exit_error")]
+    text = "\n".join(fatal) or stderr.strip()
+    return ResticError(_reason(code, text), _last_lines(text), code)
+
+
+def snapshots_of_packs(
+    repo: Repository, packs: Sequence[str], *, timeout: float = 3600
+) -> frozenset[str]:
+    """Full ids of the snapshots that reference a blob of one of `packs` (as the index
+    describes them: for packs that are gone from the bucket, before `repair index`), or a
+    tree that could not be loaded (`restic find --pack`, read-only)."""
+    if not packs:
+        return frozenset()
+    proc = run_unchecked(repo, ["find", "--no-lock", "--json", "--pack", *packs], timeout=timeout)
+    # restic prints the trees it could not load as text, on stdout before the JSON array.
+    stdout = proc.stdout.decode()
+    found = set(_TREE_OWNER.findall(stdout + proc.stderr.decode()))
+    for line in stdout.splitlines():
+        if not line.startswith("["):
+            continue
+        with contextlib.suppress(ValueError):
+            for match in json.loads(line) or []:
+                if isinstance(match, dict) and match.get("snapshot"):
+                    found.add(str(match["snapshot"]))
+    return frozenset(found)
+
+
+def snapshots_missing_data(repo: Repository, *, timeout: float = 3600) -> frozenset[str]:
+    """Short ids of the snapshots that reference a blob the index does not hold or a tree
+    that cannot be read (`restic repair snapshots --dry-run`, read-only, changes nothing).
+
+    restic 0.19 prints a block per snapshot (`snapshot 83543def of [/data] at ...`) followed
+    by indented lines for what it would remove and `would save new snapshot` (or `would
+    delete empty snapshot`) when the snapshot is affected."""
+    proc = run_unchecked(repo, ["repair", "snapshots", "--dry-run", "--no-lock"], timeout=timeout)
+    if proc.returncode != 0:
+        raise _failure(proc.returncode, proc.stderr, ())
+    return frozenset(parse_repair_dry_run(proc.stdout.decode()))
+
+
+def parse_repair_dry_run(text: str) -> list[str]:
+    """The snapshots `restic repair snapshots --dry-run` would modify or delete."""
+    affected: list[str] = []
+    current: str | None = None
+    for line in text.splitlines():
+        match = _REPAIR_SNAPSHOT.match(line)
+        if match:
+            current = match.group(1)
+        elif current and line.startswith(("would save", "would delete")):
+            affected.append(current)
+            current = None
+    return affected
+
+
+def repair_index(repo: Repository, *, timeout: float = 6 * 3600) -> None:
+    """`restic repair index`: rebuild the index from the pack files that exist, so that
+    the next backup uploads again the blobs of lost packs instead of deduplicating against
+    them (exclusive lock)."""
+    run(repo, ["repair", "index", "--retry-lock", "5m"], timeout=timeout)
+
+
+def repair_packs(
+    repo: Repository, packs: Sequence[str], workdir: str, *, timeout: float = 6 * 3600
+) -> None:
+    """`restic repair packs`: salvage the readable blobs of damaged packs into new packs,
+    then delete the damaged ones and drop them from the index (exclusive lock). restic
+    first saves a copy of each damaged pack (still encrypted) into its working directory:
+    that is `workdir`, which the caller removes."""
+    if packs:
+        run(repo, ["repair", "packs", "--retry-lock", "5m", *packs], timeout=timeout, cwd=workdir)
 
 
 def snapshots(repo: Repository, tags: Sequence[str] = ()) -> list[dict[str, Any]]:
@@ -320,6 +489,11 @@ EXIT_INCOMPLETE = 3  # restic backup: snapshot created, but some source files we
 UNREADABLE_KEPT = 10
 
 
+# restic reports an unchanged file whose blobs the index lacks (lost, then dropped by
+# `repair index`) as an error and exits 3, yet reads the file again and stores it whole.
+_STORED_AGAIN = "not found in the repository index; storing the file again"
+
+
 class _BackupErrors:
     """Reads restic's stderr while it runs (so a flood of error lines never fills the pipe):
     counts the items it could not read, keeps the first few and the last other lines."""
@@ -339,6 +513,8 @@ class _BackupErrors:
             if doc is None or doc.get("message_type") != "error" or doc.get("during") == "scan":
                 self.other = [*self.other[-19:], line]
                 continue
+            if _STORED_AGAIN in str((doc.get("error") or {}).get("message", "")):
+                continue  # read and stored again in full: nothing is missing from the snapshot
             self.count += 1
             if len(self.first) < UNREADABLE_KEPT:
                 error = str((doc.get("error") or {}).get("message", ""))
@@ -421,15 +597,24 @@ def _summary_line(out: bytes) -> dict[str, Any]:
 
 
 def restore_directory(
-    repo: Repository, snapshot_id: str, path: str, target: str, *, sparse: bool = False
+    repo: Repository,
+    snapshot_id: str,
+    path: str,
+    target: str,
+    *,
+    sparse: bool = False,
+    verify: bool = False,
 ) -> None:
     """Restore the sub-tree `path` of a snapshot into `target` (files land directly in it).
 
     With `sparse`, restic leaves holes where a file's chunks are all zeros instead of
-    writing them, so sparse files come back sparse.
+    writing them, so sparse files come back sparse. With `verify`, restic reads every restored
+    file back and compares it with the snapshot (a mismatch fails: FileContentMismatch).
     """
     args = ["restore", f"{snapshot_id}:{path}", "--target", target]
-    run(repo, [*args, "--sparse"] if sparse else args, timeout=6 * 3600)
+    args += ["--sparse"] if sparse else []
+    args += ["--verify"] if verify else []
+    run(repo, args, timeout=6 * 3600)
 
 
 def directory_node(repo: Repository, snapshot_id: str, path: str) -> dict[str, Any]:
