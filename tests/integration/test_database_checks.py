@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from localcluster.cluster import LocalCluster
-from localcluster.databases import DatabaseUnavailable, PostgreSQL
+from localcluster.databases import DatabaseUnavailable, PostgreSQL, Redis
 from localcluster.objects import apply, create_and_wait, get, secret
 from localcluster.operator import OPERATOR_NAMESPACE as OPS
 from localcluster.operator import OperatorProcess
@@ -212,10 +212,12 @@ def test_an_unreachable_scratch_server_and_leftovers_after_a_restart(
     nowhere = DatabaseCheck(target="main", host="127.0.0.1", port=9)
     result = check_database_target(
         launcher(name), OPS, dumped, target, nowhere, "nowhere", lambda e: None,
-        dropped.extend, ready_timeout="0s",
+        dropped.extend, ready_timeout="2s",
     )  # fmt: skip
     assert (result.result, result.reason) == ("Failed", "TargetNotReady"), result
-    assert result.message.startswith("restore: HostUnreachable: "), result  # one attempt
+    assert result.message.startswith(
+        "restore: TargetNotReady: 127.0.0.1:9 did not accept connections within 2 s"
+    ), result
     assert dropped == [f"main/{checks.scratch_name(shop, 'nowhere')}"]
 
     # What a drill killed after its restore left: a scratch database, found again by the
@@ -231,3 +233,66 @@ def test_an_unreachable_scratch_server_and_leftovers_after_a_restart(
     assert left == [f"main/{shop}"]
     assert scratch not in databases(postgres)
     assert shop in databases(postgres)
+
+
+def test_redis_is_checked_on_a_scratch_server_only(
+    local_cluster: LocalCluster, launcher: Callable[[str], MoverLauncher]
+) -> None:
+    """Without a scratch host the check is Skipped; with one, the drill's restore marks
+    what it writes there, the check compares the key counts and flushes exactly that."""
+    source, scratch = Redis().start(), Redis().start()
+    try:
+        source.cli("FLUSHALL")
+        source.cli("EVAL", "for i=1,250 do redis.call('SET','k:'..i,i) end", "0")
+        source.cli("SET", "config:version", "7", db=2)
+        name = f"rchk-{uuid.uuid4().hex[:6]}"
+        apply(
+            local_cluster,
+            OPS,
+            secret(f"{name}-src", {"password": source.password}),
+            secret(f"{name}-scratch", {"password": scratch.password}),
+        )
+        spec = {
+            "name": "cache", "type": "redis", "host": "127.0.0.1", "port": source.port,
+            "credentialsSecret": {"name": f"{name}-src"},
+        }  # fmt: skip
+        done = create_and_wait(
+            local_cluster, OPS, "Backup", name,
+            {"storageLocation": "main", "selection": {"includedResources": ["configmaps"]},
+             "databases": [spec]},
+            timeout=240,
+        )  # fmt: skip
+        assert done["status"]["phase"] == "Succeeded", done["status"]
+        dumped = DatabaseResult.model_validate(done["status"]["databases"][0])
+        target = DatabaseTarget.model_validate(spec)
+
+        skipped = check_database_target(
+            launcher(name), OPS, dumped, target, None, "s1", lambda e: pytest.fail("created")
+        )
+        assert (skipped.result, skipped.reason) == ("Skipped", "ScratchServerRequired")
+
+        scratch.cli("SET", "unrelated", "stays", db=9)
+        version = DatabaseProbe(
+            name="version", database="2", query="GET config:version", expect="== 7"
+        )
+        probes = [DatabaseProbe(name="keys", query="DBSIZE", expect="== 250"), version]
+        check = DatabaseCheck(
+            target="cache", host="127.0.0.1", port=scratch.port,
+            credentials_secret=f"{name}-scratch", probes=probes,
+        )  # fmt: skip
+        suffix = uuid.uuid4().hex[:8]
+        created: list[str] = []
+        result = check_database_target(
+            launcher(name), OPS, dumped, target, check, suffix, created.extend
+        )
+        assert (result.result, result.reason) == ("Passed", None), result
+        assert result.message.endswith(
+            "row counts of 2 tables (251 rows) match the backup's; probes passed: keys, version"
+        )
+        assert created == [f"cache/drill_{suffix}"]
+        keyspace = scratch.cli("INFO", "keyspace").split()
+        assert keyspace == ["#", "Keyspace", "db9:keys=1,expires=0,avg_ttl=0"]
+        assert source.cli("DBSIZE").strip() == "250"  # the original was never written
+    finally:
+        source.stop()
+        scratch.stop()

@@ -32,19 +32,17 @@ from safehold.planning.builders import FILES_DIR
 
 PROBES_KEY = "db-probes.json"  # key of the mover Secret holding the probes (a file)
 MAX_MESSAGE = 2000
-# Restore failures after which nothing of the target was written: nothing to drop.
+# Restore failures that certainly come before anything was written (the wait for the server,
+# the operator's own checks, the refusal of an existing database): nothing to drop. After any
+# other failure a database restored before the one that failed may be there: db-drop runs.
 NOTHING_WRITTEN = {
     "TargetNotReady",
     "TargetStarting",
-    "HostUnreachable",
-    "AuthenticationFailed",
-    "TlsFailed",
-    "DatabaseExists",
-    "InvalidDatabaseMapping",
     "TargetUnknown",
     "SecretNotFound",
     "SecretKeyMissing",
-    "SnapshotNotFound",
+    "DatabaseExists",
+    "InvalidDatabaseMapping",
 }
 # The check's reason when the restore could not even reach the server.
 RESTORE_REASONS = dict.fromkeys(
@@ -114,7 +112,9 @@ def check_database_target(
     """Restore one dumped target into scratch databases (`<db>_drill_<suffix>` on the
     original server, or on `check.host`; Redis only on `check.host`), compare row counts and
     run the probes, drop the scratch databases. `target` is the original target (from the
-    backup's spec), `scratch_suffix` unique per drill (1-16 of [a-z0-9])."""
+    backup's spec), `scratch_suffix` unique per drill (1-16 of [a-z0-9]). `on_created` gets
+    the `<target>/<name>` entries before anything exists (when it raises, nothing is
+    created); `on_dropped` those that are gone again (any not reported are still there)."""
     started = time.monotonic()
     try:
         plan = _plan(dumped, target, check, scratch_suffix)
@@ -213,7 +213,7 @@ class _Check:
         else:
             why = ""
         self._dropped([e for e in wanted if e not in left])
-        return f"; scratch databases left behind{why}: {', '.join(left)}" if left else ""
+        return f"; scratch databases not dropped{why}: {', '.join(left)}" if left else ""
 
     def _dropped(self, gone: list[str]) -> None:
         if gone and self.on_dropped is not None:

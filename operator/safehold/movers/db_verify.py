@@ -168,6 +168,10 @@ def _compare(
     parts = []
     for rec in recorded.databases:
         scratch = pairs.get(rec.name)
+        if scratch is None and cfg.type == "redis":
+            # Nothing written there: every key of it had expired by the restore, or not.
+            parts.append(rowcounts.compare_database(rec, [rowcounts.TableCount("", "keys", 0)]))
+            continue
         if scratch is None:
             parts.append(rowcounts.missing_database(rec))
             continue

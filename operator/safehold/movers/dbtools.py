@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from safehold.contract import env as menv
@@ -349,28 +349,45 @@ def waiting_progress(
     }
 
 
-def store_counts(
-    cfg: menv.DbConfig, repo: restic.Repository, result: Result, counts: rowcounts.RowCounts
-) -> None:
-    """Store the row counts of a dump beside it (its own small snapshot, listed among the
-    target's files). The dump stands without them: a failure is a warning."""
+@contextlib.contextmanager
+def counts_store(
+    cfg: menv.DbConfig, repo: restic.Repository, result: Result
+) -> Iterator[Callable[[rowcounts.RowCounts | None], None]]:
+    """A function that stores the row counts of a dump beside it (`<engine>/counts.json`,
+    its own small snapshot, listed among the target's files). Its restic process starts
+    here, so that opening the repository overlaps the dump; counts never stored (a failed
+    dump, None) leave no snapshot. The dump stands without them: a failure is a warning."""
     filename = rowcounts.counts_file(cfg.type)
-    tags = (*cfg.tags, f"{menv.TAG_DATABASE}=counts")
+    pending = restic.StdinBackup(repo, filename, (*cfg.tags, f"{menv.TAG_DATABASE}=counts"))
     started = time.monotonic()
+    stored = False
+
+    def store(counts: rowcounts.RowCounts | None) -> None:
+        nonlocal stored
+        stored = True
+        if counts is None:
+            pending.cancel()
+            return
+        try:
+            summary = pending.finish(rowcounts.to_bytes(counts))
+        except restic.ResticError as err:
+            result.warnings.append(f"row counts not stored: {err.reason}: {tail(str(err), 2)}")
+            return
+        item = DatabaseResult(
+            name="counts",
+            file=filename,
+            snapshot=summary.snapshot_id,
+            bytesProcessed=summary.bytes_processed,
+            bytesAdded=summary.bytes_added,
+            seconds=time.monotonic() - started,
+        )
+        result.add(item)
+
     try:
-        summary = restic.backup_bytes(repo, filename, rowcounts.to_bytes(counts), tags)
-    except restic.ResticError as err:
-        result.warnings.append(f"row counts not stored: {err.reason}: {tail(str(err), 2)}")
-        return
-    item = DatabaseResult(
-        name="counts",
-        file=filename,
-        snapshot=summary.snapshot_id,
-        bytesProcessed=summary.bytes_processed,
-        bytesAdded=summary.bytes_added,
-        seconds=time.monotonic() - started,
-    )
-    result.add(item)
+        yield store
+    finally:
+        if not stored:
+            pending.cancel()
 
 
 _EOF = object()

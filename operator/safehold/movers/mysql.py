@@ -120,34 +120,40 @@ def dump(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
     missing = [d for d in wanted if d not in available and d not in SYSTEM_DATABASES]
     if missing:
         raise MoverError(DATABASE_NOT_FOUND, f"no such database: {', '.join(missing)}")
-    counted: list[rowcounts.DatabaseCounts] = []
-    for name in wanted:
-        cmd = [
-            dumper,
-            "--no-defaults",
-            *connection_args(cfg, client=False),
-            "--single-transaction",
-            "--routines",
-            "--triggers",
-            "--events",
-            "--hex-blob",
-            "--default-character-set=utf8mb4",
-            *cfg.mysql_dump_options,
-            "--",
-            name,
+    with dbtools.counts_store(cfg, repo, result) as store_counts:
+        counted = [
+            _dump_database(cfg, repo, result, n, _dump_command(cfg, dumper, n)) for n in wanted
         ]
-        counted.append(_dump_database(cfg, repo, result, name, cmd))
-    if cfg.mysql_accounts:
-        # CREATE USER IF NOT EXISTS + GRANT for every account (password hashes included).
-        cmd = [
-            dumper,
-            "--no-defaults",
-            *connection_args(cfg, client=False),
-            "--system=users",
-            "--insert-ignore",
-        ]
-        dbtools.store(cfg, repo, result, "accounts", ACCOUNTS_FILE, cmd, tool_env(cfg), classify)
-    dbtools.store_counts(cfg, repo, result, rowcounts.RowCounts(PREFIX, tuple(counted)))
+        if cfg.mysql_accounts:
+            # CREATE USER IF NOT EXISTS + GRANT for every account (password hashes included).
+            cmd = [
+                dumper,
+                "--no-defaults",
+                *connection_args(cfg, client=False),
+                "--system=users",
+                "--insert-ignore",
+            ]
+            dbtools.store(
+                cfg, repo, result, "accounts", ACCOUNTS_FILE, cmd, tool_env(cfg), classify
+            )
+        store_counts(rowcounts.RowCounts(PREFIX, tuple(counted)))
+
+
+def _dump_command(cfg: menv.DbConfig, dumper: str, name: str) -> list[str]:
+    return [
+        dumper,
+        "--no-defaults",
+        *connection_args(cfg, client=False),
+        "--single-transaction",
+        "--routines",
+        "--triggers",
+        "--events",
+        "--hex-blob",
+        "--default-character-set=utf8mb4",
+        *cfg.mysql_dump_options,
+        "--",
+        name,
+    ]
 
 
 # Row counts. mariadb-dump --single-transaction reads its own consistent snapshot, which no

@@ -126,18 +126,21 @@ def dump(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
     # The globals are stored beside the databases (their own restic process): that hides one
     # restic start, most of what a small target's dump costs.
     side_result = Result(verb=result.verb)
-    with ThreadPoolExecutor(1) as side:
-        side_dump = side.submit(_dump_globals, cfg, repo, side_result) if cfg.pg_globals else None
-        try:
-            counted = [_dump_database(cfg, repo, result, name, pg_dump) for name in wanted]
-        finally:
-            # Merged also when a database failed, so that the run forgets its snapshot too.
-            failed = side_dump.exception() if side_dump is not None else None
-            for item in side_result.databases:
-                result.add(item)
-    if failed is not None:
-        raise failed
-    dbtools.store_counts(cfg, repo, result, rowcounts.RowCounts(PREFIX, tuple(counted)))
+    with dbtools.counts_store(cfg, repo, result) as store_counts:
+        with ThreadPoolExecutor(1) as side:
+            side_dump = (
+                side.submit(_dump_globals, cfg, repo, side_result) if cfg.pg_globals else None
+            )
+            try:
+                counted = [_dump_database(cfg, repo, result, name, pg_dump) for name in wanted]
+            finally:
+                # Merged also when a database failed, so that the run forgets its snapshot.
+                failed = side_dump.exception() if side_dump is not None else None
+                for item in side_result.databases:
+                    result.add(item)
+        if failed is not None:
+            raise failed
+        store_counts(rowcounts.RowCounts(PREFIX, tuple(counted)))
 
 
 # Counts every table pg_dump dumps the data of (ordinary tables, partitions; not views,

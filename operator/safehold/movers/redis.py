@@ -217,19 +217,21 @@ def dump(cfg: menv.DbConfig, repo: restic.Repository, result: Result) -> None:
     cli = dbtools.which("redis-cli")
     result.toolVersion = dbtools.tool_version(cli)
     env = {"REDISCLI_AUTH": cfg.password} if cfg.password else {}
-    with tempfile.TemporaryDirectory(dir=cfg.scratch_dir, prefix="safehold-rdb-") as tmp:
+    with (
+        dbtools.counts_store(cfg, repo, result) as store_counts,
+        tempfile.TemporaryDirectory(dir=cfg.scratch_dir, prefix="safehold-rdb-") as tmp,
+    ):
         # The RDB passes through a walker that counts its keys on the way (movers/rdb.py).
         counts = Path(tmp) / "counts.json"
         walker = [sys.executable, "-m", "safehold.movers.rdb", "--counts", str(counts), "--"]
         command = [*walker, cli, *cli_args(cfg), "--rdb", "-"]
         dbtools.store(cfg, repo, result, "rdb", FILE, command, env, classify)
         recorded = key_counts(counts)
-    if recorded is None:
-        result.warnings.append(
-            "key counts not recorded: the RDB's format is not one Safehold reads"
-        )
-        return
-    dbtools.store_counts(cfg, repo, result, recorded)
+        if recorded is None:
+            result.warnings.append(
+                "key counts not recorded: the RDB's format is not one Safehold reads"
+            )
+        store_counts(recorded)
 
 
 def key_counts(path: Path) -> rowcounts.RowCounts | None:

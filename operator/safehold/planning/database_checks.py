@@ -277,6 +277,13 @@ def plan_scratch(
             "the backup does not say where this target lives; set host in the drill's"
             " databases.targets[]",
         )
+    unmappable = [d for d in databases if "," in d or ":" in d] if db_type != "redis" else []
+    if unmappable:
+        raise InvalidCheck(
+            "InvalidDatabaseMapping",
+            f"databases with ',' or ':' in their names cannot be restored under another name:"
+            f" {', '.join(unmappable)}",
+        )
     mapping = {} if db_type == "redis" else scratch_mapping(databases, suffix)
     if db_type != "redis" and not mapping:
         raise Skip("NothingDumped", "the backup holds no database of this target")

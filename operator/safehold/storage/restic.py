@@ -759,21 +759,52 @@ def backup_from_command(
     return _backup_summary(proc.stdout)
 
 
-def backup_bytes(
-    repo: Repository,
-    filename: str,
-    data: bytes,
-    tags: Sequence[str],
-    *,
-    host: str = "safehold",
-    timeout: float = 600,
-) -> BackupSummary:
-    """Store `data` as the file `filename` of a new snapshot (`restic backup --stdin`): a
-    small file a mover made itself, such as a dump's row counts."""
-    args = ["backup", "--stdin", "--stdin-filename", filename]
-    args += ["--compression", STREAM_COMPRESSION, "--host", host, "--json", "--quiet"]
-    args += [a for t in tags for a in ("--tag", t)]
-    return _backup_summary(run(repo, args, timeout=timeout, input_bytes=data).stdout)
+class StdinBackup:
+    """`restic backup --stdin` started ahead of its data: restic opens the repository and
+    reads its index while the caller produces a small file (a dump's row counts), which
+    `finish` then stores as `filename` of a new snapshot. `cancel` interrupts it (SIGINT:
+    restic removes its lock) and no snapshot is made."""
+
+    def __init__(
+        self, repo: Repository, filename: str, tags: Sequence[str], *, host: str = "safehold"
+    ) -> None:
+        args = ["backup", "--stdin", "--stdin-filename", filename]
+        args += ["--compression", STREAM_COMPRESSION, "--host", host, "--json", "--quiet"]
+        args += [a for t in tags for a in ("--tag", t)]
+        self.repo = repo
+        self.proc = subprocess.Popen(
+            [restic_binary(), *repo.options, *args],
+            env=_child_env(repo),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def finish(self, data: bytes, timeout: float = 600) -> BackupSummary:
+        try:
+            out, err = self.proc.communicate(data, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.cancel()
+            raise ResticError("RepositoryTimeout", f"not stored in {timeout:.0f}s") from None
+        except BrokenPipeError:  # restic ended before reading: its error is on stderr
+            out, err = b"", self.proc.stderr.read() if self.proc.stderr else b""
+            self.proc.wait()
+        if self.proc.returncode != 0:
+            raise _failure(self.proc.returncode, err, self.repo.secret_values)
+        return _backup_summary(out)
+
+    def cancel(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
 
 
 def _is_secret_name(name: str) -> bool:

@@ -110,6 +110,9 @@ def test_plans_that_do_not_apply_or_cannot_run() -> None:
         "cache", "redis", ["rdb"], DatabaseCheck(target="cache", host="r"), "s1", True
     )
     assert (dict(redis.mapping), redis.entries) == ({}, ["cache/drill_s1"])
+    with pytest.raises(checks.InvalidCheck) as comma:
+        checks.plan_scratch("main", "postgresql", ["a,b"], None, "s1", True)
+    assert comma.value.reason == "InvalidDatabaseMapping"
     with pytest.raises(checks.InvalidCheck) as unknown:
         checks.plan_scratch("main", "postgresql", ["a"], None, "s1", False)
     assert unknown.value.reason == "TargetUnknown"
@@ -193,6 +196,10 @@ def test_redis_keys_with_a_ttl_may_expire_others_not() -> None:
     assert rc.describe(result).endswith("; 3 keys with a TTL had expired")
     lost_persistent = [rc.TableCount("", "keys", 97, volatile=10)]
     assert len(rc.compare_database(recorded, lost_persistent).mismatches) == 1
+    # A logical database whose keys all had a TTL may be gone entirely.
+    all_volatile = rc.DatabaseCounts("1", (rc.TableCount("", "keys", 2, volatile=2),))
+    nothing = rc.compare_database(all_volatile, [rc.TableCount("", "keys", 0)])
+    assert (nothing.mismatches, nothing.volatile) == ((), 2)
 
 
 def test_a_verify_result_always_fits_the_termination_message() -> None:
