@@ -97,9 +97,16 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
     # ---- the run ------------------------------------------------------------------------
     def _run_drill(self) -> None:
         self.spec = BackupVerificationSpec.model_validate(self.body.get("spec") or {})
-        self._clean_earlier_attempt()
+        left = self._clean_earlier_attempt()
         now = datetime.now(UTC)
-        self.status = BackupVerificationStatus(start_time=now, conditions=self.status.conditions)
+        self.status = BackupVerificationStatus(
+            start_time=now, conditions=self.status.conditions, scratch_databases=left
+        )
+        if left:
+            self.status.warnings.append(
+                "scratch databases of an interrupted attempt could not be dropped: "
+                + ", ".join(left)
+            )
         self.deadline = time.monotonic() + parse_duration(self.spec.timeout).total_seconds()
         self.status.policy = self.spec.policy_ref.name if self.spec.policy_ref else None
         try:
@@ -379,12 +386,13 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
             self.status.completion_time or datetime.now(UTC),
         )
 
-    def _clean_earlier_attempt(self) -> None:
-        """A drill resumed after an operator restart removes what its first attempt made."""
+    def _clean_earlier_attempt(self) -> list[str]:
+        """A drill resumed after an operator restart removes what its first attempt made;
+        returns the scratch databases still there."""
         if self.status.start_time is None:
-            return
+            return []
         drill_scratch.remove_scratch(self.clients.rest, self.status.scratch_namespaces, self.uid)
-        DrillData.drop_leftovers(self)
+        return DrillData.drop_leftovers(self)
 
     def _say(self, message: str) -> None:
         current = get_condition(self.status.conditions, "Succeeded")

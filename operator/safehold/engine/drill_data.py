@@ -114,31 +114,38 @@ class DrillData:
         """Nothing to do: each database check drops its scratch databases itself."""
 
     @staticmethod
-    def drop_leftovers(run: DrillRun) -> None:
-        """Scratch databases an interrupted attempt recorded (as target/database)."""
+    def drop_leftovers(run: DrillRun) -> list[str]:
+        """Drop the scratch databases an interrupted attempt recorded (as target/database);
+        returns those still there."""
         leftovers = list(run.status.scratch_databases)
         if not leftovers:
-            return
+            return []
         try:
             source = _source_of(run)
         except Exception as err:
             log.warning("drill %s/%s: cannot drop leftovers: %s", run.namespace, run.name, err)
-            return
+            return leftovers
         data = DrillData(run, source, {})
         targets = {t.name: t for t in database_targets(run.clients, run.namespace, source)}
         overrides = {c.target: c for c in run.spec.checks.databases.targets}
+        left: list[str] = []
         for dumped in source.manifest.databases:
+            mine = [e for e in leftovers if e.partition("/")[0] == dumped.target]
+            if not mine:
+                continue
             try:
-                drop_scratch_databases(
+                left += drop_scratch_databases(
                     data._launcher(),
                     run.namespace,
                     dumped,
                     targets.get(dumped.target),
                     overrides.get(dumped.target),
-                    leftovers,
+                    mine,
                 )
-            except Failure as err:  # logged; the sweep of a later attempt tries again
+            except Failure as err:  # still recorded: the next attempt tries again
                 log.warning("drill %s/%s: %s", run.namespace, run.name, err.message)
+                left += mine
+        return left
 
 
 def _snapshots_of(manifest: BackupManifest) -> set[str]:
