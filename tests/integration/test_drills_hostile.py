@@ -249,7 +249,9 @@ def test_names_at_63_characters_drill_and_clean_up(
         status = drill["status"]
         for scratch in status.get("scratchNamespaces") or []:
             assert len(scratch) <= 63, scratch
-            assert not _namespace_exists(local_cluster, scratch), scratch
+            wait_for(
+                lambda s=scratch: not _namespace_exists(local_cluster, s), 180, f"{scratch} gone"
+            )
         failed = [c for c in status["checks"] if c["result"] == "Failed"]
         assert status["result"] == "Passed", json.dumps(failed)
     finally:
