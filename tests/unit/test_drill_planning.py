@@ -89,7 +89,7 @@ def test_the_data_subset_advances_and_wraps() -> None:
     assert drills.data_subset("1/3", 3) == (2, 3)
     assert drills.data_subset("3/3", 3) == (1, 3)
     assert drills.data_subset("7/10", 3) == (1, 3)  # N changed: start over
-    assert drills.data_subset("2/3", 1) is None
+    assert drills.data_subset("2/3", 1) == (1, 1)  # everything, every time
 
 
 def test_damage_elsewhere_does_not_touch_this_backup() -> None:

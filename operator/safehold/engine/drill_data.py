@@ -40,7 +40,7 @@ class DrillData:
         keys = {layout.repository(run.namespace)}
         keys |= {v.repository for v in manifest.volumes if v.repository}
         subset = drills.data_subset(_previous_subset(run), run.spec.checks.read_data_runs)
-        run.status.data_subset = f"{subset[0]}/{subset[1]}" if subset else "all"
+        run.status.data_subset = f"{subset[0]}/{subset[1]}"
         run._say(f"checking {len(keys)} repository(ies), data subset {run.status.data_subset}")
         limit = max(run.deadline - time.monotonic(), 60.0)
         found = check_repositories(self.source.location, sorted(keys), subset, timeout=limit)

@@ -169,11 +169,11 @@ def harmless(entry: Entry, obj: JSON) -> JSON:
     return out
 
 
-def data_subset(previous: str | None, read_data_runs: int) -> tuple[int, int] | None:
+def data_subset(previous: str | None, read_data_runs: int) -> tuple[int, int]:
     """The pack-file subset k/N this drill reads: the one after the previous drill's (`k/N`
-    as recorded), so that N successive drills read everything; None reads all data."""
+    as recorded), so that N successive drills read everything; 1/1 reads all data."""
     if read_data_runs <= 1:
-        return None
+        return (1, 1)
     last = 0
     if previous:
         k, _, n = previous.partition("/")
