@@ -64,6 +64,13 @@ IMMUTABLE = CelRule(
     "self == oldSelf", "spec is immutable; create a new object instead", "FieldValueForbidden"
 )
 
+# A RestoreRequest or BackupVerification names its backup, or the policy whose newest it takes.
+ONE_SOURCE = CelRule(
+    "has(self.backupRef) != has(self.policyRef)",
+    "set exactly one of backupRef or policyRef",
+    "FieldValueInvalid",
+)
+
 LOCATION = KindInfo(
     kind="BackupStorageLocation",
     plural="backupstoragelocations",
@@ -149,11 +156,7 @@ RESTORE = KindInfo(
     ),
     spec_rules=(
         IMMUTABLE,
-        CelRule(
-            "has(self.backupRef) != has(self.policyRef)",
-            "set exactly one of backupRef or policyRef",
-            "FieldValueInvalid",
-        ),
+        ONE_SOURCE,
     ),
 )
 
@@ -179,11 +182,7 @@ VERIFICATION = KindInfo(
     ),
     spec_rules=(
         IMMUTABLE,
-        CelRule(
-            "has(self.backupRef) != has(self.policyRef)",
-            "set exactly one of backupRef or policyRef",
-            "FieldValueInvalid",
-        ),
+        ONE_SOURCE,
     ),
 )
 

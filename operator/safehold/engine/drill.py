@@ -192,7 +192,6 @@ class DrillRun(OneShotRun[BackupVerificationStatus]):
             self._check_failed("drill", "InternalError", message, time.monotonic())
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-            data.drop_databases()
 
     def _restore_and_check(
         self, source: Source, mapping: dict[str, str], workdir: Path, data: DrillData

@@ -110,9 +110,6 @@ class DrillData:
         status.scratch_databases = sorted(set(status.scratch_databases) - set(names))
         self.run._write()
 
-    def drop_databases(self) -> None:
-        """Nothing to do: each database check drops its scratch databases itself."""
-
     @staticmethod
     def drop_leftovers(run: DrillRun) -> list[str]:
         """Drop the scratch databases an interrupted attempt recorded (as target/database);

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -252,7 +252,3 @@ def human_duration(seconds: float | None) -> str | None:
     if minutes:
         return f"{minutes}m{secs}s"
     return f"{seconds:.1f}s" if seconds < 10 else f"{secs}s"
-
-
-def object_checksums(entries: Sequence[Entry]) -> Mapping[str, str]:
-    return {e.path: e.sha256 for e in entries if e.sha256}
